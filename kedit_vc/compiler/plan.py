@@ -32,6 +32,7 @@ PROBE_KINDS: Mapping[str, str] = {
     "paraphrase": "generalization", # scope: must give the new object too
     "neighbour": "locality",        # other subjects: must keep their answer
     "keep": "locality",             # other attributes of the subject: must not change
+    "attribute": "locality",        # other subjects whose true answer is the new object
     "alias": "portability",         # subject replaced by an alias
     "hop": "portability",           # one-hop consequence
     "reverse": "portability",       # reverse relation
@@ -46,20 +47,25 @@ class Probe:
     ``prompt`` has the subject already substituted. ``target`` is the expected answer
     and ``foil`` the competing answer (the old object for rewrite/paraphrase probes,
     the new object for neighbour probes) used by CounterFact-style comparisons;
-    scorers prepend the leading space themselves.
+    scorers prepend the leading space themselves. ``group`` ties probes that are scored
+    together (a MQuAKE case counts as answered when any question of its group is).
     """
 
     kind: str
     prompt: str
     target: str
     foil: str | None = None
+    group: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "prompt": self.prompt, "target": self.target, "foil": self.foil}
+        data = {"kind": self.kind, "prompt": self.prompt, "target": self.target, "foil": self.foil}
+        if self.group is not None:
+            data["group"] = self.group
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Probe":
-        return cls(data["kind"], data["prompt"], data["target"], data.get("foil"))
+        return cls(data["kind"], data["prompt"], data["target"], data.get("foil"), data.get("group"))
 
 
 @dataclass(frozen=True)
