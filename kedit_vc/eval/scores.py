@@ -1,0 +1,107 @@
+"""Raw probe scores: the numbers every metric is computed from, JSON-able.
+
+Scoring a model once gives a ``ProbeScores``; metrics and reports are pure functions
+of it (and of the pre-edit scores), so a stored score file can be re-summarised
+without loading a model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+SCORES_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ProbeScore:
+    """Teacher-forced scores of one probe.
+
+    ``target_nll``/``foil_nll``: mean per-token NLL (nats) of ``" " + target`` / ``" " + foil``
+    after the prompt. ``target_acc``: share of target tokens that are the argmax
+    (EasyEdit token accuracy). ``target_ids``/``argmax_ids``: the target's token ids and
+    the model's argmax at the same teacher-forced positions, both of length
+    ``len(target tokens)`` (locality-as-agreement compares argmax ids pre vs post).
+    """
+
+    kind: str
+    prompt: str
+    target: str
+    target_nll: float
+    target_acc: float
+    target_ids: tuple[int, ...]
+    argmax_ids: tuple[int, ...]
+    foil: str | None = None
+    foil_nll: float | None = None
+    group: str | None = None
+
+    @property
+    def correct(self) -> bool:
+        """Every target token is the argmax (teacher-forced exact match)."""
+        return self.target_ids == self.argmax_ids
+
+    @property
+    def beats_foil(self) -> bool | None:
+        """CounterFact comparison: target has the lower mean NLL (None without a foil)."""
+        return None if self.foil_nll is None else self.target_nll < self.foil_nll
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "prompt": self.prompt, "target": self.target,
+            "target_nll": self.target_nll, "target_acc": self.target_acc,
+            "target_ids": list(self.target_ids), "argmax_ids": list(self.argmax_ids),
+            "foil": self.foil, "foil_nll": self.foil_nll, "group": self.group,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ProbeScore":
+        return cls(
+            kind=data["kind"], prompt=data["prompt"], target=data["target"],
+            target_nll=float(data["target_nll"]), target_acc=float(data["target_acc"]),
+            target_ids=tuple(data["target_ids"]), argmax_ids=tuple(data["argmax_ids"]),
+            foil=data.get("foil"),
+            foil_nll=None if data.get("foil_nll") is None else float(data["foil_nll"]),
+            group=data.get("group"),
+        )
+
+
+@dataclass(frozen=True)
+class EditScores:
+    """The scores of one edit's probes, in the order of ``EditRequest.probes``."""
+
+    edit_id: str
+    probes: tuple[ProbeScore, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"edit_id": self.edit_id, "probes": [p.to_json() for p in self.probes]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "EditScores":
+        return cls(data["edit_id"], tuple(ProbeScore.from_json(p) for p in data["probes"]))
+
+
+@dataclass(frozen=True)
+class ProbeScores:
+    """Scores of every edit of an evaluation, in request order."""
+
+    edits: tuple[EditScores, ...]
+
+    def by_id(self) -> dict[str, EditScores]:
+        return {e.edit_id: e for e in self.edits}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": SCORES_VERSION, "edits": [e.to_json() for e in self.edits]}
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), sort_keys=True, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ProbeScores":
+        if data.get("version") != SCORES_VERSION:
+            raise ValueError(f"unsupported scores version {data.get('version')!r} (expected {SCORES_VERSION})")
+        return cls(tuple(EditScores.from_json(e) for e in data["edits"]))
+
+    @classmethod
+    def loads(cls, text: str) -> "ProbeScores":
+        return cls.from_json(json.loads(text))
