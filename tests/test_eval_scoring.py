@@ -10,7 +10,7 @@ import torch
 from kedit_vc.compiler.plan import EditRequest, Probe
 from kedit_vc.eval import ProbeScores, score_requests
 from kedit_vc.eval.fluency import DEFAULT_PERPLEXITY_TEXT, generate, perplexity
-from kedit_vc.eval.forward import encode_pair, lm_head_logits, score_continuations
+from kedit_vc.eval.forward import encode_pair, score_continuations
 from kedit_vc.models.prompting import prefix_ids
 from test_eval_fixtures import direct_scores, tiny_model, tiny_tokenizer
 
@@ -38,14 +38,6 @@ def test_prefix_is_eos_for_a_tokenizer_without_bos(tok):
     assert prefix_ids(tok) == [tok.eos_token_id]
     prompt_ids, cont = encode_pair(tok, "Ghana is in", " Africa")
     assert prompt_ids[0] == tok.eos_token_id and len(cont) == 1
-
-
-def test_head_at_gathered_positions_equals_full_logits(model, tok):
-    ids = torch.tensor([encode_pair(tok, *PAIRS[1])[0]])
-    with torch.no_grad():
-        full = model(ids).logits[0]
-        hidden = model.base_model(input_ids=ids).last_hidden_state[0]
-    assert torch.allclose(lm_head_logits(model, hidden[[1, 3]]), full[[1, 3]], atol=1e-5)
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 16])

@@ -1,7 +1,159 @@
-"""CLI commands of this area (filled in by its issue)."""
+"""``kvc bench`` and ``kvc check``: flags in, one library call, a table (or JSON) out.
+
+torch and the evaluation library are imported inside the commands so ``kvc --help``
+stays instant.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-COMMANDS: list[click.Command] = []
+from kedit_vc.errors import UsageError
+
+DEFAULT_MODEL = "smollm2"
+
+
+def _parse_pairs(pairs: tuple[str, ...], flag: str) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or not value:
+            raise UsageError(f"{flag} expects KEY=VALUE, got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _number(text: str, what: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise UsageError(f"{what}: {text!r} is not a number") from None
+
+
+def _hparam_value(text: str) -> object:
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@click.command("bench")
+@click.argument("benchmark", type=click.Choice(["counterfact", "zsre", "mquake"]))
+@click.option("--n", "n", type=click.IntRange(min=1), default=100, show_default=True, help="Number of cases.")
+@click.option("--method", default="rome", show_default=True, help="Editing method.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Cases per editor call (--batch N: one batch).")
+@click.option("--sequential", is_flag=True, help="Keep each edit applied; evaluate all cases at the end.")
+@click.option("--hparam", "hparams", multiple=True, metavar="KEY=VALUE", help="Override a hyperparameter.")
+@click.option("--model", "model_ref", default=DEFAULT_MODEL, show_default=True, help="Model alias, HF folder or .gguf file.")
+@click.option("--data", "data", type=click.Path(file_okay=False), default=None,
+              help="Folder with the benchmark files (default: $KVC_DATA or <repo>/../shared/data).")
+@click.option("--eval-batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--fluency-tokens", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also measure fluency from generations of this many tokens (CounterFact).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, allow_dash=True), default=None,
+              help="Write the full result as JSON to this file ('-' for stdout).")
+@click.option("--progress/--no-progress", default=False)
+def bench_command(benchmark: str, n: int, method: str, batch: int, sequential: bool, hparams: tuple[str, ...],
+                  model_ref: str, data: str | None, eval_batch_size: int, fluency_tokens: int,
+                  json_out: str | None, progress: bool) -> int:
+    """Run an edit benchmark on the shared data and print the reference summary.
+
+    \b
+    Examples:
+      kvc bench counterfact --n 100 --method rome
+      kvc bench counterfact --n 100 --method memit --batch 100
+      kvc bench zsre --n 100 --method rome --json zsre.json
+    """
+    import json
+
+    from kedit_vc.editors.base import get_editor
+    from kedit_vc.editors.hparams import HPARAMS, build_hparams
+    from kedit_vc.eval.bench import run_bench
+    from kedit_vc.eval.datasets import load_cases
+    from kedit_vc.models import load_model
+
+    overrides = {k: _hparam_value(v) for k, v in _parse_pairs(hparams, "--hparam").items()}
+    if method.lower() not in HPARAMS:
+        raise UsageError(f"unknown editing method {method!r}; known methods: {', '.join(sorted(HPARAMS))}")
+    try:
+        hp = build_hparams(method.lower(), overrides)
+    except TypeError as error:
+        raise UsageError(f"--hparam for {method}: {error}") from None
+    editor = get_editor(method)
+    cases = load_cases(benchmark, n, data)
+    loaded = load_model(model_ref, progress=progress)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    result = run_bench(model, tokenizer, benchmark, cases, editor, hp, batch=batch, sequential=sequential,
+                       eval_batch_size=eval_batch_size, fluency_tokens=fluency_tokens, progress=progress)
+    text = json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n"
+    if json_out == "-":
+        click.echo(text, nl=False)
+    else:
+        click.echo(result.summary())
+        if json_out:
+            Path(json_out).write_text(text, encoding="utf-8")
+    return 0
+
+
+@click.command("check")
+@click.option("--report", "report_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="An evaluation report (JSON from `kvc eval --json`).")
+@click.option("--plan", "plan_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A compiled plan whose `expect` lines are checked too.")
+@click.option("--min-reliability", type=float, default=None, help="reliability >= X")
+@click.option("--min-generalization", type=float, default=None, help="generalization >= X")
+@click.option("--min-locality", type=float, default=None, help="locality >= X")
+@click.option("--min-portability", type=float, default=None, help="portability >= X")
+@click.option("--min-fluency", type=float, default=None, help="fluency >= X")
+@click.option("--min", "minimums", multiple=True, metavar="METRIC=X", help="Any metric, e.g. --min locality_cf=0.9")
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+def check_command(report_path: str | None, plan_path: str | None, min_reliability: float | None,
+                  min_generalization: float | None, min_locality: float | None, min_portability: float | None,
+                  min_fluency: float | None, minimums: tuple[str, ...], as_json: bool) -> int:
+    """Check metrics against thresholds: exit 0 if all hold, 1 if any falls short, 2 on usage errors.
+
+    \b
+    Examples:
+      kvc check --report eval.json --min-locality 0.95 --min-reliability 0.9
+      kvc check --report eval.json --plan plan.json --min reliability_cf=0.9
+    """
+    import json
+
+    from kedit_vc.compiler.plan import Plan
+    from kedit_vc.eval.gate import run_gate
+    from kedit_vc.eval.report import EvalReport
+
+    named = {"reliability": min_reliability, "generalization": min_generalization, "locality": min_locality,
+             "portability": min_portability, "fluency": min_fluency}
+    flags = {k: v for k, v in named.items() if v is not None}
+    flags.update({k: _number(v, f"--min {k}") for k, v in _parse_pairs(minimums, "--min").items()})
+    expectations = ()
+    if plan_path:
+        try:
+            expectations = Plan.loads(Path(plan_path).read_text(encoding="utf-8")).expectations
+        except (ValueError, KeyError) as error:
+            raise UsageError(f"{plan_path}: not a kvc plan ({error})") from None
+    if report_path is None:
+        raise UsageError("kvc check needs --report FILE (a report from `kvc eval --json`); "
+                         "checking the store's HEAD directly is not wired in yet")
+    try:
+        report = EvalReport.loads(Path(report_path).read_text(encoding="utf-8"))
+    except (ValueError, KeyError) as error:
+        raise UsageError(f"{report_path}: not an evaluation report ({error})") from None
+    result = run_gate(report, expectations, flags)
+    if as_json:
+        rows = [{"metric": r.threshold.metric, "op": r.threshold.op, "threshold": r.threshold.threshold,
+                 "value": r.value, "ok": r.ok, "source": r.threshold.source} for r in result.rows]
+        click.echo(json.dumps({"exit_code": result.exit_code, "rows": rows}, indent=2, sort_keys=True))
+    else:
+        click.echo(result.table())
+        click.echo(result.summary())
+    return result.exit_code
+
+
+COMMANDS: list[click.Command] = [bench_command, check_command]

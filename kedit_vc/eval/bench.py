@@ -166,12 +166,3 @@ def run_bench(
         edit_seconds=edit_seconds, peak_rss_bytes=peak_rss_bytes(), peak_gpu_bytes=peak_gpu,
     )
 
-
-def load_pretrained(ref: str) -> tuple[torch.nn.Module, Any]:
-    """A Hugging Face causal LM in float32 (on CUDA when available) and its tokenizer."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(ref)
-    model = AutoModelForCausalLM.from_pretrained(ref, dtype=torch.float32)
-    model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
-    return model, tokenizer

@@ -1,8 +1,9 @@
 """Teacher-forced scoring of continuations, computing logits only where they are needed.
 
 A causal LM's vocabulary is large (49k for SmolLM2), so instead of ``model(...).logits``
-([b, t, V]) we run the body for hidden states [b, t, d] and apply the LM head to the
-few positions that predict continuation tokens ([n, d] -> [n, V]). Every sequence is
+([b, t, V]) we take final hidden states [b, t, d] and apply the LM head only at the
+positions that predict continuation tokens ([n, d] -> [n, V]), through the family-aware
+helpers of ``kedit_vc.models.forward`` that the editors use too. Every sequence is
 ``prefix_ids + prompt + continuation``, with the prefix from ``kedit_vc.models.prompting``
 so evaluation sees inputs exactly as the editors do.
 """
@@ -15,6 +16,7 @@ from typing import Any, Sequence
 
 import torch
 
+from kedit_vc.models.forward import final_hidden, logits_from_hidden
 from kedit_vc.models.prompting import encode_continuation, encode_text, pad_batch, pad_id
 
 
@@ -43,21 +45,6 @@ def encode_pair(tokenizer: Any, prompt: str, continuation: str) -> tuple[list[in
     return prompt_ids, cont_ids
 
 
-def lm_head_logits(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-    """Float32 logits [n, V] from final hidden states [n, d] (the body already normed them).
-
-    Applies the config's final-logit softcapping (Gemma-2 style) when present.
-    """
-    head = model.get_output_embeddings()
-    weight = head.weight.float()
-    bias = None if getattr(head, "bias", None) is None else head.bias.float()
-    logits = torch.nn.functional.linear(hidden.float(), weight, bias)
-    cap = getattr(model.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
-
-
 def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -68,7 +55,7 @@ def _score_batch(
 ) -> list[ContinuationScore]:
     device = _device(model)
     ids, mask = pad_batch([p + c for p, c in batch], pad)  # right padding: positions stay 0..t-1
-    hidden = model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+    hidden = final_hidden(model, ids.to(device), mask.to(device))  # [b, t, d]
     rows, cols, targets = [], [], []
     for row, (prompt_ids, cont_ids) in enumerate(batch):
         start = len(prompt_ids)
@@ -79,7 +66,7 @@ def _score_batch(
     rows_t = torch.tensor(rows, device=device)
     cols_t = torch.tensor(cols, device=device)
     target_t = torch.tensor(targets, device=device)
-    logits = lm_head_logits(model, hidden[rows_t, cols_t])  # [n, V]
+    logits = logits_from_hidden(model, hidden[rows_t, cols_t]).float()  # [n, V], float32
     nll = -torch.log_softmax(logits, dim=-1).gather(1, target_t[:, None])[:, 0]  # [n]
     argmax = logits.argmax(dim=-1)  # [n]
     out, offset = [], 0
