@@ -257,3 +257,12 @@ def test_shared_benchmark_files_convert():
     assert len(load_cases("zsre", n=5, directory=folder)) == 5
     mq = load_cases("mquake", directory=folder)
     assert len(mq) == 354 and all(any(p.kind == "multihop" for p in c.requests[-1].probes) for c in mq)
+
+
+def test_delta_bytes_of_a_real_delta():
+    from kedit_vc.delta import Delta, LowRank
+    from kedit_vc.eval.efficiency import delta_bytes
+
+    delta = Delta({"lm_head.weight": LowRank(torch.zeros(128, 1), torch.zeros(32, 1))})
+    assert delta_bytes(delta) == (128 + 32) * 4
+    assert delta_bytes(AddDelta({"w": torch.zeros(3, 2)})) == 24

@@ -19,7 +19,8 @@ import torch
 
 from kedit_vc.editors.base import EditContext, Editor
 from kedit_vc.eval.datasets import BenchCase
-from kedit_vc.eval.efficiency import measure, peak_rss_bytes, tensor_bytes
+from kedit_vc.eval.efficiency import delta_bytes as stored_bytes
+from kedit_vc.eval.efficiency import measure, peak_rss_bytes
 from kedit_vc.eval.fluency import generate, ngram_entropy
 from kedit_vc.eval.report import EvalReport, summarize
 from kedit_vc.eval.scores import EditScores, ProbeScores
@@ -96,8 +97,9 @@ def _requests(cases: Sequence[BenchCase]) -> list:
 
 
 def _fluency(model: torch.nn.Module, tokenizer: Any, cases: Sequence[BenchCase], max_new_tokens: int) -> list[float]:
+    """N-gram entropy of top-5 sampled generations (as ROME's ``generate_fast``), seeded."""
     prompts = [p for c in cases for p in c.generation_prompts]
-    return [ngram_entropy(generate(model, tokenizer, prompts, max_new_tokens))] if prompts else []
+    return [ngram_entropy(generate(model, tokenizer, prompts, max_new_tokens, sample=True))] if prompts else []
 
 
 def run_bench(
@@ -115,8 +117,8 @@ def run_bench(
 ) -> BenchResult:
     """Edit ``cases`` with ``editor``, evaluate, undo; return the summary with pre-edit values.
 
-    ``fluency_tokens > 0`` also measures fluency (greedy generations of that many tokens
-    from each case's generation prompts, with the case's edit applied).
+    ``fluency_tokens > 0`` also measures fluency (top-5 sampled generations of that many
+    tokens from each case's generation prompts, with the case's edit applied).
     """
     if batch < 1:
         raise ValueError("batch must be at least 1")
@@ -137,7 +139,7 @@ def run_bench(
             edit_seconds += watch.result.seconds
             if watch.result.peak_gpu_bytes is not None:
                 peak_gpu = max(peak_gpu or 0, watch.result.peak_gpu_bytes)
-            delta_bytes += tensor_bytes(delta)
+            delta_bytes += stored_bytes(delta)
             delta.apply(model)
             applied.append(delta)
             if not sequential:

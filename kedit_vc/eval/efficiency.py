@@ -7,7 +7,7 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import torch
 
@@ -36,11 +36,17 @@ def peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
+def delta_bytes(delta: Any) -> int:
+    """Bytes a delta stores: its ``summary().stored_bytes`` (kedit_vc.delta), else its tensors."""
+    summary = getattr(delta, "summary", None)
+    return int(summary().stored_bytes) if callable(summary) else tensor_bytes(delta)
+
+
 def tensor_bytes(obj: Any) -> int:
     """Bytes of every tensor reachable in ``obj`` (tensors, mappings, sequences, or attributes)."""
     if isinstance(obj, torch.Tensor):
         return obj.numel() * obj.element_size()
-    if isinstance(obj, dict):
+    if isinstance(obj, Mapping):
         return sum(tensor_bytes(v) for v in obj.values())
     if isinstance(obj, (list, tuple)):
         return sum(tensor_bytes(v) for v in obj)

@@ -137,8 +137,12 @@ def agreement(kinds: Sequence[str]) -> Samples:
     def samples(post: EditScores, pre: EditScores | None) -> list[float]:
         if pre is None:
             return []
+        ours, theirs = _of(post, kinds), _of(pre, kinds)
+        if len(ours) != len(theirs):
+            raise ValueError(f"pre- and post-edit probes of {post.edit_id} do not line up: "
+                             f"{len(theirs)} vs {len(ours)} locality probes")
         out = []
-        for a, b in zip(_of(post, kinds), _of(pre, kinds)):
+        for a, b in zip(ours, theirs):
             if (a.prompt, a.target) != (b.prompt, b.target):
                 raise ValueError(f"pre- and post-edit probes of {post.edit_id} do not line up: {a.prompt!r}")
             out.append(sum(x == y for x, y in zip(a.argmax_ids, b.argmax_ids)) / len(a.argmax_ids))
