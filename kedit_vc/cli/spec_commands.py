@@ -1,7 +1,108 @@
-"""CLI commands of this area (filled in by its issue)."""
+"""``kvc fmt``, ``kvc compile`` and ``kvc import``: the spec language's commands.
+
+No torch is imported here, so these start instantly. Spec errors are printed as the
+checker rendered them (``file:line:col: error: ...`` with the line and a caret).
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
+from pathlib import Path
+
 import click
 
-COMMANDS: list[click.Command] = []
+from kedit_vc.compiler import compile_file
+from kedit_vc.compiler.summary import summarize
+from kedit_vc.importers import IMPORTERS, import_file
+from kedit_vc.spec import SpecError, format_spec, parse_text
+
+
+def write_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder."""
+    target = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as out:
+            out.write(text)
+        if target.exists():
+            os.chmod(temporary, target.stat().st_mode & 0o777)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _spec_failure(error: SpecError) -> None:
+    click.echo(str(error), err=True)
+    click.get_current_context().exit(error.exit_code)
+
+
+@click.command("fmt")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--check", is_flag=True, help="Change nothing; exit 1 if a file is not formatted.")
+def fmt_command(files: tuple[str, ...], check: bool) -> None:
+    """Rewrite .kedit FILES in canonical layout (comments are kept)."""
+    unformatted = []
+    for name in files:
+        try:
+            text = Path(name).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise click.ClickException(f"cannot read {name}: {error}") from None
+        try:
+            formatted = format_spec(parse_text(text, name))
+        except SpecError as error:
+            _spec_failure(error)
+            return
+        if formatted == text:
+            continue
+        unformatted.append(name)
+        if check:
+            click.echo(f"would reformat {name}")
+        else:
+            write_atomic(name, formatted)
+            click.echo(f"reformatted {name}")
+    if check and unformatted:
+        click.get_current_context().exit(1)
+
+
+@click.command("compile")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (the editors' input).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the JSON plan to this file.")
+@click.option("--brief", is_flag=True, help="List requests without their probes.")
+def compile_command(file: str, as_json: bool, output: str | None, brief: bool) -> None:
+    """Check FILE and show its plan: editor calls, batches and every probe."""
+    try:
+        plan = compile_file(file)
+    except SpecError as error:
+        _spec_failure(error)
+        return
+    if output:
+        write_atomic(output, plan.dumps())
+        click.echo(f"wrote {output} ({len(plan.requests)} edit(s), {len(plan.calls)} call(s))", err=True)
+    if as_json:
+        click.echo(plan.dumps(), nl=False)
+    elif not output:
+        click.echo(summarize(plan, probes=not brief), nl=False)
+
+
+@click.command("import")
+@click.argument("kind", type=click.Choice(sorted(IMPORTERS)))
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--limit", type=click.IntRange(min=0), help="Import only the first N records.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the spec here (default: stdout).")
+def import_command(kind: str, file: str, limit: int | None, output: str | None) -> None:
+    """Turn a benchmark FILE (counterfact, zsre, mquake) into a .kedit spec."""
+    result = import_file(kind, file, limit)
+    if output:
+        write_atomic(output, result.text)
+    else:
+        sys.stdout.write(result.text)
+    click.echo(f"imported {result.edits} edit(s) from {result.records} record(s)", err=True)
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+
+
+COMMANDS: list[click.Command] = [fmt_command, compile_command, import_command]
