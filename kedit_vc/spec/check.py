@@ -64,7 +64,8 @@ class _Checker:
             where = _offset_span(span, offset, len(name) + 2)
             if name == "subject":
                 count += 1
-                if subject == "forbidden":
+                if subject == "forbidden" and count == 1:
+                    self.error(where, f"{what} cannot contain {SUBJECT}")
                     ok = False
             elif name == "":
                 self.error(where, f"empty placeholder '{{}}' in {what}; write {SUBJECT}")
@@ -165,8 +166,6 @@ class _Checker:
         for scoped in self.program.edits:
             edit = scoped.edit
             self.text(edit.subject, edit.at("subject"), "the subject", subject="forbidden")
-            if SUBJECT in edit.subject:
-                self.error(edit.at("subject"), "the subject cannot contain {subject}")
             self.text(edit.new, edit.at("new"), "the new object", answer=True, subject="forbidden")
             self.text(edit.old, edit.at("old"), "the old object", answer=True, subject="forbidden")
             if edit.old is not None and edit.old == edit.new:
@@ -202,8 +201,7 @@ class _Checker:
         what = f"a {probe.kind}" if probe.kind[0] not in "aeiou" else f"an {probe.kind}"
         span = probe.at("text")
         if probe.is_subject:
-            if self.text(probe.text, span, f"{what}'s subject", subject="forbidden") \
-                    and SUBJECT in probe.text:
+            if self.text(probe.text, span, f"{what}'s subject") and SUBJECT in probe.text:
                 self.error(span, f"{what} names another subject; it cannot contain {SUBJECT}")
             elif probe.text == edit.subject and probe.kind != "alias":
                 self.error(span, f"{what} must name another subject than '{edit.subject}' "
