@@ -29,10 +29,17 @@ def fsync_dir(directory: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically (temporary file + fsync + rename)."""
+def atomic_write_bytes(
+    path: str | os.PathLike[str], data: bytes, tmp_dir: str | os.PathLike[str] | None = None
+) -> None:
+    """Replace ``path`` with ``data`` atomically (temporary file + fsync + rename).
+
+    ``tmp_dir`` (default: the target's directory) must be on the same filesystem; the
+    store passes its own ``tmp/`` so that strays of killed writers collect in one place.
+    """
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent)
+    directory = target.parent if tmp_dir is None else tmp_dir
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=directory)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -48,8 +55,10 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     fsync_dir(target.parent)
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(
+    path: str | os.PathLike[str], text: str, tmp_dir: str | os.PathLike[str] | None = None
+) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), tmp_dir)
 
 
 def remove_stray_tmp(directory: str | os.PathLike[str]) -> list[Path]:

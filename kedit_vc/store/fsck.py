@@ -1,0 +1,85 @@
+"""Checking a store end to end: git objects, manifests, delta hashes, base fingerprint.
+
+Each problem is one line naming the commit and what is wrong. Unreachable objects and
+stray temporary files (what a killed writer leaves) are not problems.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kedit_vc.errors import KvcError
+
+from . import gitio
+from .manifest import manifest_problems
+
+if TYPE_CHECKING:
+    from .store import Store
+
+
+def _git_fsck(store: "Store") -> list[str]:
+    status, out, err = store.repo.git.fsck(
+        "--no-dangling", "--no-progress", with_extended_output=True, with_exceptions=False
+    )
+    if status == 0:
+        return []
+    lines = [line for line in (out + "\n" + err).splitlines() if line.strip()]
+    return [f"git fsck: {line}" for line in lines] or [f"git fsck exited with {status}"]
+
+
+def _commit_problems(store: "Store", chain: list[str], index: int) -> list[str]:
+    sha = chain[index]
+    tag = f"commit {sha[:10]}"
+    try:
+        record = store.read_commit(sha)
+    except KvcError as error:
+        return [f"{tag}: {error}"]
+    manifest = record.manifest
+    problems = [f"{tag}: {p}" for p in manifest_problems(manifest)]
+    if problems:
+        return problems
+    parent = chain[index - 1] if index else None
+    if manifest["parent"] != parent or record.parents[:1] != ((parent,) if parent else ()):
+        problems.append(f"{tag}: manifest parent {manifest['parent']} differs from the git parent {parent}")
+    if (index == 0) != (record.op == "init"):
+        problems.append(f"{tag}: only the root commit may be (and must be) the init commit")
+    if manifest["base"].get("fingerprint") != store.fingerprint:
+        problems.append(f"{tag}: made for base fingerprint {manifest['base'].get('fingerprint')}, not the store's")
+    try:
+        delta = record.delta()
+        if record.manifest.get("keys"):
+            record.keys()
+    except KvcError as error:
+        return problems + [f"{tag}: {error}"]
+    if record.op == "revert":
+        target = record.reverts
+        if target not in chain[:index]:
+            problems.append(f"{tag}: reverts {target}, which is not earlier in the history")
+        else:
+            try:
+                inverse = store.read_commit(target).delta().inverse()  # type: ignore[union-attr]
+            except KvcError:
+                inverse = None  # reported at the target itself
+            if inverse is not None and delta is not None and inverse.content_hash() != delta.content_hash():
+                problems.append(f"{tag}: its delta is not the exact inverse of {target[:10]}'s")
+    if record.op == "squash":
+        kept = record.squash.get("kept_at") if record.squash else None
+        if not kept or gitio.ref_value(store.repo, kept) is None:
+            problems.append(f"{tag}: the squashed history ref {kept} is missing")
+    return problems
+
+
+def fsck(store: "Store") -> list[str]:
+    """Every problem found in ``store`` (an empty list: the store is sound)."""
+    problems = _git_fsck(store)
+    try:
+        store.config
+        chain = store.chain("HEAD")
+    except KvcError as error:
+        return problems + [str(error)]
+    for index in range(len(chain)):
+        problems += _commit_problems(store, chain, index)
+    for ref, sha in store.squashed_refs().items():
+        if gitio.ref_value(store.repo, sha) is None:
+            problems.append(f"{ref} points to {sha}, which is not a commit")
+    return problems

@@ -1,0 +1,115 @@
+"""The few git operations the store needs, on a bare repository through gitpython.
+
+Objects (blobs, trees, commits) are written first; they are content-addressed and
+written by rename, so a killed writer leaves at most unreachable objects that
+``git fsck`` does not count as errors. The branch ref is moved last, by an atomic
+rename of a file holding the new sha: HEAD is either the old commit or the new one.
+"""
+
+from __future__ import annotations
+
+from io import BytesIO
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import git
+from git.db import GitCmdObjectDB
+from git.objects.fun import tree_to_stream
+from gitdb import IStream
+from gitdb.db.loose import LooseObjectDB
+
+from kedit_vc.errors import StoreError
+
+from .atomic import atomic_write_text
+
+FILE_MODE = 0o100644
+
+
+class ObjectDB(GitCmdObjectDB):
+    """Reads through git itself; writes loose objects in-process (temporary file + rename).
+
+    gitpython's default ``store`` pipes the data into ``git hash-object --literally``: a
+    writer killed mid-pipe makes git store the truncated input (e.g. an empty commit)
+    under a valid name, which ``git fsck`` then reports as a bogus object.
+    """
+
+    def store(self, istream: IStream) -> IStream:
+        return LooseObjectDB.store(self, istream)
+
+
+def open_repo(path: Path) -> git.Repo:
+    return git.Repo(path, odbt=ObjectDB)
+
+
+def _store(repo: git.Repo, kind: bytes, data: bytes) -> str:
+    return repo.odb.store(IStream(kind, len(data), BytesIO(data))).hexsha.decode()
+
+
+def write_tree(repo: git.Repo, files: Mapping[str, bytes]) -> str:
+    """A flat tree of regular files; returns its sha."""
+    entries = [(bytes.fromhex(_store(repo, b"blob", data)), FILE_MODE, name) for name, data in sorted(files.items())]
+    stream = BytesIO()
+    tree_to_stream(entries, stream.write)
+    return _store(repo, b"tree", stream.getvalue())
+
+
+def write_commit(
+    repo: git.Repo, tree: str, parents: Sequence[str], message: str, like: git.Commit | None = None
+) -> str:
+    """A commit object (no ref moves); ``like`` copies an existing commit's author and date."""
+    commit = git.Commit.create_from_tree(
+        repo,
+        repo.tree(tree),
+        message,
+        parent_commits=[repo.commit(p) for p in parents],
+        head=False,
+        author=like.author if like else None,
+        author_date=like.authored_datetime if like else None,
+    )
+    return commit.hexsha
+
+
+def read_files(repo: git.Repo, sha: str) -> dict[str, git.Blob]:
+    """The files of a commit's (flat) tree by name, read lazily."""
+    return {blob.name: blob for blob in repo.commit(sha).tree.blobs}
+
+
+def blob_bytes(blob: git.Blob) -> bytes:
+    return blob.data_stream.read()
+
+
+def branch_ref(repo: git.Repo) -> str:
+    """The ref HEAD points to (e.g. ``refs/heads/main``); a detached HEAD is refused."""
+    try:
+        return repo.git.symbolic_ref("-q", "HEAD")
+    except git.GitCommandError:
+        raise StoreError(
+            f"HEAD of {repo.git_dir} is detached; attach it to a branch "
+            f"(git --git-dir={repo.git_dir} checkout <branch>) before writing"
+        ) from None
+
+
+def ref_value(repo: git.Repo, ref: str) -> str | None:
+    try:
+        return repo.git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}")
+    except git.GitCommandError:
+        return None
+
+
+def set_ref(repo: git.Repo, ref: str, new: str, expected_old: str | None, tmp_dir: Path) -> None:
+    """Point ``ref`` at ``new`` if it still points at ``expected_old`` (atomic rename).
+
+    Written as a loose ref, which takes precedence over packed-refs, as git itself does.
+    Callers hold the store lock, which serialises kvc writers.
+    """
+    current = ref_value(repo, ref)
+    if current != expected_old:
+        raise StoreError(f"{ref} moved from {expected_old} to {current} during the write; run the command again")
+    path = Path(repo.git_dir) / ref
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, new + "\n", tmp_dir)
+
+
+def refs_under(repo: git.Repo, prefix: str) -> dict[str, str]:
+    out = repo.git.for_each_ref("--format=%(refname) %(objectname)", prefix)
+    return dict(line.split(" ", 1) for line in out.splitlines() if line)
