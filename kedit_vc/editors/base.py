@@ -28,8 +28,11 @@ class EditContext:
     ``preserved_keys``: layer -> keys [n, d_in] of live edits in the history, for
     editors that protect earlier edits (AlphaEdit, MEMIT with history).
     ``progress``: whether to show progress bars.
+    ``fingerprint``: the base model's fingerprint, keying cached statistics (None: hash
+    the weights in hand).
     """
 
+    fingerprint: str | None = None
     stats_dir: str | None = None
     preserved_keys: Mapping[int, "torch.Tensor"] = field(default_factory=dict)
     progress: bool = True
@@ -53,6 +56,15 @@ class Editor(Protocol):
         hparams: Any,
         context: EditContext,
     ) -> "Delta": ...
+
+
+def base_fingerprint(model: "torch.nn.Module", context: EditContext) -> str:
+    """The fingerprint statistics are cached under (computed once if not given)."""
+    if context.fingerprint is None:
+        from kedit_vc.models.fingerprint import fingerprint_state_dict
+
+        context.fingerprint = fingerprint_state_dict(model.state_dict())
+    return context.fingerprint
 
 
 _REGISTRY: dict[str, Callable[[], Editor]] = {}

@@ -26,6 +26,7 @@ class Family:
 
     name: str
     model_types: tuple[str, ...]
+    base: str                # the decoder without its LM head (returns final-normed states)
     blocks: str              # the ModuleList of transformer blocks
     mlp: str                 # a block's MLP (its output is added to the residual stream)
     attn: str                # a block's attention (its output is added to the residual stream)
@@ -58,14 +59,14 @@ FAMILIES: tuple[Family, ...] = (
         name="llama",
         model_types=("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text",
                      "olmo", "olmo2", "smollm3", "granite"),
-        blocks="model.layers", mlp="mlp", attn="self_attn",
+        base="model", blocks="model.layers", mlp="mlp", attn="self_attn",
         mlp_out="mlp.down_proj", mlp_in="mlp.up_proj",
         embed="model.embed_tokens", final_norm="model.norm", unembed="lm_head",
     ),
     Family(
         name="gpt2",
         model_types=("gpt2",),
-        blocks="transformer.h", mlp="mlp", attn="attn",
+        base="transformer", blocks="transformer.h", mlp="mlp", attn="attn",
         mlp_out="mlp.c_proj", mlp_in="mlp.c_fc",
         embed="transformer.wte", final_norm="transformer.ln_f", unembed="lm_head",
         mlp_out_transposed=True,
@@ -73,14 +74,14 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         name="gptj",
         model_types=("gptj",),
-        blocks="transformer.h", mlp="mlp", attn="attn",
+        base="transformer", blocks="transformer.h", mlp="mlp", attn="attn",
         mlp_out="mlp.fc_out", mlp_in="mlp.fc_in",
         embed="transformer.wte", final_norm="transformer.ln_f", unembed="lm_head",
     ),
     Family(
         name="gpt_neox",
         model_types=("gpt_neox",),
-        blocks="gpt_neox.layers", mlp="mlp", attn="attention",
+        base="gpt_neox", blocks="gpt_neox.layers", mlp="mlp", attn="attention",
         mlp_out="mlp.dense_4h_to_h", mlp_in="mlp.dense_h_to_4h",
         embed="gpt_neox.embed_in", final_norm="gpt_neox.final_layer_norm", unembed="embed_out",
     ),

@@ -1,0 +1,1 @@
+"""Pieces shared by the locate-then-edit methods (ROME, MEMIT, AlphaEdit) and FT-L."""

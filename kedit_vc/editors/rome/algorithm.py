@@ -1,0 +1,103 @@
+"""ROME (Meng et al., 2022): a rank-one update of one MLP output projection.
+
+For each request, separately, from the unedited weights:
+1. key ``k*`` [d_mlp]: the projection's input at the subject's last token, averaged over
+   the bare prompt and generated context prefixes;
+2. target ``v*`` [d_model]: the MLP output at that token that makes the new object likely
+   in every context (``optimise_targets``), keeping "{subject} is a" unchanged (KL);
+3. update ``ΔW = (v* − W k*)(C⁻¹k*)ᵀ / ((C⁻¹k*)ᵀ k*)``, so ``(W + ΔW) k* = v*`` while
+   every key ``x`` with ``(C⁻¹k*)ᵀx = 0`` is mapped as before.
+
+The same template-averaged ``k*`` is used in the update's numerator and denominator
+(the r-ROME fix of "Rebuilding ROME", Gupta et al. 2024): mixing a prefixed key with an
+unprefixed one is what made the reference implementation collapse on some edits.
+Several requests are edited one after the other, each on the weights left by the last,
+and the deltas summed, as the reference does.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import torch
+
+from kedit_vc.compiler.plan import EditRequest
+from kedit_vc.delta import Delta
+from kedit_vc.editors.base import EditContext, base_fingerprint
+from kedit_vc.editors.common.keys import subject_keys
+from kedit_vc.editors.common.solve import factored_update
+from kedit_vc.editors.common.targets import TargetSettings, optimise_targets
+from kedit_vc.editors.common.templates import context_templates
+from kedit_vc.editors.defaults import resolve
+from kedit_vc.editors.hparams import RomeHparams
+from kedit_vc.models.families import family_of, mlp_out_weight
+from kedit_vc.stats import key_second_moments
+
+from kedit_vc.editors.common.progress import step_reporter
+from kedit_vc.editors.common.restore import restored_parameters
+
+
+def rome_update(weight: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                mom2: torch.Tensor, ridge: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank-one factors (left [d_model], right [d_mlp]) with ``(W + left rightᵀ) key = value``.
+
+    ``weight`` [d_model, d_mlp] (Linear layout), ``key`` [d_mlp], ``value`` [d_model],
+    ``mom2`` = E[k kᵀ] [d_mlp, d_mlp]. Solved in float64.
+    """
+    c = mom2.double()
+    c = c + ridge * c.diagonal().mean() * torch.eye(c.shape[0], dtype=c.dtype)
+    direction = torch.linalg.solve(c, key.double())           # C⁻¹k*
+    residual = value.double() - weight.double() @ key.double()  # v* − W k*
+    left = residual / (direction @ key.double())
+    return left, direction
+
+
+class RomeEditor:
+    name = "rome"
+    hparams_class = RomeHparams
+
+    def edit(self, model: torch.nn.Module, tokenizer: Any, requests: Sequence[EditRequest],
+             hparams: RomeHparams, context: EditContext) -> Delta:
+        hp = resolve("rome", model, hparams)
+        family = family_of(model)
+        layer = hp.layer
+        name = family.mlp_out_weight_name(layer)
+        started = time.perf_counter()
+        mom2 = key_second_moments(model, tokenizer, base_fingerprint(model, context), [layer], hp.stats_tokens,
+                                  stats_dir=context.stats_dir, progress=context.progress)[layer]
+        stats_seconds = time.perf_counter() - started
+        templates = context_templates(model, tokenizer, hp.context_templates, hp.context_length)
+        settings = TargetSettings(hp.v_steps, hp.v_lr, hp.v_weight_decay, hp.kl_factor,
+                                  hp.clamp_norm_factor)
+        total: Delta | None = None
+        timings = {"key": 0.0, "value": 0.0, "update": 0.0}
+        keys_written = []
+        with restored_parameters(model, [name]):
+            for request in requests:
+                t0 = time.perf_counter()
+                key = subject_keys(model, tokenizer, [request], [layer], templates)[layer][0]
+                t1 = time.perf_counter()
+                with step_reporter(f"ROME {request.subject} → {request.target_new}", hp.v_steps,
+                                   context.progress) as report:
+                    init, delta, info = optimise_targets(
+                        model, tokenizer, [request], family.mlp_path(layer), layer, templates,
+                        settings, progress=report)
+                t2 = time.perf_counter()
+                weight = mlp_out_weight(model, layer)
+                left, right = rome_update(weight, key, (init + delta)[0], mom2)
+                update = factored_update(left[:, None], right[:, None], family.mlp_out_transposed)
+                one = Delta(updates={name: update})
+                one.apply(model)  # the next request is solved on the edited weights
+                total = one if total is None else total.compose(one)
+                keys_written.append(key)
+                timings["key"] += t1 - t0
+                timings["value"] += t2 - t1
+                timings["update"] += time.perf_counter() - t2
+                context.info.setdefault("target_nll", []).append(info.get("nll", [None])[0])
+                context.info.setdefault("target_steps", []).append(info["steps"])
+        context.written_keys[layer] = torch.stack(keys_written)
+        context.info.update({"layer": layer, "stats_seconds": round(stats_seconds, 3),
+                             **{f"{k}_seconds": round(v, 3) for k, v in timings.items()}})
+        assert total is not None
+        return Delta(updates=dict(total.updates), meta={"method": "rome", "layer": str(layer)})

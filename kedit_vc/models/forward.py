@@ -1,0 +1,99 @@
+"""Forward passes that compute only what is needed.
+
+The LM head of a small model is a large share of its compute (SmolLM2: 49k x 576), so
+scoring and target optimisation take the decoder's final hidden states and apply the
+head only at the positions a loss or metric reads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .families import family_of, get_module
+
+
+def final_hidden(model: torch.nn.Module, input_ids: torch.Tensor,
+                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Decoder output after the final norm: [b, t, d_model]."""
+    base = get_module(model, family_of(model).base)
+    out = base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    return out[0] if isinstance(out, tuple) else out.last_hidden_state
+
+
+def logits_from_hidden(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """Apply the LM head (and any logit soft-capping) to hidden rows [..., d] -> [..., vocab]."""
+    logits = get_module(model, family_of(model).unembed)(hidden)
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def logits_at(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+              rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Logits only at positions (rows[i], cols[i]): [n, vocab]."""
+    hidden = final_hidden(model, input_ids, attention_mask)
+    return logits_from_hidden(model, hidden[rows, cols])
+
+
+class LowerBlockReplay:
+    """Run blocks ``0..layer-1`` once, then replay their output on later forwards.
+
+    For optimisation loops whose inputs never change and whose trainable part sits at
+    block ``layer`` or above (ROME's and MEMIT's target vectors), the lower blocks give
+    the same output at every step. Use as a context manager: the first forward inside
+    records block ``layer-1``'s output; after ``arm()`` the lower blocks' ``forward`` is
+    patched (a passthrough, and the recorded output for the last), so they cost nothing.
+    """
+
+    def __init__(self, model: torch.nn.Module, layer: int) -> None:
+        self.layer = layer
+        self.blocks = get_module(model, family_of(model).blocks) if layer > 0 else None
+        self.recorded: Any = None
+        self.patched: list[torch.nn.Module] = []
+        self.handle: Any = None
+
+    def __enter__(self) -> "LowerBlockReplay":
+        if self.blocks is not None:
+            def record(_module: torch.nn.Module, _args: tuple, output: Any) -> None:
+                self.recorded = _detach(output)
+            self.handle = self.blocks[self.layer - 1].register_forward_hook(record)
+        return self
+
+    def arm(self) -> None:
+        """Start replaying (call after the first forward inside the context)."""
+        if self.blocks is None or self.patched or self.recorded is None:
+            return
+        self.handle.remove()
+        output = self.recorded
+        for index in range(self.layer):
+            block = self.blocks[index]
+            if index == self.layer - 1:
+                block.forward = lambda *args, **kwargs: output  # type: ignore[method-assign]
+            else:
+                block.forward = _passthrough(output)  # type: ignore[method-assign]
+            self.patched.append(block)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.handle is not None:
+            self.handle.remove()
+        for block in self.patched:
+            del block.forward
+        self.patched.clear()
+
+
+def _passthrough(template: Any):  # noqa: ANN202
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        hidden = args[0] if args else kwargs["hidden_states"]
+        return (hidden,) + tuple(template[1:]) if isinstance(template, tuple) else hidden
+    return forward
+
+
+def _detach(output: Any) -> Any:
+    if isinstance(output, torch.Tensor):
+        return output.detach()
+    if isinstance(output, tuple):
+        return tuple(_detach(o) for o in output)
+    return output
