@@ -1,4 +1,4 @@
-"""``kvc bench`` and ``kvc check``: flags in, one library call, a table (or JSON) out.
+"""``kvc bench``, ``kvc eval`` and ``kvc check``: flags in, one library call, a table (or JSON) out.
 
 torch and the evaluation library are imported inside the commands so ``kvc --help``
 stays instant.
@@ -89,7 +89,8 @@ def bench_command(benchmark: str, n: int, method: str, batch: int, sequential: b
     loaded = load_model(model_ref, progress=progress)
     model, tokenizer = loaded.model, loaded.tokenizer
     result = run_bench(model, tokenizer, benchmark, cases, editor, hp, batch=batch, sequential=sequential,
-                       eval_batch_size=eval_batch_size, fluency_tokens=fluency_tokens, progress=progress)
+                       eval_batch_size=eval_batch_size, fluency_tokens=fluency_tokens, progress=progress,
+                       fingerprint=loaded.fingerprint)
     text = json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n"
     if json_out == "-":
         click.echo(text, nl=False)
@@ -100,9 +101,95 @@ def bench_command(benchmark: str, n: int, method: str, batch: int, sequential: b
     return 0
 
 
+def _store_report(rev: str, progress: bool) -> tuple[object, tuple]:
+    """Evaluate the live edits at ``rev``; expectations are the `expect` lines of their commits' plans."""
+    from kedit_vc.compiler.plan import Plan
+    from kedit_vc.ops import Evaluator
+    from kedit_vc.store import open_store
+
+    with open_store() as store:
+        evaluation = Evaluator(store, progress=progress).evaluate(rev)
+        expectations: dict = {}
+        for sha in store.live_commits(evaluation.sha):
+            plan = store.read_commit(sha).plan
+            for e in Plan.from_json(plan).expectations if plan else ():
+                expectations.setdefault((e.metric, e.op, e.threshold), e)
+    return evaluation.report, tuple(expectations.values())
+
+
+@click.command("eval")
+@click.argument("rev", default="HEAD")
+@click.option("--spec", "spec_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Score this spec's probes at REV instead of the live edits' stored probes.")
+@click.option("--history", is_flag=True, help="Metrics of all live edits after each commit (the sequential-editing curve).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="With --history: also draw the curve to this PNG.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines instead of a table.")
+@click.option("--eval-batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--progress/--no-progress", default=None, help="Show progress (default: when stderr is a terminal).")
+def eval_command(rev: str, spec_path: str | None, history: bool, plot_path: str | None, as_json: bool,
+                 eval_batch_size: int, progress: bool | None) -> int:
+    """Evaluate every live edit at REV (default HEAD) against the base model; results are cached.
+
+    \b
+    Examples:
+      kvc eval
+      kvc eval HEAD~2 --json
+      kvc eval --history --plot curve.png
+    """
+    import json
+    import sys
+
+    from kedit_vc.ops import Evaluator, evaluate_history
+    from kedit_vc.store import open_store
+
+    if plot_path and not history:
+        raise UsageError("--plot draws the --history curve; pass --history too")
+    if spec_path and history:
+        raise UsageError("--spec and --history do not combine: --history evaluates the stored edits of each commit")
+    show = sys.stderr.isatty() if progress is None else progress
+    with open_store() as store:
+        evaluator = Evaluator(store, progress=show, batch_size=eval_batch_size)
+        if history:
+            points = evaluate_history(evaluator, rev)
+            if as_json:
+                click.echo(json.dumps([{"commit": p.record.sha, "op": p.record.op, "live_edits": p.n_live,
+                                        **p.evaluation.report.to_json()} for p in points], indent=2, sort_keys=True))
+            else:
+                names = ["reliability", "generalization", "locality", "portability"]
+                click.echo(f"{'commit':<11} {'op':<7} {'live':>5} " + " ".join(f"{n[:11]:>11}" for n in names))
+                for p in points:
+                    values = [p.evaluation.report.metrics.get(n) for n in names]
+                    click.echo(f"{p.record.short:<11} {p.record.op:<7} {p.n_live:>5} "
+                               + " ".join(f"{'-' if v is None else f'{v:.4f}':>11}" for v in values))
+            if plot_path:
+                from kedit_vc.ops.plot import plot_history
+
+                click.echo(f"wrote {plot_history(points, plot_path)}", err=True)
+            return 0
+        requests = None
+        if spec_path:
+            from kedit_vc.compiler import compile_file
+
+            requests = compile_file(spec_path).requests
+        evaluation = evaluator.evaluate(rev, requests)
+    if as_json:
+        click.echo(json.dumps(evaluation.to_json(), indent=2, sort_keys=True))
+        return 0
+    report = evaluation.report
+    click.echo(f"{evaluation.sha[:10]}: {report.n_edits} live edit(s); pre = base model, post = this commit")
+    if not report.rows:
+        return 0
+    click.echo(report.table([n for n in ("reliability", "generalization", "locality", "portability",
+                                         "reliability_cf", "generalization_cf", "locality_cf", "cf_score")
+                             if n in report.metrics]))
+    return 0
+
+
 @click.command("check")
 @click.option("--report", "report_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="An evaluation report (JSON from `kvc eval --json`).")
+              help="An evaluation report (JSON from `kvc eval --json`); default: evaluate the store's REV.")
+@click.option("--rev", default="HEAD", show_default=True, help="Without --report: the commit to evaluate.")
 @click.option("--plan", "plan_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A compiled plan whose `expect` lines are checked too.")
 @click.option("--min-reliability", type=float, default=None, help="reliability >= X")
@@ -112,13 +199,17 @@ def bench_command(benchmark: str, n: int, method: str, batch: int, sequential: b
 @click.option("--min-fluency", type=float, default=None, help="fluency >= X")
 @click.option("--min", "minimums", multiple=True, metavar="METRIC=X", help="Any metric, e.g. --min locality_cf=0.9")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
-def check_command(report_path: str | None, plan_path: str | None, min_reliability: float | None,
+def check_command(report_path: str | None, rev: str, plan_path: str | None, min_reliability: float | None,
                   min_generalization: float | None, min_locality: float | None, min_portability: float | None,
                   min_fluency: float | None, minimums: tuple[str, ...], as_json: bool) -> int:
     """Check metrics against thresholds: exit 0 if all hold, 1 if any falls short, 2 on usage errors.
 
+    Without --report the store's live edits at REV are evaluated (cached) and the
+    `expect` lines of their specs are checked along with the flags.
+
     \b
     Examples:
+      kvc check --min-locality 0.95
       kvc check --report eval.json --min-locality 0.95 --min-reliability 0.9
       kvc check --report eval.json --plan plan.json --min reliability_cf=0.9
     """
@@ -139,12 +230,13 @@ def check_command(report_path: str | None, plan_path: str | None, min_reliabilit
         except (ValueError, KeyError) as error:
             raise UsageError(f"{plan_path}: not a kvc plan ({error})") from None
     if report_path is None:
-        raise UsageError("kvc check needs --report FILE (a report from `kvc eval --json`); "
-                         "checking the store's HEAD directly is not wired in yet")
-    try:
-        report = EvalReport.loads(Path(report_path).read_text(encoding="utf-8"))
-    except (ValueError, KeyError) as error:
-        raise UsageError(f"{report_path}: not an evaluation report ({error})") from None
+        report, stored = _store_report(rev, False)
+        expectations = (*expectations, *stored)
+    else:
+        try:
+            report = EvalReport.loads(Path(report_path).read_text(encoding="utf-8"))
+        except (ValueError, KeyError) as error:
+            raise UsageError(f"{report_path}: not an evaluation report ({error})") from None
     result = run_gate(report, expectations, flags)
     if as_json:
         rows = [{"metric": r.threshold.metric, "op": r.threshold.op, "threshold": r.threshold.threshold,
@@ -156,4 +248,4 @@ def check_command(report_path: str | None, plan_path: str | None, min_reliabilit
     return result.exit_code
 
 
-COMMANDS: list[click.Command] = [bench_command, check_command]
+COMMANDS: list[click.Command] = [bench_command, eval_command, check_command]
