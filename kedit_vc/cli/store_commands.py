@@ -1,7 +1,404 @@
-"""CLI commands of this area (filled in by its issue)."""
+"""``kvc init/commit/log/show/diff/revert/squash/export/status/fsck``: the store's verbs.
+
+Each command parses flags, calls one function of ``kedit_vc.ops`` and prints a table
+(or JSON). torch is imported inside the commands, so ``kvc --help`` stays instant.
+"""
 
 from __future__ import annotations
 
+import json
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
 import click
 
-COMMANDS: list[click.Command] = []
+from .options import (
+    collect_minimums, eval_batch_option, hparam_option, json_option, message_option, parse_hparams,
+    progress_option, resolve_progress, threshold_options, wait_option,
+)
+
+if TYPE_CHECKING:
+    from kedit_vc.eval.report import EvalReport
+
+DEFAULT_MODEL = "smollm2"
+HEADLINES = ["reliability", "generalization", "locality", "portability"]
+COST = ["seconds", "peak_rss_bytes", "delta_bytes"]
+
+
+def _open():  # noqa: ANN202
+    from kedit_vc.store import open_store
+
+    return open_store()
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, default=str))
+
+
+def _report_table(report: "EvalReport", extra: list[str] | None = None) -> str:
+    names = [n for n in HEADLINES + (extra or []) if n in report.metrics or n in report.pre_metrics]
+    return report.table(names) if names else "(no probes to score)"
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+@click.command("init")
+@click.argument("directory", type=click.Path(file_okay=False), default=".")
+@click.option("--model", "model_ref", default=DEFAULT_MODEL, show_default=True,
+              help="Embedded alias, HuggingFace folder or .gguf file: the base model every edit applies to.")
+@progress_option
+def init_command(directory: str, model_ref: str, progress: bool | None) -> None:
+    """Create a store in DIRECTORY (default: here) recording the base model (never copied).
+
+    \b
+    Example:
+      kvc init --model smollm2
+    """
+    from kedit_vc.ops import init
+
+    with init(directory, model_ref, progress=resolve_progress(progress)) as store:
+        click.echo(f"Initialised kvc store in {store.paths.kvc}")
+        click.echo(f"base model {store.model_ref}  fingerprint {store.fingerprint}")
+
+
+@click.command("commit")
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False))
+@message_option
+@click.option("--method", default=None, help="Use this editing method for every edit (overrides the spec's).")
+@hparam_option
+@click.option("--gate", is_flag=True,
+              help="Refuse the commit unless reliability >= 0.9 (or the --min-METRIC thresholds given).")
+@threshold_options
+@click.option("--supersede", is_flag=True, help="Replace live edits of the same subject and relation.")
+@wait_option
+@eval_batch_option
+@json_option
+@progress_option
+def commit_command(spec: str, message: str | None, method: str | None, hparams: tuple[str, ...], gate: bool,
+                   supersede: bool, wait: bool, eval_batch_size: int, as_json: bool, progress: bool | None,
+                   **thresholds: Any) -> int:
+    """Compile SPEC, edit HEAD's weights, evaluate before and after, and commit.
+
+    The spec's `expect` lines always gate; --gate and --min-METRIC add thresholds. A
+    refused commit writes nothing and prints the thresholds that fell short (exit 1).
+
+    \b
+    Examples:
+      kvc commit specs/demo.kedit -m "demo facts"
+      kvc commit facts.kedit --method memit --gate --min-locality 0.95
+    """
+    from kedit_vc.ops import CommitOptions, CommitRefused, commit_spec
+
+    options = CommitOptions(message=message, method=method, hparams=parse_hparams(hparams),
+                            minimums=collect_minimums(thresholds), gate=gate, supersede=supersede, wait=wait,
+                            progress=resolve_progress(progress), eval_batch_size=eval_batch_size)
+    with _open() as store:
+        try:
+            result = commit_spec(store, spec, options)
+        except CommitRefused as refused:
+            r = refused.result
+            if as_json:
+                _echo_json({"committed": None, "metrics": r.report.to_json(),
+                            "gate": [{"metric": g.threshold.metric, "op": g.threshold.op,
+                                      "threshold": g.threshold.threshold, "value": g.value, "ok": g.ok}
+                                     for g in r.gate.rows] if r.gate else []})
+            else:
+                click.echo(_report_table(r.report))
+            click.secho(f"error: {refused}", fg="red", err=True)
+            return 1
+    if as_json:
+        _echo_json({"committed": result.sha, "metrics": result.report.to_json(),
+                    "timings": dict(result.timings), "delta": result.delta.summary().to_json()["totals"]})
+        return 0
+    n = len(result.plan.requests)
+    click.echo(f"[{result.sha[:10]}] {n} edit(s) with {', '.join(sorted({c.method for c in result.plan.calls}))}")
+    for old in result.superseded:
+        click.echo(f"  supersedes {old.request.edit_id} ({old.request.subject} -> {old.request.target_new}) "
+                   f"of {old.sha[:10]}")
+    click.echo(_report_table(result.report))
+    summary = result.delta.summary()
+    click.echo(f"delta: {len(summary.tensors)} tensor(s), {_human_bytes(summary.stored_bytes)} stored "
+               f"(dense would be {_human_bytes(summary.dense_bytes)}); "
+               f"edit {result.timings.get('edit_s', 0):.1f}s, total {result.timings.get('total_s', 0):.1f}s")
+    if result.gate is not None:
+        click.echo(result.gate.summary())
+    return 0
+
+
+@click.command("log")
+@click.argument("rev", default="HEAD")
+@click.option("--oneline", is_flag=True, help="One line per commit.")
+@click.option("--metrics", is_flag=True, help="Show each commit's recorded metrics (no model is loaded).")
+@click.option("-n", "limit", type=click.IntRange(min=1), default=None, help="Show at most N commits.")
+@json_option
+def log_command(rev: str, oneline: bool, metrics: bool, limit: int | None, as_json: bool) -> None:
+    """The history of REV (default HEAD), newest first.
+
+    \b
+    Examples:
+      kvc log --oneline
+      kvc log --metrics -n 5
+    """
+    from kedit_vc.ops.inspect import headline
+
+    with _open() as store:
+        records = store.log(rev, limit)
+        live = set(store.live_commits(rev))
+    if as_json:
+        _echo_json([{"commit": r.sha, "op": r.op, "message": r.message, "time": r.time, "live": r.sha in live,
+                     "edit_ids": list(r.edit_ids), "method": r.method, "metrics": headline(r)} for r in records])
+        return
+    for r in records:
+        marks = f"{r.op:<6}" + (" live" if r.sha in live else "     ")
+        title = r.message.splitlines()[0] if r.message else ""
+        values = "  ".join(f"{k[:3]} {v:.2f}" for k, v in headline(r).items()) if metrics else ""
+        if oneline:
+            click.echo(f"{r.short}  {marks}  {title}" + (f"  [{values}]" if values else ""))
+            continue
+        when = datetime.fromtimestamp(r.time, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        click.secho(f"commit {r.sha}", fg="yellow")
+        click.echo(f"op:     {r.op}{' (live)' if r.sha in live else ''}" + (f"  method {r.method}" if r.method else ""))
+        click.echo(f"date:   {when}")
+        if r.reverts:
+            click.echo(f"reverts {r.reverts}")
+        if r.edit_ids:
+            click.echo(f"edits:  {', '.join(r.edit_ids)}")
+        if values:
+            click.echo(f"metrics: {values}")
+        click.echo("\n    " + "\n    ".join(r.message.splitlines() or [""]) + "\n")
+
+
+@click.command("show")
+@click.argument("rev", default="HEAD")
+@json_option
+def show_command(rev: str, as_json: bool) -> None:
+    """One commit: its spec, plan, delta (tensors, ranks, norms, bytes) and metrics.
+
+    \b
+    Example:
+      kvc show HEAD~1
+    """
+    from kedit_vc.eval.report import EvalReport
+    from kedit_vc.ops import show
+
+    with _open() as store:
+        info = show(store, rev)
+    if as_json:
+        _echo_json(info)
+        return
+    m = info["manifest"]
+    click.secho(f"commit {info['commit']}", fg="yellow")
+    click.echo(f"op {m['op']}, method {m.get('method')}, parent {str(m.get('parent'))[:10]}")
+    click.echo("\n    " + "\n    ".join(info["message"].splitlines()) + "\n")
+    if info["spec"]:
+        click.secho("spec", bold=True)
+        click.echo(info["spec"].rstrip() + "\n")
+    if info["plan"]:
+        click.secho("plan", bold=True)
+        click.echo(info["plan"])
+    if info["delta"]:
+        click.secho("delta", bold=True)
+        click.echo(_delta_table(info["delta"]))
+    metrics = info["metrics"]
+    if metrics.get("version") is not None:
+        click.secho("metrics", bold=True)
+        click.echo(_report_table(EvalReport.from_json(metrics), COST))
+
+
+def _delta_table(summary: dict[str, Any]) -> str:
+    lines = [f"{'tensor':<44} {'kind':<8} {'shape':<12} {'rank':>5} {'norm':>10} {'bytes':>10}"]
+    for t in summary["tensors"]:
+        shape = "x".join(map(str, t["shape"]))
+        rank = "-" if t["rank"] is None else str(t["rank"])
+        lines.append(f"{t['name']:<44} {t['kind']:<8} {shape:<12} {rank:>5} {t['norm']:>10.4f} "
+                     f"{_human_bytes(t['stored_bytes']):>10}")
+    totals = summary["totals"]
+    lines.append(f"{totals['tensors']} tensor(s), norm {totals['norm']:.4f}, {_human_bytes(totals['stored_bytes'])} "
+                 f"stored, {_human_bytes(totals['dense_bytes'])} dense")
+    return "\n".join(lines)
+
+
+@click.command("diff")
+@click.argument("rev_a")
+@click.argument("rev_b", default="HEAD")
+@click.option("--eval", "evaluate", is_flag=True, help="Also load the model and list probes whose predictions differ.")
+@json_option
+@progress_option
+def diff_command(rev_a: str, rev_b: str, evaluate: bool, as_json: bool, progress: bool | None) -> None:
+    """What changes from REV_A to REV_B (default HEAD): weights and edits.
+
+    \b
+    Examples:
+      kvc diff HEAD~2 HEAD
+      kvc diff HEAD~1 --eval
+    """
+    from kedit_vc.ops import diff
+
+    with _open() as store:
+        d = diff(store, rev_a, rev_b, evaluate=evaluate, progress=resolve_progress(progress))
+    if as_json:
+        _echo_json(d.to_json())
+        return
+    click.echo(f"diff {d.a[:10]}..{d.b[:10]}: {len(d.commits_added)} commit(s) added, "
+               f"{len(d.commits_removed)} removed")
+    click.echo(_delta_table(d.delta) if d.delta else "weights: identical")
+    for sign, edits in (("+", d.edits_added), ("-", d.edits_removed)):
+        for e in edits:
+            r = e.request
+            click.echo(f"{sign} {r.edit_id}  {r.subject!r}: {r.prompt!r}  {r.target_true or '?'} -> {r.target_new}")
+    if d.changed is not None:
+        click.echo(f"{len(d.changed)} probe prediction(s) differ")
+        for c in d.changed:
+            click.echo(f"  {c.kind:<10} {c.prompt!r}: {c.at_a!r} -> {c.at_b!r}")
+
+
+@click.command("revert")
+@click.argument("rev")
+@message_option
+@wait_option
+@eval_batch_option
+@json_option
+@progress_option
+def revert_command(rev: str, message: str | None, wait: bool, eval_batch_size: int, as_json: bool,
+                   progress: bool | None) -> None:
+    """Undo REV's delta exactly with a new commit, then re-check the edits still live.
+
+    \b
+    Example:
+      kvc revert HEAD~1
+    """
+    from kedit_vc.ops import revert
+
+    with _open() as store:
+        r = revert(store, rev, message=message, wait=wait, progress=resolve_progress(progress),
+                   eval_batch_size=eval_batch_size)
+    if as_json:
+        _echo_json({"committed": r.sha, "reverts": r.target, "before": r.before.to_json(), "after": r.after.to_json(),
+                    "stopped_holding": list(r.stopped), "reverted_restored": r.restored})
+        return
+    click.echo(f"[{r.sha[:10]}] reverts {r.target[:10]} ({len(r.reverted)} edit(s))")
+    for request in r.reverted:
+        back = "back to the base model's prediction" if r.restored.get(request.edit_id) else \
+            "NOT back to the base model's prediction"
+        click.echo(f"  {request.subject}: {request.target_new} undone; rewrite prompt {back}")
+    if r.after.rows:
+        click.echo("edits still live, after the revert:")
+        click.echo(_report_table(r.after))
+    if r.stopped:
+        click.secho(f"{len(r.stopped)} live edit(s) stopped holding: {', '.join(r.stopped)}", fg="red")
+    else:
+        click.echo("no live edit stopped holding")
+
+
+@click.command("squash")
+@click.argument("range_text", metavar="A..B")
+@message_option
+@hparam_option
+@wait_option
+@eval_batch_option
+@json_option
+@progress_option
+def squash_command(range_text: str, message: str | None, hparams: tuple[str, ...], wait: bool,
+                   eval_batch_size: int, as_json: bool, progress: bool | None) -> None:
+    """Re-solve the live edits of commits after A up to B as one MEMIT batch, in one commit.
+
+    The old commits stay reachable under refs/kvc/squashed/<old head>.
+
+    \b
+    Examples:
+      kvc squash HEAD~3..HEAD
+      kvc squash HEAD~2..HEAD --hparam v_steps=20
+    """
+    from kedit_vc.ops import squash
+
+    with _open() as store:
+        r = squash(store, range_text, message=message, hparams=parse_hparams(hparams), wait=wait,
+                   progress=resolve_progress(progress), eval_batch_size=eval_batch_size)
+    if as_json:
+        _echo_json({"committed": r.sha, "base": r.base, "tip": r.tip, "commits": list(r.commits),
+                    "edit_ids": list(r.edit_ids), "before": r.before.to_json(), "after": r.after.to_json()})
+        return
+    click.echo(f"[{r.sha[:10]}] squashed {len(r.commits)} commit(s), {len(r.edit_ids)} edit(s), onto {r.base[:10]}")
+    names = [n for n in HEADLINES if n in r.before.metrics or n in r.after.metrics]
+    click.echo(f"{'metric':<16} {'before':>9} {'after':>9}")
+    for name in names:
+        b, a = r.before.metrics.get(name), r.after.metrics.get(name)
+        click.echo(f"{name:<16} {'-' if b is None else f'{b:.4f}':>9} {'-' if a is None else f'{a:.4f}':>9}")
+
+
+@click.command("export")
+@click.argument("rev", default="HEAD")
+@click.option("-o", "--output", "output", type=click.Path(file_okay=False), required=True, help="Folder to write.")
+@click.option("--format", "fmt", type=click.Choice(["hf", "peft"]), default="hf", show_default=True,
+              help="hf: full weights for transformers; peft: the low-rank deltas as a LoRA adapter.")
+@click.option("--force", is_flag=True, help="Replace the output folder if it is not empty.")
+@progress_option
+def export_command(rev: str, output: str, fmt: str, force: bool, progress: bool | None) -> None:
+    """Write REV's weights (default HEAD) as a HuggingFace folder or a LoRA adapter.
+
+    \b
+    Examples:
+      kvc export -o edited-model
+      kvc export HEAD~1 -o adapter --format peft
+    """
+    from kedit_vc.ops import export
+
+    with _open() as store:
+        r = export(store, rev, output, fmt, force=force, progress=resolve_progress(progress))
+    click.echo(f"exported {r.sha[:10]} ({len(r.live_commits)} live commit(s)) as {fmt} to {r.path}: "
+               f"{', '.join(r.files)}")
+
+
+@click.command("status")
+@json_option
+def status_command(as_json: bool) -> None:
+    """The store here: base model, HEAD, live commits and edits (no model is loaded)."""
+    from kedit_vc.ops import status
+
+    with _open() as store:
+        info = status(store)
+    if as_json:
+        _echo_json(info)
+        return
+    click.echo(f"store {info['root']} (branch {info['branch']})")
+    click.echo(f"base model {info['base_model']}  fingerprint {info['base_fingerprint']}")
+    click.echo(f"HEAD {info['head'][:10]}: {info['commits']} commit(s), {info['live_commits']} live, "
+               f"{info['live_edits']} live edit(s)")
+
+
+@click.command("fsck")
+@click.option("--skip-model", is_flag=True, help="Do not load the base model to check its fingerprint.")
+@progress_option
+def fsck_command(skip_model: bool, progress: bool | None) -> int:
+    """Check every commit's manifest and delta hash, and the base model's fingerprint (exit 1 on problems)."""
+    from kedit_vc.errors import KvcError
+
+    with _open() as store:
+        problems = store.fsck()
+        if not skip_model:
+            from kedit_vc.ops.weights import load_base
+
+            try:
+                load_base(store, progress=resolve_progress(progress))
+            except KvcError as error:
+                problems.append(f"base model: {error}")
+        n = len(store.chain("HEAD"))
+    if problems:
+        for line in problems:
+            click.echo(line)
+        click.secho(f"{len(problems)} problem(s) found", fg="red", err=True)
+        return 1
+    click.echo(f"ok: {n} commit(s) checked" + ("" if skip_model else ", base model fingerprint matches"))
+    return 0
+
+
+COMMANDS: list[click.Command] = [
+    init_command, commit_command, log_command, show_command, diff_command, revert_command, squash_command,
+    export_command, status_command, fsck_command,
+]

@@ -1,0 +1,74 @@
+"""Reusable click options: the same flag means the same thing on every command."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Callable
+
+import click
+
+from kedit_vc.errors import UsageError
+
+F = Callable[..., Any]
+
+wait_option = click.option("--wait", is_flag=True, help="If another kvc process is writing the store, wait for it.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines instead of a table.")
+message_option = click.option("-m", "--message", default=None, help="Commit message (default: a summary).")
+eval_batch_option = click.option("--eval-batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+                                 help="Probes scored per forward pass.")
+hparam_option = click.option("--hparam", "hparams", multiple=True, metavar="KEY=VALUE",
+                             help="Override a hyperparameter (JSON value), e.g. --hparam v_steps=20.")
+
+
+def progress_option(f: F) -> F:
+    return click.option("--progress/--no-progress", default=None,
+                        help="Show progress bars (default: when stderr is a terminal).")(f)
+
+
+def resolve_progress(progress: bool | None) -> bool:
+    return sys.stderr.isatty() if progress is None else progress
+
+
+def threshold_options(f: F) -> F:
+    """``--min-reliability X`` ... and ``--min METRIC=X``: thresholds the gate checks."""
+    for name in ("fluency", "portability", "locality", "generalization", "reliability"):
+        f = click.option(f"--min-{name}", f"min_{name}", type=float, default=None, help=f"{name} >= X")(f)
+    return click.option("--min", "minimums", multiple=True, metavar="METRIC=X",
+                        help="Any metric, e.g. --min locality_cf=0.9")(f)
+
+
+def parse_pairs(pairs: tuple[str, ...], flag: str) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise UsageError(f"{flag} expects KEY=VALUE, got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def parse_hparams(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``--hparam`` values as JSON where they parse (numbers, lists), else strings."""
+    out: dict[str, Any] = {}
+    for key, text in parse_pairs(pairs, "--hparam").items():
+        try:
+            out[key] = json.loads(text)
+        except ValueError:
+            out[key] = text
+    return out
+
+
+def collect_minimums(kwargs: dict[str, Any]) -> dict[str, float]:
+    """Pop the threshold options out of a command's kwargs into {metric: minimum}."""
+    out = {}
+    for name in ("reliability", "generalization", "locality", "portability", "fluency"):
+        value = kwargs.pop(f"min_{name}", None)
+        if value is not None:
+            out[name] = value
+    for key, text in parse_pairs(kwargs.pop("minimums", ()), "--min").items():
+        try:
+            out[key] = float(text)
+        except ValueError:
+            raise UsageError(f"--min {key}: {text!r} is not a number") from None
+    return out
