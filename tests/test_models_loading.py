@@ -5,6 +5,7 @@ Each test gets its own ``KVC_CACHE`` so fingerprint records never leak between t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -15,6 +16,7 @@ from conftest import save_tiny_llama
 
 from kedit_vc.errors import ModelError
 from kedit_vc.models import EMBEDDED, load_model
+from kedit_vc.models.loading import EmbeddedModel, _assemble_chunks
 from kedit_vc.models.fingerprint import fingerprint_state_dict
 
 
@@ -115,3 +117,40 @@ def test_unsupported_architecture_lists_supported(tiny_folder: Path, tmp_path: P
     assert f"unsupported architecture {model_type!r}" in message
     assert "supported: " in message and "llama" in message and "gpt2" in message
     assert "\n" not in message
+
+
+def _chunked_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sha256: str) -> EmbeddedModel:
+    """An embedded model whose 'GGUF' ships as two chunks in a throwaway package."""
+    package = tmp_path / "site" / "kvc_fake_chunks"
+    (package / "data").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "data" / "f.gguf.part00").write_bytes(b"GGUF-first-")
+    (package / "data" / "f.gguf.part01").write_bytes(b"second")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    entry = EmbeddedModel(alias="fake", package="kvc_fake_chunks", filename="f.gguf",
+                          install="pip install kvc-fake", description="test",
+                          parts=(("kvc_fake_chunks", "data/f.gguf.part00"), ("kvc_fake_chunks", "data/f.gguf.part01")),
+                          sha256=sha256)
+    monkeypatch.setitem(EMBEDDED, "fake", entry)
+    return entry
+
+
+def test_chunks_assemble_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    content = b"GGUF-first-second"
+    entry = _chunked_entry(tmp_path, monkeypatch, hashlib.sha256(content).hexdigest())
+    assert _assemble_chunks(entry, tmp_path).read_bytes() == content
+
+
+def test_chunks_with_wrong_sha256_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _own_cache: Path) -> None:
+    _chunked_entry(tmp_path, monkeypatch, "0" * 64)
+    with pytest.raises(ModelError, match="wrong sha256.*pip install kvc-fake"):
+        load_model("fake")
+    assert not list((_own_cache / "models").glob(".assemble-*"))  # scratch file removed
+
+
+def test_missing_chunk_package_names_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    entry = EmbeddedModel(alias="fake", package="kvc_no_such_pkg", filename="f.gguf", install="pip install kvc-x",
+                          description="test", parts=(("kvc_no_such_pkg", "data/a"),), sha256="0" * 64)
+    monkeypatch.setitem(EMBEDDED, "fake", entry)
+    with pytest.raises(ModelError, match="needs the package 'kvc_no_such_pkg'; install it with: pip install kvc-x"):
+        load_model("fake")
