@@ -170,7 +170,7 @@ def _shared_gguf_reader() -> Iterator[None]:
     """Parse each GGUF file's metadata once instead of three times.
 
     transformers builds a fresh ``gguf.GGUFReader`` for the config, the weights and the
-    tokenizer; for Gemma's 262k-token vocabulary each parse costs ~40 s of pure Python.
+    tokenizer; for Gemma's 262k-token vocabulary each parse is tens of seconds of pure Python.
     The reader is read-only (a memory map), so one instance serves all three.
     """
     import gguf
