@@ -35,21 +35,29 @@ def fact_key(request: EditRequest) -> tuple[str, str]:
     return (request.subject, request.prompt)
 
 
+def source_commit(store: "Store", sha: str) -> str | None:
+    """The commit whose edits ``sha``'s delta adds: itself, or for a revert of a revert the
+    twice-reverted commit; None for a plain revert (it adds no edit)."""
+    record = store.read_commit(sha)
+    if record.op != "revert":
+        return sha
+    target = store.read_commit(record.reverts or "")
+    if target.op == "revert" and target.reverts:
+        return source_commit(store, target.reverts)
+    return None
+
+
 def commit_requests(store: "Store", sha: str) -> tuple[EditRequest, ...]:
     """The edit requests whose effect commit ``sha``'s delta adds."""
-    record = store.read_commit(sha)
-    if record.op == "revert":
-        target = store.read_commit(record.reverts or "")
-        if target.op == "revert" and target.reverts:
-            return commit_requests(store, target.reverts)
-        return ()
-    if record.plan is None:
-        return ()
-    return Plan.from_json(record.plan).requests
+    source = source_commit(store, sha)
+    plan = store.read_commit(source).plan if source else None
+    return Plan.from_json(plan).requests if plan else ()
 
 
 def supersedes(store: "Store", sha: str) -> set[str]:
-    return set(store.read_commit(sha).manifest.get("extra", {}).get("supersedes", ()))
+    """Edit ids that the edits ``sha`` adds replaced (``--supersede``)."""
+    source = source_commit(store, sha)
+    return set(store.read_commit(source).manifest.get("extra", {}).get("supersedes", ())) if source else set()
 
 
 def live_edits(store: "Store", rev: str = "HEAD") -> list[LiveEdit]:
