@@ -93,7 +93,7 @@ def test_trace_replay_shortcut_changes_nothing(tiny, kind, monkeypatch):
 
 def test_trace_subsets_and_errors(tiny):
     from kedit_vc.errors import UsageError
-    from kedit_vc.interpret import causal_trace
+    from kedit_vc.interpret import causal_trace, logit_lens
 
     result = causal_trace(tiny.model, tiny.tokenizer, PROMPT, SUBJECT, kind="mlp", samples=1, layers=[1, 3],
                           tokens=[2])
@@ -101,6 +101,11 @@ def test_trace_subsets_and_errors(tiny):
     assert all(math.isnan(v) for i, row in enumerate(result.scores) if i != 2 for v in row)
     assert not any(math.isnan(v) for v in result.scores[2])
     assert json.loads(json.dumps(result.to_json()))["scores"][0] == [None, None]
+    assert result.suggested_layer in (1, 3)  # token 2 ("Tower") is the subject's last
+    first_only = causal_trace(tiny.model, tiny.tokenizer, PROMPT, SUBJECT, samples=1, layers=[0], tokens=[1])
+    assert first_only.suggested_layer is None and first_only.to_json()["suggested_layer"] is None
+    with pytest.raises(UsageError, match="lens position"):
+        logit_lens(tiny.model, tiny.tokenizer, PROMPT, SUBJECT, position="first")
     for bad in (dict(kind="mlps"), dict(layers=[4]), dict(tokens=[99]), dict(samples=0)):
         with pytest.raises(UsageError):
             causal_trace(tiny.model, tiny.tokenizer, PROMPT, SUBJECT, **bad)

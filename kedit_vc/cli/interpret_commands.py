@@ -55,6 +55,7 @@ def trace_command(prompt: str, subject: str, target: str | None, kind: str, mode
         suggestion = causal_trace(loaded.model, loaded.tokenizer, prompt, subject, target, kind="mlp",
                                   tokens=[result.last_subject], **options)
     layer = suggestion.suggested_layer
+    assert layer is not None  # both traces include the last subject token
     if as_json:
         click.echo(json.dumps({**result.to_json(), "suggested_layer": layer}, indent=2, sort_keys=True))
     else:

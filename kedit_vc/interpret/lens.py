@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import torch
 
+from kedit_vc.errors import UsageError
 from kedit_vc.models.families import family_of, get_module, num_layers
 from kedit_vc.models.forward import final_hidden, logits_from_hidden
 from kedit_vc.models.hooks import record_outputs
@@ -71,7 +72,7 @@ def logit_lens(model: torch.nn.Module, tokenizer: Any, prompt: str, subject: str
     probability per layer, read at their first token.
     """
     if position not in POSITIONS:
-        raise ValueError(f"position must be one of {POSITIONS}")
+        raise UsageError(f"unknown lens position {position!r}; choose one of {', '.join(POSITIONS)}")
     loc = locate_subject(tokenizer, prompt, subject)
     index = loc.last if position == "subject" else len(loc.ids) - 1
     probs = torch.softmax(layer_logits(model, loc.ids, index), dim=-1)  # [n_layers, vocab]

@@ -102,9 +102,13 @@ def _lens_grid(axes: Any, lens: "LensResult", title: str) -> None:
 
 
 def _rank_lines(axes: Any, series: dict[str, tuple[int, ...]], title: str) -> None:
+    """One line per series; "before: X" dashed and "after: X" solid in X's colour."""
+    colours: dict[str, str] = {}
     for label, ranks in series.items():
-        style = "--" if label.startswith("before") else "-"
-        axes.plot(range(len(ranks)), ranks, style, marker=".", label=label)
+        side, _, target = label.partition(": ")
+        colour = colours.setdefault(target or label, f"C{len(colours)}")
+        style = "--" if side == "before" else "-"
+        axes.plot(range(len(ranks)), ranks, style, marker=".", color=colour, label=label)
     axes.set_yscale("log")
     axes.invert_yaxis()
     axes.set_xlabel("layer")
@@ -145,7 +149,7 @@ def plot_explanation(explanation: "Explanation", path: str | os.PathLike[str]) -
         axes.axis("off")
         readout = reading.selfie
         mean = sum(readout.relevancy) / len(readout.relevancy) if readout.relevancy else 0.0
-        body = textwrap.fill(readout.text or "(nothing generated)", 70)
+        body = textwrap.fill(readout.text or "(nothing generated)", 60)
         axes.text(0, 1, f"SelfIE {side} (layer {readout.layer}, mean relevancy {mean:+.2f}):\n{body}",
                   va="top", ha="left", fontsize=9, family="monospace", transform=axes.transAxes)
     figure.suptitle(f"{explanation.edit_id}: {explanation.prompt!r} -> {explanation.target_new!r}"

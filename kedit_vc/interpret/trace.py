@@ -72,11 +72,12 @@ class TraceResult:
         return self.score(token, layer) - self.corrupted_prob
 
     @property
-    def suggested_layer(self) -> int:
-        """The layer whose restoration at the last subject token recovers the most."""
+    def suggested_layer(self) -> int | None:
+        """The layer whose restoration at the last subject token recovers the most
+        (None if that token was not traced)."""
         row = self.scores[self.last_subject]
-        best = max(range(len(self.layers)), key=lambda j: -math.inf if math.isnan(row[j]) else row[j])
-        return self.layers[best]
+        done = [j for j in range(len(self.layers)) if not math.isnan(row[j])]
+        return self.layers[max(done, key=lambda j: row[j])] if done else None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -240,4 +241,5 @@ def suggest_layer(model: torch.nn.Module, tokenizer: Any, request: "EditRequest"
     result = causal_trace(model, tokenizer, request.prompt, request.subject, request.target_true,
                           kind="mlp", window=window, samples=samples, seed=seed,
                           tokens=[loc.last - loc.prefix])
+    assert result.suggested_layer is not None  # the last subject token was traced
     return result.suggested_layer
