@@ -19,32 +19,13 @@ from kedit_vc.models.families import (
     mlp_out_weight,
 )
 from kedit_vc.models.forward import LowerBlockReplay, final_hidden, logits_at, logits_from_hidden
+from tiny_models import family_config
 
 D_MODEL, D_MLP, VOCAB, LAYERS = 16, 40, 96, 3
 
 
 def _config(kind: str):  # noqa: ANN202 - a transformers config of the given family
-    import transformers as tf
-
-    common = dict(vocab_size=VOCAB, pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    decoder = dict(common, hidden_size=D_MODEL, intermediate_size=D_MLP, num_hidden_layers=LAYERS,
-                   num_attention_heads=2, max_position_embeddings=64)
-    if kind == "llama":
-        return tf.LlamaConfig(**decoder, num_key_value_heads=1)
-    if kind == "qwen2":
-        return tf.Qwen2Config(**decoder, num_key_value_heads=1)
-    if kind == "gemma3_text":
-        # Soft-capping on, so logits_from_hidden must apply it to match the model.
-        return tf.Gemma3TextConfig(**decoder, num_key_value_heads=1, head_dim=8, sliding_window=4,
-                                   final_logit_softcapping=3.0)
-    if kind == "gpt2":
-        return tf.GPT2Config(**common, n_embd=D_MODEL, n_inner=D_MLP, n_layer=LAYERS, n_head=2, n_positions=64)
-    if kind == "gptj":
-        return tf.GPTJConfig(**common, n_embd=D_MODEL, n_inner=D_MLP, n_layer=LAYERS, n_head=2,
-                             rotary_dim=4, n_positions=64)
-    if kind == "gpt_neox":
-        return tf.GPTNeoXConfig(**decoder)
-    raise AssertionError(kind)
+    return family_config(kind, D_MODEL, D_MLP, VOCAB, LAYERS)
 
 
 KINDS = ["llama", "qwen2", "gemma3_text", "gpt2", "gptj", "gpt_neox"]

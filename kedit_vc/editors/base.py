@@ -79,14 +79,13 @@ def register_editor(name: str, factory: Callable[[], Editor]) -> None:
 
 
 def _load_builtin_editors() -> None:
-    # Importing a method's package registers it.
+    """Import the built-in methods once (importing a method's package registers it)."""
     from kedit_vc.editors import ft, memit, rome  # noqa: F401
 
 
 def get_editor(name: str) -> Editor:
     """The editor registered as ``name``; a clear error listing the known ones otherwise."""
-    if not _REGISTRY:
-        _load_builtin_editors()
+    _load_builtin_editors()
     try:
         return _REGISTRY[name.lower()]()
     except KeyError:
@@ -95,6 +94,5 @@ def get_editor(name: str) -> Editor:
 
 
 def editor_names() -> list[str]:
-    if not _REGISTRY:
-        _load_builtin_editors()
+    _load_builtin_editors()
     return sorted(_REGISTRY)

@@ -139,6 +139,16 @@ def dimensions(model: torch.nn.Module) -> Dimensions:
     return Dimensions(d_model=d_model, d_mlp=d_mlp, n_layers=num_layers(model), vocab=vocab)
 
 
+def max_positions(model: torch.nn.Module, default: int = 2048) -> int:
+    """The longest sequence the model accepts (GPT-2's learned positions stop at n_positions)."""
+    config = model.config
+    for attribute in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = getattr(config, attribute, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return default
+
+
 def mlp_out_weight(model: torch.nn.Module, layer: int) -> torch.Tensor:
     """The edited matrix in the Linear convention ``[d_model, d_mlp]`` (a view when possible)."""
     family = family_of(model)

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from kedit_vc.errors import UsageError
+from kedit_vc.models.families import max_positions
 from kedit_vc.models.prompting import prefix_ids
 
 SAMPLE_LENGTH = 128     # tokens per sampled document
@@ -45,13 +46,14 @@ def sample_documents(model: torch.nn.Module, tokenizer: Any, n_tokens: int, seed
     """
     generator = torch.Generator().manual_seed(seed)
     start = prefix_ids(tokenizer) or [tokenizer.eos_token_id or 0]
+    length = min(SAMPLE_LENGTH, max_positions(model) - len(start))
     produced = 0
     while produced < n_tokens:
-        batch = min(SAMPLE_BATCH, max(1, (n_tokens - produced + SAMPLE_LENGTH - 1) // SAMPLE_LENGTH))
+        batch = min(SAMPLE_BATCH, max(1, (n_tokens - produced + length - 1) // length))
         ids = torch.tensor([start] * batch, dtype=torch.long)
         past = None
         step_input = ids
-        for step in range(SAMPLE_LENGTH):
+        for step in range(length):
             if on_step is not None:
                 on_step(step > 0)
             out = model(input_ids=step_input, past_key_values=past, use_cache=True)
@@ -60,11 +62,12 @@ def sample_documents(model: torch.nn.Module, tokenizer: Any, n_tokens: int, seed
             choice = torch.multinomial(torch.softmax(top.values, -1), 1, generator=generator)
             step_input = top.indices.gather(-1, choice)
             ids = torch.cat([ids, step_input], dim=-1)
-        produced += batch * (SAMPLE_LENGTH - 1)
+        produced += batch * (length - 1)
         yield ids
 
 
-def text_batches(tokenizer: Any, corpus: str, n_tokens: int) -> Iterator[torch.Tensor]:
+def text_batches(tokenizer: Any, corpus: str, n_tokens: int, max_length: int = SAMPLE_LENGTH,
+                 ) -> Iterator[torch.Tensor]:
     """Yield [1, <=SAMPLE_LENGTH] token chunks of a text file or folder of .txt files."""
     path = Path(corpus)
     files = sorted(path.rglob("*.txt")) if path.is_dir() else [path]
@@ -72,10 +75,11 @@ def text_batches(tokenizer: Any, corpus: str, n_tokens: int) -> Iterator[torch.T
         raise UsageError(f"statistics corpus {corpus!r}: no such text file or folder of .txt files")
     produced = 0
     prefix = prefix_ids(tokenizer)
+    length = min(SAMPLE_LENGTH, max_length) - len(prefix)
     for file in files:
         ids = tokenizer(file.read_text(errors="replace"), add_special_tokens=False).input_ids
-        for start in range(0, len(ids), SAMPLE_LENGTH - len(prefix)):
-            chunk = prefix + ids[start:start + SAMPLE_LENGTH - len(prefix)]
+        for start in range(0, len(ids), length):
+            chunk = prefix + ids[start:start + length]
             yield torch.tensor([chunk])
             produced += len(chunk)
             if produced >= n_tokens:

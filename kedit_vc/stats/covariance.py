@@ -18,7 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from kedit_vc.models.cache import cache_root
-from kedit_vc.models.families import family_of, get_module
+from kedit_vc.models.families import family_of, get_module, max_positions
 
 from .corpus import corpus_id, sample_documents, text_batches
 
@@ -114,7 +114,7 @@ def _compute(model: torch.nn.Module, tokenizer: Any, fingerprint: str, layers: S
                 for _ in sample_documents(model, tokenizer, n_tokens, seed, on_step):
                     pass
             else:
-                for ids in text_batches(tokenizer, corpus, n_tokens):
+                for ids in text_batches(tokenizer, corpus, n_tokens, max_positions(model)):
                     get_module(model, family.base)(input_ids=ids, use_cache=False)
                     bar.update(task, completed=min(accumulator.tokens, n_tokens))
     finally:
