@@ -1,0 +1,140 @@
+"""Shared plumbing for bench scripts: machine facts, result files, memory and tables.
+
+Every script builds its parser with ``parser()`` (``--model``, ``--threads``,
+``--results-dir``), calls ``setup(args)`` first, prints a table with ``table`` and
+writes ``<results-dir>/<name>.json`` with ``save`` (machine facts, date, thread count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import re
+import statistics
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    return {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+    }
+
+
+def save(name: str, payload: dict[str, Any], directory: str | os.PathLike[str] | None = None) -> Path:
+    """Write ``<directory or bench/results>/<name>.json`` with machine info, sorted keys."""
+    folder = Path(directory) if directory is not None else RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+# -- command line ----------------------------------------------------------------------
+
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    """An argparse parser with the options every bench script shares."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2", help="model reference: alias or HF folder (default smollm2)")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")),
+                   help="torch threads (default $OMP_NUM_THREADS or 1; recorded in the results)")
+    p.add_argument("--results-dir", default=None, help="where to write <name>.json (default bench/results)")
+    return p
+
+
+def setup(args: argparse.Namespace) -> None:
+    """Apply ``--threads`` (one thread per process is fastest on a shared CPU)."""
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
+
+
+def ints(text: str) -> list[int]:
+    """``"1,10,100"`` -> [1, 10, 100]."""
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+# -- time and memory -------------------------------------------------------------------
+
+@contextmanager
+def timer() -> Iterator[dict[str, float]]:
+    """``with timer() as t: ...`` then ``t["s"]`` holds the elapsed seconds."""
+    out: dict[str, float] = {}
+    start = time.perf_counter()
+    try:
+        yield out
+    finally:
+        out["s"] = time.perf_counter() - start
+
+
+def median(xs: Sequence[float]) -> float:
+    return float(statistics.median(xs)) if xs else float("nan")
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    found = re.search(rf"^{field}:\s+(\d+) kB", text, re.M)
+    return int(found.group(1)) if found else None
+
+
+def rss_bytes() -> int | None:
+    """Resident set size now (Linux /proc; None elsewhere)."""
+    kib = _status_kib("VmRSS")
+    return None if kib is None else kib * 1024
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size since the process started or the last ``reset_peak_rss``."""
+    kib = _status_kib("VmHWM")
+    if kib is not None:
+        return kib * 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def reset_peak_rss() -> bool:
+    """Reset the peak to the current RSS (Linux: ``5`` into /proc/self/clear_refs).
+
+    Returns False where unsupported; the peak then covers the whole process so far.
+    """
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def mib(n: float | None) -> float | None:
+    return None if n is None else round(n / 2**20, 1)
+
+
+# -- output ----------------------------------------------------------------------------
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A markdown table; floats get 3 significant figures."""
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+        return str(v)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,52 @@
+"""Which layer should ROME edit in SmolLM2? A small sweep on CounterFact dev records.
+
+Records 400.. of counterfact_500.json serve as the development set (the reported
+benchmarks use the first 100), so the default is not tuned on what it is judged on.
+Statistics for all swept layers are collected in one pass first.
+
+    python bench/sweep_rome_layers.py --layers 2,4,6,8 --n 12
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from common import save
+
+from kedit_vc.editors.base import get_editor
+from kedit_vc.editors.defaults import STATS_TOKENS
+from kedit_vc.editors.hparams import build_hparams
+from kedit_vc.eval.bench import run_bench
+from kedit_vc.eval.datasets import load_cases
+from kedit_vc.models import load_model
+from kedit_vc.stats import key_second_moments
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--layers", default="2,4,6,8")
+    parser.add_argument("--n", type=int, default=12)
+    parser.add_argument("--start", type=int, default=400)
+    parser.add_argument("--stats-tokens", type=int, default=STATS_TOKENS)
+    args = parser.parse_args()
+    layers = [int(x) for x in args.layers.split(",")]
+    lm = load_model("smollm2")
+    key_second_moments(lm.model, lm.tokenizer, lm.fingerprint, layers, args.stats_tokens)
+    cases = load_cases("counterfact")[args.start:args.start + args.n]
+    rows = {}
+    for layer in layers:
+        hp = build_hparams("rome", {"layer": layer, "stats_tokens": args.stats_tokens})
+        result = run_bench(lm.model, lm.tokenizer, "counterfact", cases, get_editor("rome"), hp,
+                           fingerprint=lm.fingerprint)
+        m = result.report.metrics
+        rows[layer] = {k: m.get(k) for k in ("efficacy_cf", "paraphrase_cf", "neighbourhood_cf")}
+        rows[layer]["seconds_per_edit"] = result.edit_seconds / len(cases)
+        print(f"layer {layer:2d}: " + "  ".join(f"{k} {v:.3f}" for k, v in rows[layer].items()), flush=True)
+    path = save("sweep_rome_layers", {"records": f"{args.start}..{args.start + args.n - 1}",
+                                       "stats_tokens": args.stats_tokens, "layers": rows,
+                                       "pre_neighbourhood_cf": result.report.pre_metrics.get("neighbourhood_cf")})
+    print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()
