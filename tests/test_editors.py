@@ -31,6 +31,8 @@ TINY = {
     "memit": {"layers": [0, 1], "v_steps": 8, "stats_tokens": 600, "context_templates": 2, "context_length": 3,
               "mom2_weight": 10.0},
     "ft": {"layer": 1, "steps": 5},
+    "alphaedit": {"layers": [0, 1], "v_steps": 8, "stats_tokens": 600, "context_templates": 2,
+                  "context_length": 3, "nullspace_threshold": 0.05, "l2": 1e-4},
 }
 
 
@@ -50,13 +52,13 @@ def _edit(method: str, model: torch.nn.Module, tok, requests=REQUESTS, stats_dir
 
 
 def test_registry_lists_every_method_and_refuses_unknown() -> None:
-    assert {"rome", "memit", "ft"} <= set(editor_names())
+    assert {"rome", "memit", "ft", "alphaedit"} <= set(editor_names())
     with pytest.raises(UsageError, match="known methods"):
         get_editor("romee")
 
 
 @pytest.mark.parametrize("kind", FAMILY_KINDS)
-@pytest.mark.parametrize("method", ["rome", "memit", "ft"])
+@pytest.mark.parametrize("method", ["rome", "memit", "ft", "alphaedit"])
 def test_editor_contract_on_every_family(kind: str, method: str, tok, tmp_path) -> None:  # noqa: ANN001
     model = _model(kind)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -83,7 +85,7 @@ def test_editor_contract_on_every_family(kind: str, method: str, tok, tmp_path) 
         assert all(keys.shape == (2, 64) for keys in context.written_keys.values())
 
 
-@pytest.mark.parametrize("method", ["rome", "memit"])
+@pytest.mark.parametrize("method", ["rome", "memit", "alphaedit"])
 def test_edit_makes_the_new_object_likelier(method: str, tok, tmp_path) -> None:  # noqa: ANN001
     # Default-initialised tiny models have near-uniform logits; a wider init gives them
     # preferences an edit can measurably change.

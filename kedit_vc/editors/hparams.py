@@ -44,6 +44,24 @@ class MemitHparams:
 
 
 @dataclass(frozen=True)
+class AlphaeditHparams:
+    """AlphaEdit (Fang et al. 2025): MEMIT's targets, the update projected onto the null
+    space of the keys' second moment so what the model already knows is left alone."""
+
+    layers: tuple[int, ...] | None = None
+    v_steps: int = 25
+    v_lr: float = 0.5
+    v_weight_decay: float = 1e-3
+    kl_factor: float = 0.0625
+    clamp_norm_factor: float = 0.75
+    context_templates: int = 10
+    context_length: int = 10
+    stats_tokens: int | None = None
+    nullspace_threshold: float = 0.03   # null space: least-used directions holding <= this share of E||k||^2
+    l2: float = 10.0                    # alpha in (P (KᵀK + K_pᵀK_p) + alpha I)⁻¹
+
+
+@dataclass(frozen=True)
 class FtHparams:
     """FT-L: constrained fine-tuning of one layer's MLP output projection (baseline)."""
 
@@ -65,6 +83,7 @@ class AutoHparams:
 HPARAMS: dict[str, type] = {
     "rome": RomeHparams,
     "memit": MemitHparams,
+    "alphaedit": AlphaeditHparams,
     "ft": FtHparams,
     "auto": AutoHparams,
 }
