@@ -1,0 +1,143 @@
+"""Print the "Performance" markdown table from bench/results/*.json (for the top README).
+
+One row per headline figure: what was measured, its baseline from the same run, the
+ratio, the target and whether it was met, with each file's date, machine and torch
+thread count. Files this script does not know are listed by name only.
+
+    python bench/report.py > /tmp/perf.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from common import RESULTS
+
+Row = tuple[str, str, str, str, str, str]
+
+
+def _s(x: float) -> str:
+    return f"{x:.3g} s" if x < 100 else f"{x:.0f} s"
+
+
+def _b(n: float) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n:.0f} B"
+
+
+def _ok(met: bool | None) -> str:
+    return "n/a" if met is None else ("met" if met else "**missed**")
+
+
+def rome_latency(r: dict[str, Any]) -> Iterator[Row]:
+    m, ratio = r["median_seconds"], r["ratios"]["kvu_over_floor"]
+    yield (f"ROME edit, median of {r['n']} (key+value+update)", _s(m["kvu_s"]),
+           f"{_s(m['floor_s'])} floor (same passes, plain forward)", f"{ratio:.2f}x",
+           f"<= {r['target_ratio']}x", _ok(r["target_met"]))
+
+
+def memit_scaling(r: dict[str, Any]) -> Iterator[Row]:
+    done = [x for x in r["rows"] if "seconds" in x]
+    single = next(x for x in done if x["n"] == 1)
+    top = max(done, key=lambda x: x["n"])
+    steps = r["hparams"]["v_steps"]
+    yield (f"MEMIT {top['n']} edits/batch ({steps} steps), per edit", _s(top["seconds_per_edit"]),
+           f"{_s(single['seconds_per_edit'])} single edit", f"{top['per_edit_over_single']:.2f}x",
+           "<= 0.2x at 500", _ok(r["target_met"]) + ("" if top["n"] >= 500 else f" (at {top['n']})"))
+    yield (f"MEMIT {top['n']} edits/batch, peak RSS", _b(top["peak_rss_bytes"]), "", "", "", "")
+
+
+def storage(r: dict[str, Any]) -> Iterator[Row]:
+    for label, m in r["methods"].items():
+        yield (f"{label}: one commit on disk", _b(m["commit_disk_bytes"]), f"{_b(m['dense_bytes'])} dense",
+               f"{m['ratio_commit_disk']:.3g}x smaller", ">= 200x (rank one)" if "rank 1)" in label else "",
+               _ok(m["ratio_commit_disk"] >= r["target_ratio"]) if "rank 1)" in label else "")
+    h = r["history"]
+    for state in ("loose", "after_git_gc"):
+        yield (f"store after {h['commits']} ROME commits ({state.replace('_', ' ')})",
+               _b(h[state]["disk"]), f"{_b(h['dense_equivalent_bytes'])} dense",
+               f"{h[state]['ratio_dense_over_disk']:.3g}x smaller", ">= 200x",
+               _ok(h[state]["ratio_dense_over_disk"] >= r["target_ratio"]))
+
+
+def checkout(r: dict[str, Any]) -> Iterator[Row]:
+    top = r["rows"][-1]
+    yield (f"checkout HEAD after {top['commits']} commits", _s(top["checkout"]["total"]),
+           f"{_s(top['plain_load_s'])} plain load; naive {_s(top['naive']['total'])}",
+           f"{top['checkout_over_load']:.2f}x", f"<= {r['targets']['checkout_over_load']}x",
+           _ok(r["targets"]["checkout_met"]))
+    if r.get("revert"):
+        v = r["revert"]
+        yield (f"revert commit {v['reverted']} of {v['history']}", _s(v["write_s"]),
+               f"+ {_s(v['rematerialize_s'])} to re-materialise", "", f"<= {r['targets']['revert_write_s']} s",
+               _ok(r["targets"]["revert_met"]))
+
+
+def stats_throughput(r: dict[str, Any]) -> Iterator[Row]:
+    one, sep = r["one_pass"], r["separate_passes"]
+    yield (f"key statistics, {len(r['layers'])} layers x {r['tokens']} tokens, one pass",
+           f"{_s(one['seconds'])} ({one['tokens_per_second']:.0f} tok/s)", f"{_s(sep['seconds'])} one pass per layer",
+           f"{r['speedup']:.2f}x faster", "", "")
+
+
+def memory(r: dict[str, Any]) -> Iterator[Row]:
+    yield ("ROME edit, peak RSS", _b(r["rome"]["peak_rss_bytes"]), f"{_b(r['baseline_rss_bytes'])} model loaded",
+           "", "<= 2 GiB", _ok(r["rome_target_met"]))
+    for m in r["memit"]:
+        if "seconds" in m:
+            yield (f"MEMIT {m['n']} edits, peak RSS", _b(m["peak_rss_bytes"]), "", "", "", "")
+        else:
+            yield (f"MEMIT {m['n']} edits, peak RSS", f"not run: ~{_b(m['projected_growth_bytes'])} projected",
+                   f"{_b(m['available_bytes'])} available", "", "", "")
+
+
+KNOWN: dict[str, Callable[[dict[str, Any]], Iterator[Row]]] = {
+    "rome_latency": rome_latency, "memit_scaling": memit_scaling, "storage": storage, "checkout": checkout,
+    "stats_throughput": stats_throughput, "memory": memory,
+}
+
+
+def report(folder: Path) -> str:
+    lines = ["| benchmark | measured | baseline (same run) | ratio | target | status |",
+             "|---|---|---|---|---|---|"]
+    machines: dict[str, list[str]] = {}
+    others = []
+    for path in sorted(folder.glob("*.json")):
+        data = json.loads(path.read_text())
+        make = KNOWN.get(path.stem)
+        if make is None:
+            others.append(path.name)
+            continue
+        try:
+            rows = list(make(data))
+        except (KeyError, StopIteration, ValueError) as error:
+            rows = [(path.stem, f"unreadable result ({error!r})", "", "", "", "")]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        m = data.get("machine", {})
+        key = f"{m.get('platform', '?')}, {m.get('cpus', '?')} CPUs, torch {m.get('torch', '?')}, " \
+              f"{m.get('threads', '?')} thread(s)"
+        machines.setdefault(key, []).append(f"{path.stem} {str(m.get('date', '?'))[:16]}")
+    lines.append("")
+    for key, names in machines.items():
+        lines.append(f"Measured on {key} (load average shown in each file): {'; '.join(names)}.")
+    if others:
+        lines.append(f"Other results: {', '.join(others)}.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> str:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results-dir", default=str(RESULTS))
+    args = p.parse_args(argv)
+    text = report(Path(args.results_dir))
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()

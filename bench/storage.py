@@ -1,0 +1,181 @@
+"""Bytes per commit for ROME, MEMIT and FT-L deltas against the dense delta of the same tensors.
+
+The deltas are synthetic, built with the editors' own constructors at the model's real
+shapes and ranks: ROME a rank-one ``factored_update`` of one MLP down-projection, MEMIT
+a rank-n factor pair on each of its default layers, FT-L one ``Dense`` float32 matrix.
+Sizes do not depend on the values except through git's zlib compression, which gains
+almost nothing on float32 noise or on real edits alike. Each commit also carries the
+written keys (as ``kvc commit`` stores them) and a one-line spec.
+
+Measured: the delta file (safetensors bytes), what one commit adds to a real store
+(apparent bytes and disk blocks, git loose objects), and the store after N rank-one
+commits, before and after ``git gc`` packs it; the baseline is the dense float32 delta
+of the same tensors. Target: >= 200x for rank-one edits.
+
+    python bench/storage.py --commits 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from common import parser, save, setup, table, timer
+
+from kedit_vc.delta import Delta, Dense
+from kedit_vc.delta.updates import dense_bytes
+from kedit_vc.editors.common.solve import factored_update
+from kedit_vc.editors.defaults import memit_layers, rome_layer
+from kedit_vc.models import load_model
+from kedit_vc.models.families import family_of
+from kedit_vc.store import CommitInput, init_store
+
+TARGET_RATIO = 200.0
+
+
+def folder_bytes(path: Path) -> tuple[int, int]:
+    """(apparent bytes, bytes of disk blocks) of every file under ``path``."""
+    apparent = disk = 0
+    for file in path.rglob("*"):
+        if file.is_file():
+            st = file.stat()
+            apparent += st.st_size
+            disk += st.st_blocks * 512
+    return apparent, disk
+
+
+class Shapes:
+    """The edited parameters of a model: names, shapes and layout, read off the loaded model."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.family = family_of(model)
+        self.params = {n: tuple(p.shape) for n, p in model.state_dict().items()}
+        self.rome_layer = rome_layer(model)
+        self.memit_layers = memit_layers(model)
+        self.transposed = self.family.mlp_out_transposed
+
+    def name(self, layer: int) -> str:
+        return self.family.mlp_out_weight_name(layer)
+
+    def dims(self, layer: int) -> tuple[int, int]:
+        """(d_model, d_mlp) of the layer's MLP output projection."""
+        rows, cols = self.params[self.name(layer)]
+        return (cols, rows) if self.transposed else (rows, cols)
+
+
+def rome_delta(shapes: Shapes, layer: int, gen: torch.Generator) -> tuple[Delta, dict[int, torch.Tensor]]:
+    d_model, d_mlp = shapes.dims(layer)
+    update = factored_update(torch.randn(d_model, 1, generator=gen), torch.randn(d_mlp, 1, generator=gen),
+                             shapes.transposed)
+    return Delta({shapes.name(layer): update}, {"method": "rome", "layer": str(layer)}), \
+        {layer: torch.randn(1, d_mlp, generator=gen)}
+
+
+def memit_delta(shapes: Shapes, n: int, gen: torch.Generator) -> tuple[Delta, dict[int, torch.Tensor]]:
+    updates, keys = {}, {}
+    for layer in shapes.memit_layers:
+        d_model, d_mlp = shapes.dims(layer)
+        updates[shapes.name(layer)] = factored_update(torch.randn(d_model, n, generator=gen),
+                                                      torch.randn(d_mlp, n, generator=gen), shapes.transposed)
+        keys[layer] = torch.randn(n, d_mlp, generator=gen)
+    meta = {"method": "memit", "layers": ",".join(map(str, shapes.memit_layers))}
+    return Delta(updates, meta), keys
+
+
+def ft_delta(shapes: Shapes, layer: int, gen: torch.Generator) -> tuple[Delta, dict[int, torch.Tensor]]:
+    value = torch.randn(shapes.params[shapes.name(layer)], generator=gen) * 5e-4
+    return Delta({shapes.name(layer): Dense(value)}, {"method": "ft", "layer": str(layer)}), {}
+
+
+def commit(store: Any, delta: Delta, keys: dict[int, torch.Tensor], i: int) -> str:
+    spec = f'edit "bench-{i}" {{ "Subject {i}" is located in "City {i}" }}\n'
+    return store.write_commit(CommitInput(f"bench edit {i}", delta=delta, method=delta.meta["method"],
+                                          edit_ids=(f"bench-{i}",), spec_text=spec, keys=keys or None))
+
+
+def build_args(argv: list[str] | None) -> argparse.Namespace:
+    p = parser(__doc__)
+    p.add_argument("--commits", type=int, default=200, help="rank-one commits for the store-size figure")
+    p.add_argument("--memit-batch", type=int, default=10, help="edits in the MEMIT delta measured")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = build_args(argv)
+    setup(args)
+    lm = load_model(args.model, progress=False)
+    shapes = Shapes(lm.model)
+    gen = torch.Generator().manual_seed(0)
+    makers = {
+        "rome (rank 1)": lambda: rome_delta(shapes, shapes.rome_layer, gen),
+        f"memit ({args.memit_batch} edits, rank {args.memit_batch} x {len(shapes.memit_layers)} layers)":
+            lambda: memit_delta(shapes, args.memit_batch, gen),
+        "ft-l (dense)": lambda: ft_delta(shapes, shapes.rome_layer, gen),
+    }
+    methods: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="kvc-bench-storage-") as tmp:
+        for index, (label, make) in enumerate(makers.items()):
+            delta, keys = make()
+            store = init_store(Path(tmp) / f"m{index}", args.model, lm.fingerprint)
+            before = folder_bytes(store.paths.kvc)
+            commit(store, delta, keys, 0)
+            after = folder_bytes(store.paths.kvc)
+            store.close()
+            dense = sum(dense_bytes(u) for u in delta.updates.values())
+            file_bytes = len(delta.to_bytes())
+            methods[label] = {"delta_file_bytes": file_bytes, "dense_bytes": dense,
+                              "commit_apparent_bytes": after[0] - before[0], "commit_disk_bytes": after[1] - before[1],
+                              "ratio_file": dense / file_bytes, "ratio_commit_apparent": dense / (after[0] - before[0]),
+                              "ratio_commit_disk": dense / (after[1] - before[1])}
+
+        store = init_store(Path(tmp) / "history", args.model, lm.fingerprint)
+        start = folder_bytes(store.paths.kvc)
+        dense_total = 0
+        with timer() as t_write:
+            for i in range(args.commits):
+                delta, keys = rome_delta(shapes, shapes.rome_layer, gen)
+                dense_total += sum(dense_bytes(u) for u in delta.updates.values())
+                commit(store, delta, keys, i)
+        loose = folder_bytes(store.paths.kvc)
+        subprocess.run(["git", "--git-dir", str(store.paths.repo), "gc", "--quiet"], check=True)
+        packed = folder_bytes(store.paths.kvc)
+        store.close()
+    history = {"commits": args.commits, "empty_store": {"apparent": start[0], "disk": start[1]},
+               "loose": {"apparent": loose[0], "disk": loose[1]},
+               "after_git_gc": {"apparent": packed[0], "disk": packed[1]},
+               "dense_equivalent_bytes": dense_total, "write_seconds_per_commit": t_write["s"] / max(args.commits, 1)}
+    for state in ("loose", "after_git_gc"):
+        grown = history[state]["disk"] - start[1]
+        history[state]["disk_per_commit"] = grown / max(args.commits, 1)
+        history[state]["ratio_dense_over_disk"] = dense_total / max(grown, 1)
+
+    rows = [[label, m["delta_file_bytes"], m["commit_apparent_bytes"], m["commit_disk_bytes"], m["dense_bytes"],
+             m["ratio_file"], m["ratio_commit_disk"]] for label, m in methods.items()]
+    print(table(["method", "delta file B", "commit B (apparent)", "commit B (disk)", "dense B",
+                 "dense / file", "dense / commit on disk"], rows))
+    print(f"\nStore after {args.commits} rank-one commits (dense equivalent {dense_total / 2**20:.1f} MiB), "
+          f"{history['write_seconds_per_commit'] * 1000:.0f} ms per commit write:")
+    print(table(["state", "apparent MiB", "disk MiB", "disk per commit B", "dense / disk"],
+                [[s, history[s]["apparent"] / 2**20, history[s]["disk"] / 2**20, history[s]["disk_per_commit"],
+                  history[s]["ratio_dense_over_disk"]] for s in ("loose", "after_git_gc")]))
+    rank_one = methods["rome (rank 1)"]
+    verdict = {"rome_file_ratio_met": rank_one["ratio_file"] >= TARGET_RATIO,
+               "rome_commit_disk_ratio_met": rank_one["ratio_commit_disk"] >= TARGET_RATIO,
+               "store_loose_ratio_met": history["loose"]["ratio_dense_over_disk"] >= TARGET_RATIO,
+               "store_packed_ratio_met": history["after_git_gc"]["ratio_dense_over_disk"] >= TARGET_RATIO}
+    print(f"\ntarget dense/stored >= {TARGET_RATIO:.0f}x for rank-one: " +
+          ", ".join(f"{k} {'met' if v else 'missed'}" for k, v in verdict.items()))
+    payload = {"model": args.model, "deltas": "synthetic, editors' constructors at the model's shapes and ranks",
+               "methods": methods, "history": history, "target_ratio": TARGET_RATIO, "targets": verdict}
+    path = save("storage", payload, args.results_dir)
+    print(f"\nsaved {path}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()

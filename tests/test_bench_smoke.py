@@ -1,0 +1,63 @@
+"""Smoke runs of every bench script at tiny sizes, so the benchmarks do not rot.
+
+Each script's ``main(argv)`` runs on the tiny random Llama (statistics from the seeded
+text file the autouse fixture points ``KVC_STATS_TEXT`` at) and writes its JSON to a
+temporary folder; ``report.py`` then renders those files. Figures are not checked:
+benchmarks are not tests.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+TINY_EDIT = ["--stats-tokens", "2000", "--context-templates", "2", "--context-length", "4"]
+
+
+def _script(name: str) -> ModuleType:
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    return importlib.import_module(name)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("bench-results")
+
+
+def _common(model: Path, results: Path) -> list[str]:
+    # Keep the session's thread count: setup() sets torch's global thread pool.
+    return ["--model", str(model), "--results-dir", str(results), "--threads", str(torch.get_num_threads())]
+
+
+CASES = {
+    "rome_latency": ["--n", "1", "--v-steps", "2", "--ablation-edits", "1", "--ablation-steps", "1", *TINY_EDIT],
+    "memit_scaling": ["--sizes", "1,2", "--v-steps", "1", *TINY_EDIT],
+    "memory": ["--memit-batch", "2", "--probe", "1", "--rome-v-steps", "1", *TINY_EDIT],
+    "storage": ["--commits", "3", "--memit-batch", "2"],
+    "checkout": ["--sizes", "2,3", "--repeats", "1", "--revert-index", "1"],
+    "stats_throughput": ["--tokens", "300", "--layers", "1,2"],
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bench_script_runs(name: str, tiny_model_dir: Path, results: Path) -> None:
+    payload = _script(name).main([*_common(tiny_model_dir, results), *CASES[name]])
+    saved = json.loads((results / f"{name}.json").read_text())
+    assert saved["machine"]["threads"] == torch.get_num_threads()
+    assert set(payload) <= set(saved)
+
+
+def test_report_renders_every_result(results: Path) -> None:
+    text = _script("report").main(["--results-dir", str(results)])
+    assert "unreadable" not in text
+    for name in CASES:
+        if (results / f"{name}.json").is_file():
+            assert name in text
