@@ -8,9 +8,14 @@ from __future__ import annotations
 
 
 class KvcError(Exception):
-    """An error the user can fix; ``str()`` is the whole message."""
+    """An error the user can fix; ``str()`` is the whole message.
+
+    ``label`` is printed before it; errors whose message already says where and what
+    (a spec report: ``facts.kedit:3:5: error: ...``) set it empty.
+    """
 
     exit_code: int = 1
+    label: str = "error: "
 
 
 class UsageError(KvcError):

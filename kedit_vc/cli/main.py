@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         # Outside standalone mode click returns ctx.exit()'s code instead of exiting.
         result = cli.main(args=argv, prog_name="kvc", standalone_mode=False)
     except KvcError as error:
-        click.secho(f"error: {error}", fg="red", err=True)
+        click.secho(f"{error.label}{error}", fg="red", err=True)
         sys.exit(error.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

@@ -49,6 +49,7 @@ class SpecError(KvcError):
     """One or more problems in a spec; ``str()`` is the full, rendered report."""
 
     exit_code = 2
+    label = ""  # each rendered diagnostic already reads "file:line:col: error: ..."
 
     def __init__(self, diagnostics: Iterable[Diagnostic], sources: Mapping[str, str] | None = None):
         self.diagnostics = tuple(diagnostics)
