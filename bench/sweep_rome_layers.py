@@ -22,6 +22,11 @@ from kedit_vc.models import load_model
 from kedit_vc.stats import key_second_moments
 
 
+#: CounterFact's names -> our registered metrics (see kedit_vc/eval/registry.py).
+CF_NAMES = {"efficacy": "reliability_cf", "paraphrase": "generalization_cf",
+            "neighbourhood": "locality_cf"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--layers", default="2,4,6,8")
@@ -38,13 +43,14 @@ def main() -> None:
         hp = build_hparams("rome", {"layer": layer, "stats_tokens": args.stats_tokens})
         result = run_bench(lm.model, lm.tokenizer, "counterfact", cases, get_editor("rome"), hp,
                            fingerprint=lm.fingerprint)
-        m = result.report.metrics
-        rows[layer] = {k: m.get(k) for k in ("efficacy_cf", "paraphrase_cf", "neighbourhood_cf")}
+        metrics, pre = result.report.metrics, result.report.pre_metrics
+        rows[layer] = {name: metrics[key] for name, key in CF_NAMES.items()}
         rows[layer]["seconds_per_edit"] = result.edit_seconds / len(cases)
         print(f"layer {layer:2d}: " + "  ".join(f"{k} {v:.3f}" for k, v in rows[layer].items()), flush=True)
-    path = save("sweep_rome_layers", {"records": f"{args.start}..{args.start + args.n - 1}",
-                                       "stats_tokens": args.stats_tokens, "layers": rows,
-                                       "pre_neighbourhood_cf": result.report.pre_metrics.get("neighbourhood_cf")})
+        # Saved after every layer, so an interrupted sweep keeps what it measured.
+        path = save("sweep_rome_layers", {"records": f"{args.start}..{args.start + args.n - 1}",
+                                           "stats_tokens": args.stats_tokens, "layers": rows,
+                                           "pre": {name: pre[key] for name, key in CF_NAMES.items()}})
     print(f"saved {path}")
 
 
