@@ -153,6 +153,8 @@ def test_spec_errors_and_model_mismatch(store_dir):
     assert result.exit_code == 2 and "bad.kedit:1:" in result.output and "Traceback" not in result.output
     other = write_spec(store_dir, "other.kedit", 'model "smollm2"\n' + EIFFEL)
     one_line_error(run_kvc("commit", str(other)), 2, "written for model 'smollm2'")
+    empty = write_spec(store_dir, "empty.kedit", "")
+    one_line_error(run_kvc("commit", str(empty)), 2, "has no edits to commit")
 
 
 def test_revert_reports_and_restores(store_dir):

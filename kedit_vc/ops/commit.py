@@ -139,6 +139,8 @@ def commit_spec(store: "Store", spec: str | Path, options: CommitOptions = Commi
     with store.lock(options.wait):
         plan = override(compile_file(spec), options.method, options.hparams)
         spec_text = Path(spec).read_text(encoding="utf-8")
+        if not plan.requests:
+            raise UsageError(f"{spec} has no edits to commit")
         if plan.model is not None and plan.model != store.model_ref:
             raise UsageError(f"{spec} is written for model {plan.model!r}, but this store's base model is "
                              f"{store.model_ref!r}; edit its `model` line or use a store for that model")
