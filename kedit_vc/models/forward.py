@@ -14,9 +14,15 @@ import torch
 from .families import family_of, get_module
 
 
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model inside a wrapper such as peft's ``PeftModel``."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def final_hidden(model: torch.nn.Module, input_ids: torch.Tensor,
                  attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Decoder output after the final norm: [b, t, d_model]."""
+    model = unwrap(model)
     base = get_module(model, family_of(model).base)
     out = base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     return out[0] if isinstance(out, tuple) else out.last_hidden_state
@@ -24,6 +30,7 @@ def final_hidden(model: torch.nn.Module, input_ids: torch.Tensor,
 
 def logits_from_hidden(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """Apply the LM head (and any logit soft-capping) to hidden rows [..., d] -> [..., vocab]."""
+    model = unwrap(model)
     logits = get_module(model, family_of(model).unembed)(hidden)
     cap = getattr(model.config, "final_logit_softcapping", None)
     if cap:

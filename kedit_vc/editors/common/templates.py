@@ -7,6 +7,7 @@ so the same model gives the same templates, and cached per model for the session
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -14,15 +15,19 @@ import torch
 from kedit_vc.models.prompting import encode_text, pad_id
 
 _STARTS = ("The", "Therefore", "Because", "I", "You")
-_CACHE: dict[tuple[int, int, int, int], tuple[str, ...]] = {}
+#: model -> {(count, length, seed): templates}; weak, so a freed model's entry goes with it
+#: (keying by ``id(model)`` would hand a new model that reuses the id the old one's).
+_CACHE: "weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[int, int, int], tuple[str, ...]]]" = (
+    weakref.WeakKeyDictionary())
 
 
 def context_templates(model: torch.nn.Module, tokenizer: Any, count: int, length: int,
                       seed: int = 0) -> tuple[str, ...]:
     """``"{}"`` plus ``count`` generated prefixes of ``length`` tokens, each ``"<prefix>. {}"``."""
-    key = (id(model), count, length, seed)
-    if key in _CACHE:
-        return _CACHE[key]
+    cached = _CACHE.setdefault(model, {})
+    key = (count, length, seed)
+    if key in cached:
+        return cached[key]
     templates = ["{}"]
     if count > 0:
         generator = torch.Generator().manual_seed(seed)
@@ -31,8 +36,8 @@ def context_templates(model: torch.nn.Module, tokenizer: Any, count: int, length
         for text in texts:
             clean = " ".join(text.replace("{", " ").replace("}", " ").split())
             templates.append(clean + ". {}")
-    _CACHE[key] = tuple(templates)
-    return _CACHE[key]
+    cached[key] = tuple(templates)
+    return cached[key]
 
 
 @torch.no_grad()
