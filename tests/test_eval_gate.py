@@ -89,13 +89,14 @@ def test_cli_reads_plan_expectations_and_json(report_file, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--min-locality", "0.9"], "needs --report"),
+    (["--min-locality", "0.9"], "no kvc store"),
     (["--min", "locality"], "KEY=VALUE"),
     (["--min", "locality=high"], "not a number"),
     (["--min", "localty=0.9"], "unknown metric"),
     ([], "nothing to check"),
 ])
-def test_cli_usage_errors_exit_2(report_file, capsys, argv, message):
+def test_cli_usage_errors_exit_2(report_file, capsys, argv, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no store here or above
     if argv[:1] != ["--min-locality"]:
         argv = ["--report", report_file, *argv]
     code, _, err = _kvc(["check", *argv], capsys)

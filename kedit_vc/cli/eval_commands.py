@@ -230,7 +230,12 @@ def check_command(report_path: str | None, rev: str, plan_path: str | None, min_
         except (ValueError, KeyError) as error:
             raise UsageError(f"{plan_path}: not a kvc plan ({error})") from None
     if report_path is None:
-        report, stored = _store_report(rev, False)
+        from kedit_vc.errors import StoreError
+
+        try:
+            report, stored = _store_report(rev, False)
+        except StoreError as error:  # exit 1 means "a threshold failed"; this is usage
+            raise UsageError(f"{error}, or pass --report FILE (from `kvc eval --json`)") from None
         expectations = (*expectations, *stored)
     else:
         try:
