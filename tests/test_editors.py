@@ -202,3 +202,17 @@ def test_self_sampled_statistics_are_seeded(tok, tmp_path, monkeypatch) -> None:
     second = key_second_moments(model, tok, "fp", [1], 300, stats_dir=str(tmp_path / "b"), progress=False)[1]
     assert torch.equal(first, second)
     assert torch.linalg.eigvalsh(first.double()).min() > -1e-6  # a second moment is PSD
+
+
+def test_target_optimisation_in_chunks_equals_joint(tok) -> None:  # noqa: ANN001
+    """Each request's vector only sees its own prompts, so chunking changes nothing."""
+    from kedit_vc.editors.common.targets import TargetSettings, optimise_targets
+
+    model = _model("llama")
+    settings = TargetSettings(steps=4, lr=0.5, weight_decay=1e-3, kl_factor=0.0625,
+                              clamp_norm_factor=4.0, early_stop_nll=0.0)
+    path = family_of(model).mlp_path(1)
+    joint = optimise_targets(model, tok, list(REQUESTS), path, 1, ["{}"], settings, chunk_size=8)
+    alone = optimise_targets(model, tok, list(REQUESTS), path, 1, ["{}"], settings, chunk_size=1)
+    torch.testing.assert_close(joint[0], alone[0])
+    torch.testing.assert_close(joint[1], alone[1], atol=1e-4, rtol=1e-3)
