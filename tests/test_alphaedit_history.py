@@ -61,8 +61,6 @@ def test_revert_takes_the_edit_keys_out_of_the_preserved_set(store, seen) -> Non
     assert all(torch.equal(seen[2][layer], keys_b[layer]) for layer in (1, 2))
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError, reason="store gap: a revert commit records no keys, so the revert of a "
-                   "revert brings the edit's delta back but not its keys (live_keys)")
 def test_revert_of_a_revert_brings_the_keys_back(store, seen) -> None:  # noqa: ANN001
     from kedit_vc.ops import revert
 

@@ -57,8 +57,8 @@ class AlphaeditHparams:
     context_templates: int = 10
     context_length: int = 10
     stats_tokens: int | None = None
-    nullspace_threshold: float = 0.03   # null space: least-used directions holding <= this share of E||k||^2
-    l2: float = 10.0                    # alpha in (P (KᵀK + K_pᵀK_p) + alpha I)⁻¹
+    nullspace_threshold: float = 0.1    # null space: least-used directions holding <= this share of E||k||^2
+    l2: float = 1.0                     # alpha in (P (KᵀK + K_pᵀK_p) + alpha I)⁻¹
 
 
 @dataclass(frozen=True)

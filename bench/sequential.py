@@ -1,0 +1,155 @@
+"""Sequential editing: does the model still hold edit 1 after edit N?
+
+N CounterFact records are edited one commit at a time (or ``--batch`` per commit), each
+delta applied before the next is solved, the way ``kvc commit`` builds a history: each
+editor call gets the keys written by the earlier ones as ``preserved_keys`` (AlphaEdit
+projects against them; MEMIT adds them to its normal equations; ROME ignores them).
+Every ``--every`` commits, all edits so far are scored: efficacy, paraphrase and
+neighbourhood (``reliability_cf``, ``generalization_cf``, ``locality_cf``) beside their
+pre-edit values, and optionally fluency. Writes ``sequential_<method><tag>.json`` and a
+PNG curve, and redraws ``sequential.png`` over every method's results found.
+
+    python bench/sequential.py --method alphaedit --n 40 --every 10 --stats-tokens 20000
+    python bench/sequential.py --method memit --n 500 --every 50          # the full run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from common import parser, save, setup
+
+METRICS = ("reliability_cf", "generalization_cf", "locality_cf")
+LABELS = {"reliability_cf": "efficacy", "generalization_cf": "paraphrase", "locality_cf": "neighbourhood"}
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def arguments() -> argparse.Namespace:
+    p = parser(__doc__)
+    p.add_argument("--method", required=True, choices=["rome", "memit", "alphaedit"])
+    p.add_argument("--n", type=int, default=40, help="edits in all")
+    p.add_argument("--every", type=int, default=10, help="evaluate all edits so far every K commits")
+    p.add_argument("--batch", type=int, default=1, help="edits per commit")
+    p.add_argument("--start", type=int, default=0, help="first CounterFact record (400.. is the dev set)")
+    p.add_argument("--stats-tokens", type=int, default=None, help="key statistics sample (default: the method's)")
+    p.add_argument("--hparam", action="append", default=[], metavar="NAME=VALUE",
+                   help="hyperparameter override, JSON value (repeatable)")
+    p.add_argument("--no-history", action="store_true", help="do not pass earlier edits' keys to the editor")
+    p.add_argument("--fluency", type=int, default=0, help="generation prompts for fluency at each evaluation")
+    p.add_argument("--tag", default="", help="suffix of the result file names")
+    return p.parse_args()
+
+
+def evaluate(lm: Any, requests: list, pre: Any, prompts: list[str]) -> dict[str, Any]:
+    """Scores of ``requests`` on the current weights, with their pre-edit values."""
+    from kedit_vc.eval import score_requests, summarize
+    from kedit_vc.eval.fluency import fluency
+
+    post = score_requests(lm.model, lm.tokenizer, requests)
+    report = summarize(post, pre)
+    row = {name: report.metrics.get(name) for name in METRICS}
+    row["pre"] = {name: report.pre_metrics.get(name) for name in METRICS}
+    if prompts:
+        row["fluency"] = fluency(lm.model, lm.tokenizer, prompts)
+    return row
+
+
+def main() -> None:
+    args = arguments()
+    setup(args)
+    import torch
+
+    from kedit_vc.editors.base import EditContext, get_editor
+    from kedit_vc.editors.hparams import build_hparams
+    from kedit_vc.eval import score_requests
+    from kedit_vc.eval.datasets import load_cases
+    from kedit_vc.eval.fluency import fluency
+    from kedit_vc.eval.scores import ProbeScores
+    from kedit_vc.models import load_model
+
+    overrides = dict(item.split("=", 1) for item in args.hparam)
+    overrides = {k: _value(v) for k, v in overrides.items()}
+    if args.stats_tokens is not None:
+        overrides["stats_tokens"] = args.stats_tokens
+    hparams = build_hparams(args.method, overrides)
+    lm = load_model(args.model, progress=False)
+    cases = load_cases("counterfact")[args.start:args.start + args.n]
+    requests = [r for case in cases for r in case.requests]
+    prompts = [p for case in cases for p in case.generation_prompts][:args.fluency]
+    pre_all = score_requests(lm.model, lm.tokenizer, requests)
+    pre_fluency = fluency(lm.model, lm.tokenizer, prompts) if prompts else None
+    editor = get_editor(args.method)
+    preserved: dict[int, torch.Tensor] = {}
+    curve, seconds = [], []
+    for start in range(0, len(requests), args.batch):
+        chunk = requests[start:start + args.batch]
+        context = EditContext(fingerprint=lm.fingerprint, progress=False,
+                              preserved_keys={} if args.no_history else dict(preserved))
+        began = time.perf_counter()
+        delta = editor.edit(lm.model, lm.tokenizer, chunk, hparams, context)
+        delta.apply(lm.model)
+        seconds.append(time.perf_counter() - began)
+        print(f"commit {start // args.batch + 1}: {len(chunk)} edit(s) in {seconds[-1]:.1f}s", flush=True)
+        for layer, keys in context.written_keys.items():
+            keys = keys.detach().float()
+            preserved[layer] = torch.cat([preserved[layer], keys]) if layer in preserved else keys
+        done = start + len(chunk)
+        commits = start // args.batch + 1
+        if commits % args.every == 0 or done == len(requests):
+            so_far = requests[:done]
+            pre = ProbeScores(pre_all.edits[:done])
+            row = {"edits": done, "commits": commits, **evaluate(lm, so_far, pre, prompts)}
+            curve.append(row)
+            print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()
+                              if k != "pre"}), flush=True)
+    name = f"sequential_{args.method}{args.tag}"
+    path = save(name, {
+        "method": args.method, "model": args.model, "hparams": overrides, "n": len(requests),
+        "batch": args.batch, "every": args.every, "start": args.start, "history": not args.no_history,
+        "pre_fluency": pre_fluency, "seconds_per_commit": round(sum(seconds) / len(seconds), 2),
+        "curve": curve}, args.results_dir)
+    plot(sorted(Path(path).parent.glob(f"{name}.json")), Path(path).with_suffix(".png"))
+    plot(sorted(Path(path).parent.glob("sequential_*.json")), Path(path).parent / "sequential.png")
+    print(f"wrote {path}")
+
+
+def plot(files: list[Path], out: Path) -> None:
+    """One panel per metric: a line per result file, its pre-edit value dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 3.4), sharey=True)
+    for index, file in enumerate(files):
+        data = json.loads(file.read_text())
+        colour = f"C{index}"
+        label = file.stem.removeprefix("sequential_")
+        for ax, metric in zip(axes, METRICS):
+            xs = [row["edits"] for row in data["curve"]]
+            ax.plot(xs, [row[metric] for row in data["curve"]], "o-", color=colour, label=label)
+            ax.plot(xs, [row["pre"][metric] for row in data["curve"]], "--", color=colour, alpha=0.5)
+    for ax, metric in zip(axes, METRICS):
+        ax.set_title(LABELS[metric])
+        ax.set_xlabel("edits so far")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("score (dashed: pre-edit)")
+    axes[-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
