@@ -80,9 +80,12 @@ def revert(store: "Store", rev: str, *, message: str | None = None, wait: bool =
         stopped = tuple(sorted(holding(before.report) - holding(after)))
 
         summary = record.message.splitlines()[0] if record.message else record.short
+        # Reverting a revert brings its edit back: carry that edit's keys, so history-aware
+        # editors protect it again (a plain revert writes none; the store drops the reverted ones).
+        keys = store.read_commit(record.reverts).keys() if record.op == "revert" and record.reverts else None
         sha = store.write_commit(
             CommitInput(message or f"Revert {record.short}: {summary}", op="revert", reverts=target,
                         metrics={**after.to_json(), "stopped_holding": list(stopped),
-                                 "reverted_restored": restored}),
+                                 "reverted_restored": restored}, keys=keys or None),
             expected_head=head)
     return RevertResult(sha, target, before.report, after, stopped, reverted_requests, restored)
