@@ -90,10 +90,65 @@ def branch_ref(repo: git.Repo) -> str:
 
 
 def ref_value(repo: git.Repo, ref: str) -> str | None:
+    """The full sha of the commit ``ref`` names, or None (as ``git rev-parse --verify ref^{commit}``).
+
+    A full sha, ``HEAD`` and ``refs/...`` names are answered from the refs files and
+    packed-refs, checked to be commits through gitpython's persistent ``cat-file``
+    process; anything else, or anything that fast path cannot settle, asks git itself.
+    """
+    sha = _fast_ref_value(repo, ref)
+    if sha is not None:
+        return sha
     try:
         return repo.git.rev_parse("--verify", "--quiet", f"{ref}^{{commit}}")
     except git.GitCommandError:
         return None
+
+
+def _is_full_sha(text: str) -> bool:
+    return len(text) == 40 and all(c in "0123456789abcdef" for c in text)
+
+
+def _fast_ref_value(repo: git.Repo, ref: str) -> str | None:
+    """A commit sha read without spawning git, or None when git must decide."""
+    try:
+        if _is_full_sha(ref):
+            sha: str | None = ref
+        elif ref == "HEAD" or ref.startswith("refs/"):
+            sha = _read_ref(Path(repo.git_dir), ref, depth=0)
+        else:
+            return None
+        if sha is None:
+            return None
+        kind = repo.odb.info(bytes.fromhex(sha)).type
+        if (kind.decode() if isinstance(kind, bytes) else kind) != "commit":
+            return None
+        return sha
+    except Exception:  # missing object, odd ref file, ...: let git answer
+        return None
+
+
+def _read_ref(git_dir: Path, ref: str, depth: int) -> str | None:
+    """A ref's sha from its loose file (which wins, as in git) or packed-refs."""
+    if depth > 5 or ".." in ref or (git_dir / "commondir").exists():
+        return None
+    path = git_dir / ref
+    if path.is_file():
+        text = path.read_text().strip()
+        if text.startswith("ref: "):
+            return _read_ref(git_dir, text[5:].strip(), depth + 1)
+        return text if _is_full_sha(text) else None
+    if not ref.startswith("refs/"):
+        return None
+    packed = git_dir / "packed-refs"
+    if not packed.is_file():
+        return None
+    for line in packed.read_text().splitlines():
+        if line and line[0] not in "#^":
+            sha, _, name = line.partition(" ")
+            if name == ref:
+                return sha if _is_full_sha(sha) else None
+    return None
 
 
 def set_ref(repo: git.Repo, ref: str, new: str, expected_old: str | None, tmp_dir: Path) -> None:

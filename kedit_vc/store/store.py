@@ -7,6 +7,7 @@ and moves the branch ref last, so a crash leaves HEAD at the old or the new comm
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 from contextlib import contextmanager
@@ -60,6 +61,10 @@ class Store:
         self.paths.objects.mkdir(exist_ok=True)
         self._lock = StoreLock(self.paths.lock)
         self._config: StoreConfig | None = None
+        # Per-commit reads, keyed by full commit sha (commits are immutable, so these
+        # never go stale): the tree's blobs by name, and the parsed manifest.
+        self._files_cache: dict[str, dict[str, git.Blob]] = {}
+        self._manifest_cache: dict[str, dict[str, Any]] = {}
 
     def __enter__(self) -> "Store":
         return self
@@ -140,17 +145,37 @@ class Store:
         return self.repo.git.rev_list("--first-parent", "--reverse", self.resolve(rev)).split()
 
     def manifest(self, rev: str) -> dict[str, Any]:
-        sha = self.resolve(rev)
-        files = gitio.read_files(self.repo, sha)
-        if MANIFEST_FILE not in files:
-            raise StoreError(f"commit {sha[:10]} has no {MANIFEST_FILE}; it was not written by kvc")
-        return json_from_bytes(gitio.blob_bytes(files[MANIFEST_FILE]), f"{MANIFEST_FILE} of {sha[:10]}")
+        return copy.deepcopy(self._manifest_of(self.resolve(rev)))
+
+    _CACHE_LIMIT = 20_000
+
+    def _files_of(self, sha: str) -> dict[str, git.Blob]:
+        """The files of commit ``sha`` (a full sha), its tree read once per store."""
+        files = self._files_cache.get(sha)
+        if files is None:
+            if len(self._files_cache) >= self._CACHE_LIMIT:
+                self._files_cache.clear()
+            files = self._files_cache[sha] = gitio.read_files(self.repo, sha)
+        return files
+
+    def _manifest_of(self, sha: str) -> dict[str, Any]:
+        """The parsed manifest of commit ``sha`` (a full sha), parsed once; do not mutate it."""
+        manifest = self._manifest_cache.get(sha)
+        if manifest is None:
+            files = self._files_of(sha)
+            if MANIFEST_FILE not in files:
+                raise StoreError(f"commit {sha[:10]} has no {MANIFEST_FILE}; it was not written by kvc")
+            manifest = json_from_bytes(gitio.blob_bytes(files[MANIFEST_FILE]), f"{MANIFEST_FILE} of {sha[:10]}")
+            if len(self._manifest_cache) >= self._CACHE_LIMIT:
+                self._manifest_cache.clear()
+            self._manifest_cache[sha] = manifest
+        return manifest
 
     def read_commit(self, rev: str) -> CommitRecord:
         sha = self.resolve(rev)
         commit = self.repo.commit(sha)
-        files = gitio.read_files(self.repo, sha)
-        manifest = self.manifest(sha)
+        files = dict(self._files_of(sha))
+        manifest = copy.deepcopy(self._manifest_of(sha))
 
         def text(name: str) -> str | None:
             return gitio.blob_bytes(files[name]).decode("utf-8") if name in files else None
@@ -203,13 +228,13 @@ class Store:
 
     def live_commits(self, rev: str = "HEAD") -> list[str]:
         """Shas whose deltas are in effect at ``rev``, oldest first (see ``history``)."""
-        return live_commits((sha, self.manifest(sha)) for sha in self.chain(rev))
+        return live_commits((sha, self._manifest_of(sha)) for sha in self.chain(rev))
 
     def live_deltas(self, rev: str = "HEAD") -> "list[Delta]":
         """The deltas in effect at ``rev``: HEAD's weights = base + their sum."""
         deltas = []
         for sha in self.live_commits(rev):
-            record = self.read_commit(sha)
+            record = self.read_commit(sha)  # chain shas are full: no git process; tree cached
             made_for = record.manifest["base"]["fingerprint"]
             if made_for != self.fingerprint:
                 raise StoreError(
