@@ -36,11 +36,11 @@ class MemitHparams:
     v_lr: float = 0.5
     v_weight_decay: float = 1e-3
     kl_factor: float = 0.0625
-    clamp_norm_factor: float = 0.75
+    clamp_norm_factor: float = 4.0      # GPT-J's 0.75 left SmolLM2 edits unreached in a squash
     context_templates: int = 10
     context_length: int = 10
     stats_tokens: int | None = None
-    mom2_weight: float = 15000.0        # lambda in (lambda C + K K^T)^-1
+    mom2_weight: float = 5000.0         # lambda in (lambda C + K K^T)^-1 (GPT-J: 15000)
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class AlphaeditHparams:
     v_lr: float = 0.5
     v_weight_decay: float = 1e-3
     kl_factor: float = 0.0625
-    clamp_norm_factor: float = 0.75
+    clamp_norm_factor: float = 4.0      # GPT-J's 0.75 left SmolLM2 edits unreached in a squash
     context_templates: int = 10
     context_length: int = 10
     stats_tokens: int | None = None
