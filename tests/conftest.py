@@ -12,34 +12,14 @@ from pathlib import Path
 
 import pytest
 
-SPECIALS = ["<pad>", "<unk>", "<eos>", "<|endoftext|>"]
-WORDS = (
-    "the a an of is in on at to and was by for with from it that this city country capital "
-    "located founded company Paris Rome Berlin Madrid London Tokyo Japan China France Italy Germany Spain "
-    "Eiffel Tower Louvre Colosseum Microsoft Apple Amazon Bill Gates Steve Jobs Jeff Bezos Seoul Korea "
-    "Europe Asia Africa Antarctica continent river language French English speak people official "
-    "Tourists travel see largest designed Gustave headquartered Redmond hosted Olympics 1964 "
-    "The What Where Who It . , ? ' s"
-).split()
+from tiny_models import WORDS, tiny_tokenizer
+
 VOCAB = 300
 
 #: Hyperparameters that keep an edit of the tiny model to a fraction of a second.
 TINY_ROME = "method rome { layer = 1 v_steps = 3 stats_tokens = 2000 context_templates = 2 context_length = 4 }"
 TINY_MEMIT = ("method memit { layers = [1, 2] v_steps = 3 stats_tokens = 2000 context_templates = 2 "
               "context_length = 4 }")
-
-
-def _tokenizer():
-    from tokenizers import Tokenizer
-    from tokenizers.models import WordLevel
-    from tokenizers.pre_tokenizers import Whitespace
-    from transformers import PreTrainedTokenizerFast
-
-    words = list(dict.fromkeys([*SPECIALS, *WORDS]))
-    words += [f"w{i}" for i in range(VOCAB - len(words))]
-    tok = Tokenizer(WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    tok.pre_tokenizer = Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>")
 
 
 def save_tiny_llama(folder: Path, seed: int = 0) -> Path:
@@ -53,7 +33,7 @@ def save_tiny_llama(folder: Path, seed: int = 0) -> Path:
                          tie_word_embeddings=False, pad_token_id=0, eos_token_id=2, bos_token_id=None)
     model = LlamaForCausalLM(config).eval()
     model.save_pretrained(folder, safe_serialization=True)
-    _tokenizer().save_pretrained(folder)
+    tiny_tokenizer(VOCAB).save_pretrained(folder)
     return folder
 
 
