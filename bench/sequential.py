@@ -91,6 +91,7 @@ def main() -> None:
     editor = get_editor(args.method)
     preserved: dict[int, torch.Tensor] = {}
     curve, seconds = [], []
+    name = f"sequential_{args.method}{args.tag}"
     for start in range(0, len(requests), args.batch):
         chunk = requests[start:start + args.batch]
         context = EditContext(fingerprint=lm.fingerprint, progress=False,
@@ -99,12 +100,11 @@ def main() -> None:
         delta = editor.edit(lm.model, lm.tokenizer, chunk, hparams, context)
         delta.apply(lm.model)
         seconds.append(time.perf_counter() - began)
-        print(f"commit {start // args.batch + 1}: {len(chunk)} edit(s) in {seconds[-1]:.1f}s", flush=True)
+        done, commits = start + len(chunk), start // args.batch + 1
+        print(f"commit {commits}: {len(chunk)} edit(s) in {seconds[-1]:.1f}s", flush=True)
         for layer, keys in context.written_keys.items():
             keys = keys.detach().float()
             preserved[layer] = torch.cat([preserved[layer], keys]) if layer in preserved else keys
-        done = start + len(chunk)
-        commits = start // args.batch + 1
         if commits % args.every == 0 or done == len(requests):
             so_far = requests[:done]
             pre = ProbeScores(pre_all.edits[:done])
@@ -112,14 +112,15 @@ def main() -> None:
             curve.append(row)
             print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()
                               if k != "pre"}), flush=True)
-    name = f"sequential_{args.method}{args.tag}"
-    path = save(name, {
-        "method": args.method, "model": args.model, "hparams": overrides, "n": len(requests),
-        "batch": args.batch, "every": args.every, "start": args.start, "history": not args.no_history,
-        "pre_fluency": pre_fluency, "seconds_per_commit": round(sum(seconds) / len(seconds), 2),
-        "curve": curve}, args.results_dir)
-    plot(sorted(Path(path).parent.glob(f"{name}.json")), Path(path).with_suffix(".png"))
-    plot(sorted(Path(path).parent.glob("sequential_*.json")), Path(path).parent / "sequential.png")
+            # Written at every evaluation, so an interrupted run still leaves its curve.
+            path = save(name, {
+                "method": args.method, "model": args.model, "hparams": overrides, "n": len(requests),
+                "batch": args.batch, "every": args.every, "start": args.start,
+                "history": not args.no_history, "complete": done == len(requests),
+                "pre_fluency": pre_fluency, "seconds_per_commit": round(sum(seconds) / len(seconds), 2),
+                "curve": curve}, args.results_dir)
+            plot([path], path.with_suffix(".png"))
+            plot(sorted(path.parent.glob("sequential_*.json")), path.parent / "sequential.png")
     print(f"wrote {path}")
 
 
