@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,7 @@ def main() -> None:
     import torch
 
     from kedit_vc.editors.base import EditContext, get_editor
+    from kedit_vc.editors.defaults import resolve
     from kedit_vc.editors.hparams import build_hparams
     from kedit_vc.eval import score_requests
     from kedit_vc.eval.datasets import load_cases
@@ -114,7 +116,8 @@ def main() -> None:
                               if k != "pre"}), flush=True)
             # Written at every evaluation, so an interrupted run still leaves its curve.
             path = save(name, {
-                "method": args.method, "model": args.model, "hparams": overrides, "n": len(requests),
+                "method": args.method, "model": args.model, "hparams": overrides,
+                "resolved_hparams": asdict(resolve(args.method, lm.model, hparams)), "n": len(requests),
                 "batch": args.batch, "every": args.every, "start": args.start,
                 "history": not args.no_history, "complete": done == len(requests),
                 "pre_fluency": pre_fluency, "seconds_per_commit": round(sum(seconds) / len(seconds), 2),
