@@ -70,7 +70,9 @@ def init_command(directory: str, model_ref: str, progress: bool | None) -> None:
 @click.command("commit")
 @click.argument("spec", type=click.Path(exists=True, dir_okay=False))
 @message_option
-@click.option("--method", default=None, help="Use this editing method for every edit (overrides the spec's).")
+@click.option("--method", default=None,
+              help="Use this editing method for every edit (overrides the spec's); `auto` tries rome, memit "
+                   "and ft on the edit's own probes and keeps the best by weighted score.")
 @hparam_option
 @click.option("--gate", is_flag=True,
               help="Refuse the commit unless reliability >= 0.9 (or the --min-METRIC thresholds given).")
@@ -92,6 +94,7 @@ def commit_command(spec: str, message: str | None, method: str | None, hparams: 
     Examples:
       kvc commit specs/demo.kedit -m "demo facts"
       kvc commit facts.kedit --method memit --gate --min-locality 0.95
+      kvc commit facts.kedit --method auto --hparam 'candidates=["rome","ft"]'
     """
     from kedit_vc.ops import CommitOptions, CommitRefused, commit_spec
 
@@ -117,7 +120,7 @@ def commit_command(spec: str, message: str | None, method: str | None, hparams: 
                     "timings": dict(result.timings), "delta": result.delta.summary().to_json()["totals"]})
         return 0
     n = len(result.plan.requests)
-    click.echo(f"[{result.sha[:10]}] {n} edit(s) with {', '.join(sorted({c.method for c in result.plan.calls}))}")
+    click.echo(f"[{result.sha[:10]}] {n} edit(s) with {result.method.replace(',', ', ')}")
     for old in result.superseded:
         click.echo(f"  supersedes {old.request.edit_id} ({old.request.subject} -> {old.request.target_new}) "
                    f"of {old.sha[:10]}")

@@ -80,7 +80,7 @@ def register_editor(name: str, factory: Callable[[], Editor]) -> None:
 
 def _load_builtin_editors() -> None:
     """Import the built-in methods once (importing a method's package registers it)."""
-    from kedit_vc.editors import alphaedit, ft, memit, rome  # noqa: F401
+    from kedit_vc.editors import alphaedit, auto, ft, memit, rome  # noqa: F401
 
 
 def get_editor(name: str) -> Editor:

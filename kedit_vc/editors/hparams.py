@@ -75,8 +75,9 @@ class FtHparams:
 class AutoHparams:
     """``auto``: choose the editor by a weighted score on the edit's own probes."""
 
-    weights: Mapping[str, float] | None = None
+    weights: Mapping[str, float] | None = None          # metric -> weight (None: the four headlines, equal)
     candidates: tuple[str, ...] = ("rome", "memit", "ft")
+    hparams: Mapping[str, Mapping[str, Any]] | None = None  # candidate -> its hyperparameters
 
 
 #: Method name -> hyperparameter class. Editors register under the same names.

@@ -62,6 +62,7 @@ class CommitResult:
     delta: "Delta"
     timings: Mapping[str, float]
     superseded: tuple[LiveEdit, ...] = ()
+    method: str = ""  # as recorded: the calls' methods, auto's choice shown (auto→rome)
 
 
 def gate_thresholds(plan: Plan, options: CommitOptions) -> list[Threshold]:
@@ -176,7 +177,7 @@ def commit_spec(store: "Store", spec: str | Path, options: CommitOptions = Commi
         if gate is not None and gate.failed:
             raise CommitRefused(result)
 
-        methods = sorted({c.method for c in plan.calls})
+        methods = sorted({info["method"] for info in infos})  # an editor may name itself (auto→rome)
         hparams = dict(plan.calls[0].hparams) if len(plan.calls) == 1 else {
             "calls": [{"method": c.method, "hparams": dict(c.hparams)} for c in plan.calls]}
         timings["total_s"] = time.perf_counter() - started
@@ -203,4 +204,4 @@ def commit_spec(store: "Store", spec: str | Path, options: CommitOptions = Commi
         )
         sha = store.write_commit(payload, expected_head=head)
         evaluator.cache.put(sha, requests, after)
-    return CommitResult(sha, plan, report, gate, delta, timings, superseded)
+    return CommitResult(sha, plan, report, gate, delta, timings, superseded, payload.method)

@@ -123,13 +123,21 @@ def check_method(method: MethodChoice, report: Report) -> None:
             _check_auto(param, report)
 
 
+#: Metrics measured on generations or text, not on an edit's probes: ``auto`` cannot weigh them.
+_NOT_PROBED = ("fluency", "perplexity")
+
+
 def _check_auto(param: Param, report: Report) -> None:
-    """``weights`` name metrics with non-negative numbers; ``candidates`` name editors."""
+    """``weights`` name probe metrics with non-negative numbers; ``candidates`` name editors;
+    ``hparams`` maps an editor to its hyperparameters, checked like its own method block."""
     if param.name == "weights" and isinstance(param.value, MapValue):
         for weight in param.value.params:
             if weight.name not in METRICS:
                 report(Diagnostic(weight.at("name"), f"unknown metric '{weight.name}' in weights"
                                   f"{did_you_mean(weight.name, METRICS)}"))
+            elif weight.name in _NOT_PROBED:
+                report(Diagnostic(weight.at("name"), f"'{weight.name}' is not measured on the edit's probes, "
+                                  "so auto cannot weigh it"))
             elif not isinstance(weight.value, (int, float)) or isinstance(weight.value, bool) \
                     or weight.value < 0:
                 report(Diagnostic(weight.at("value"), "a weight must be a number >= 0"))
@@ -139,3 +147,13 @@ def _check_auto(param: Param, report: Report) -> None:
             if name not in editors:
                 report(Diagnostic(param.at("value"), f"unknown candidate method '{name}'"
                                   f"{did_you_mean(str(name), editors)}"))
+    if param.name == "hparams" and isinstance(param.value, MapValue):
+        editors = [name for name in HPARAMS if name != "auto"]
+        for block in param.value.params:
+            if block.name not in editors:
+                report(Diagnostic(block.at("name"), f"unknown candidate method '{block.name}' in hparams"
+                                  f"{did_you_mean(block.name, editors)}"))
+            elif not isinstance(block.value, MapValue):
+                report(Diagnostic(block.at("value"), f"hparams of {block.name} take a map {{ name = value }}"))
+            else:
+                check_method(MethodChoice(block.name, block.value.params, block.span, block.parts), report)
