@@ -10,6 +10,7 @@ Pre-edit scores of every probe are taken once on the base weights before any edi
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ class BenchResult:
     report: EvalReport
     wall_seconds: float
     edit_seconds: float
+    median_edit_seconds: float          # per editor call (the "median seconds per edit")
     peak_rss_bytes: int
     peak_gpu_bytes: int | None
 
@@ -66,6 +68,7 @@ class BenchResult:
             "benchmark": self.benchmark, "method": self.method, "n_cases": self.n_cases,
             "batch": self.batch, "sequential": self.sequential, "report": self.report.to_json(),
             "wall_seconds": self.wall_seconds, "edit_seconds": self.edit_seconds,
+            "median_edit_seconds": self.median_edit_seconds,
             "peak_rss_bytes": self.peak_rss_bytes, "peak_gpu_bytes": self.peak_gpu_bytes,
         }
 
@@ -78,7 +81,8 @@ class BenchResult:
             if name in self.report.metrics or name in self.report.pre_metrics:
                 pre, post = self.report.pre_metrics.get(name), self.report.metrics.get(name)
                 lines.append(f"{LABELS.get(name, name):<30} {_fmt(pre):>9} {_fmt(post):>9}")
-        lines.append(f"wall time {self.wall_seconds:.1f} s (editing {self.edit_seconds:.1f} s), "
+        lines.append(f"wall time {self.wall_seconds:.1f} s (editing {self.edit_seconds:.1f} s, "
+                     f"median {self.median_edit_seconds:.1f} s per editor call), "
                      f"peak RSS {self.peak_rss_bytes / 2**20:.0f} MiB"
                      + (f", peak GPU {self.peak_gpu_bytes / 2**20:.0f} MiB" if self.peak_gpu_bytes else ""))
         return "\n".join(lines)
@@ -143,6 +147,7 @@ def run_bench(
     saved: dict[str, torch.Tensor] = {}
     params = dict(model.named_parameters())
     edit_seconds, delta_bytes, peak_gpu = 0.0, 0, None
+    call_seconds: list[float] = []
     chunks = _chunks(cases, batch)
     try:
         for done, chunk in enumerate(chunks, 1):
@@ -151,6 +156,7 @@ def run_bench(
                 delta = editor.edit(model, tokenizer, requests, hparams,
                                     EditContext(fingerprint=fingerprint, progress=progress))
             edit_seconds += watch.result.seconds
+            call_seconds.append(watch.result.seconds)
             if watch.result.peak_gpu_bytes is not None:
                 peak_gpu = max(peak_gpu or 0, watch.result.peak_gpu_bytes)
             delta_bytes += stored_bytes(delta)
@@ -179,6 +185,7 @@ def run_bench(
     return BenchResult(
         benchmark=benchmark, method=getattr(editor, "name", type(editor).__name__), n_cases=len(cases),
         batch=batch, sequential=sequential, report=report, wall_seconds=time.perf_counter() - start,
-        edit_seconds=edit_seconds, peak_rss_bytes=peak_rss_bytes(), peak_gpu_bytes=peak_gpu,
+        edit_seconds=edit_seconds, median_edit_seconds=statistics.median(call_seconds) if call_seconds else 0.0,
+        peak_rss_bytes=peak_rss_bytes(), peak_gpu_bytes=peak_gpu,
     )
 
