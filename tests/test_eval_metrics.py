@@ -58,6 +58,13 @@ def test_counterfact_scores_and_magnitudes():
     assert m["cf_score"] == pytest.approx(0.5)                   # hmean(0.5, 0.5, 0.5)
 
 
+def test_counterfact_names_are_headlines_a_spec_can_expect():
+    m = summarize(POST, PRE).metrics
+    assert (m["efficacy"], m["paraphrase"], m["neighbourhood"]) == (
+        m["reliability_cf"], m["generalization_cf"], m["locality_cf"])
+    assert check_metric_name("neighbourhood") == "neighbourhood"
+
+
 def test_token_accuracy_agreement_and_multihop():
     report = summarize(POST, PRE)
     m = report.metrics

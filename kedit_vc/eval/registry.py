@@ -80,6 +80,13 @@ HEADLINES: Mapping[str, str] = {
     "portability": "portability_acc",
 }
 
+#: CounterFact's own names (a spec may write ``expect neighbourhood >= 0.9``).
+CF_HEADLINES: Mapping[str, str] = {
+    "efficacy": "reliability_cf",
+    "paraphrase": "generalization_cf",
+    "neighbourhood": "locality_cf",
+}
+
 
 def register_metric(metric: Metric) -> None:
     """Add a probe metric under a unique name."""
@@ -179,7 +186,7 @@ def _register_builtins() -> None:
                            agreement(FAMILY_KINDS["locality"]), needs_pre=True))
     register_metric(Metric("portability_multihop", "portability", "MQuAKE: any question of a group answered",
                            any_correct_per_group(("multihop",)), pool=True))
-    for headline, definition in HEADLINES.items():
+    for headline, definition in {**HEADLINES, **CF_HEADLINES}.items():
         base = METRICS[definition]
         register_metric(Metric(headline, base.family, f"headline: {definition}", base.samples, base.pool, base.needs_pre))
     register_derived(Derived("cf_score", ("reliability_cf", "generalization_cf", "locality_cf"),
