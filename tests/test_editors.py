@@ -216,3 +216,23 @@ def test_target_optimisation_in_chunks_equals_joint(tok) -> None:  # noqa: ANN00
     alone = optimise_targets(model, tok, list(REQUESTS), path, 1, ["{}"], settings, chunk_size=1)
     torch.testing.assert_close(joint[0], alone[0])
     torch.testing.assert_close(joint[1], alone[1], atol=1e-4, rtol=1e-3)
+
+
+def test_requests_stop_early_on_their_own_as_if_run_alone(tok) -> None:  # noqa: ANN001
+    """A request that reaches the early-stop NLL is frozen and leaves the batch; the others go on."""
+    from kedit_vc.editors.common.targets import TargetSettings, optimise_targets
+
+    model = _model("llama")
+    path = family_of(model).mlp_path(1)
+    alone_runs = []
+    for stop in (5.6, 0.0):   # the tiny model moves its NLL from ~5.60 (second) and ~5.81 (first) a little
+        settings = TargetSettings(steps=10, lr=0.5, weight_decay=1e-3, kl_factor=0.0625,
+                                  clamp_norm_factor=4.0, early_stop_nll=stop)
+        joint = optimise_targets(model, tok, list(REQUESTS), path, 1, ["{}", "A b. {}"], settings)
+        alone = [optimise_targets(model, tok, [r], path, 1, ["{}", "A b. {}"], settings) for r in REQUESTS]
+        torch.testing.assert_close(joint[1], torch.cat([a[1] for a in alone]), atol=1e-4, rtol=1e-3)
+        assert joint[2]["request_steps"] == [a[2]["request_steps"][0] for a in alone]
+        alone_runs.append(joint[2]["request_steps"])
+    stopped, full = alone_runs
+    assert full == [10] * len(REQUESTS)
+    assert len(set(stopped)) > 1 and min(stopped) < 10, stopped   # the early stop did fire, unevenly

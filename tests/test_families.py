@@ -157,6 +157,21 @@ def test_lower_block_replay(tiny: torch.nn.Module, ids: tuple[torch.Tensor, torc
     assert not any("forward" in vars(block) for block in get_module(tiny, family.blocks))
 
 
+def test_lower_block_replay_of_a_subset_of_rows(tiny: torch.nn.Module, ids: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """``select`` replays some recorded rows, cut to their own width, as a fresh forward would."""
+    input_ids, mask = ids
+    rows = torch.tensor([1])            # the right-padded row: its width is cut from 7 to 5
+    width = int(mask[1].sum())
+    with torch.no_grad():
+        reference = tiny(input_ids=input_ids[rows, :width], attention_mask=mask[rows, :width]).logits
+        with LowerBlockReplay(tiny, 1) as replay:
+            tiny(input_ids=input_ids, attention_mask=mask)
+            replay.arm()
+            replay.select(rows, width)
+            subset = tiny(input_ids=input_ids[rows, :width], attention_mask=mask[rows, :width]).logits
+    torch.testing.assert_close(subset, reference)
+
+
 def test_unsupported_model_type_lists_supported() -> None:
     with pytest.raises(ModelError) as caught:
         family_for_model_type("mamba")

@@ -59,6 +59,7 @@ class LowerBlockReplay:
         self.layer = layer
         self.blocks = get_module(model, family_of(model).blocks) if layer > 0 else None
         self.recorded: Any = None
+        self.current: Any = None
         self.patched: list[torch.nn.Module] = []
         self.handle: Any = None
 
@@ -74,14 +75,31 @@ class LowerBlockReplay:
         if self.blocks is None or self.patched or self.recorded is None:
             return
         self.handle.remove()
-        output = self.recorded
+        self.current = self.recorded
         for index in range(self.layer):
             block = self.blocks[index]
             if index == self.layer - 1:
-                block.forward = lambda *args, **kwargs: output  # type: ignore[method-assign]
+                block.forward = lambda *args, **kwargs: self.current  # type: ignore[method-assign]
             else:
-                block.forward = _passthrough(output)  # type: ignore[method-assign]
+                block.forward = self._passthrough  # type: ignore[method-assign]
             self.patched.append(block)
+
+    def select(self, rows: torch.Tensor, width: int) -> None:
+        """Replay only sequences ``rows`` of the recorded batch, cut to ``width`` positions.
+
+        For a loop that drops finished sequences: right-padded inputs keep every real
+        token of the remaining rows within their own (possibly smaller) width.
+        """
+        if self.recorded is None:
+            return
+        if isinstance(self.recorded, tuple):
+            self.current = (self.recorded[0][rows, :width],) + tuple(self.recorded[1:])
+        else:
+            self.current = self.recorded[rows, :width]
+
+    def _passthrough(self, *args: Any, **kwargs: Any) -> Any:
+        hidden = args[0] if args else kwargs["hidden_states"]
+        return (hidden,) + tuple(self.current[1:]) if isinstance(self.current, tuple) else hidden
 
     def __exit__(self, *exc: Any) -> None:
         if self.handle is not None:
@@ -89,13 +107,6 @@ class LowerBlockReplay:
         for block in self.patched:
             del block.forward
         self.patched.clear()
-
-
-def _passthrough(template: Any):  # noqa: ANN202
-    def forward(*args: Any, **kwargs: Any) -> Any:
-        hidden = args[0] if args else kwargs["hidden_states"]
-        return (hidden,) + tuple(template[1:]) if isinstance(template, tuple) else hidden
-    return forward
 
 
 def _detach(output: Any) -> Any:

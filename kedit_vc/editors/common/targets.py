@@ -4,9 +4,10 @@ ROME (at the MLP output of the edited layer) and MEMIT (at the residual output o
 last edited layer) both optimise an additive vector ``delta`` at the subject's last
 token so that the new object becomes likely after the prompt in every context template,
 while a KL term on "{subject} is a" keeps the subject's essence. We optimise all
-requests of a batch jointly (each delta only sees its own prompts, and Adam is
-per-coordinate, so this equals separate runs), run the blocks below the edit once, and
-apply the LM head only at target positions.
+requests of a batch jointly (each delta only sees its own prompts, Adam is
+per-coordinate, and a request that reaches the early-stop NLL is frozen and leaves the
+batch, so this equals separate runs), run the blocks below the edit once, and apply the
+LM head only at target positions.
 """
 
 from __future__ import annotations
@@ -91,9 +92,9 @@ def _build_batch(tokenizer: Any, requests: Sequence[EditRequest], templates: Seq
                   n_rewrite, as_long(kl_rows), as_long(first_rows))
 
 
-#: Requests optimised together. Joint and separate optimisation give the same vectors,
-#: so chunking only bounds memory (~0.4 GiB of activations per SmolLM2 request) and lets
-#: each chunk stop early on its own.
+#: Requests optimised together. Joint and separate optimisation give the same vectors
+#: (each request also stops early on its own), so chunking only bounds memory (~0.4 GiB
+#: of activations per SmolLM2 request).
 CHUNK_SIZE = 8
 
 
@@ -107,7 +108,8 @@ def optimise_targets(model: torch.nn.Module, tokenizer: Any, requests: Sequence[
     the subject's last token of the bare prompt, and the optimised shift. The target
     vector is ``target_init + delta``. Requests go in chunks of ``chunk_size``.
     """
-    inits, deltas, info = [], [], {"steps": 0, "nll": []}
+    inits, deltas = [], []
+    info: dict[str, Any] = {"steps": 0, "nll": [], "request_steps": []}
     for start in range(0, len(requests), chunk_size):
         chunk = requests[start:start + chunk_size]
         init, delta, chunk_info = _optimise_chunk(model, tokenizer, chunk, module_path, block_index,
@@ -115,7 +117,8 @@ def optimise_targets(model: torch.nn.Module, tokenizer: Any, requests: Sequence[
         inits.append(init)
         deltas.append(delta)
         info["steps"] = max(info["steps"], chunk_info["steps"])
-        info["nll"] += chunk_info.get("nll", [])
+        info["nll"] += chunk_info["nll"]
+        info["request_steps"] += chunk_info["request_steps"]
     return torch.cat(inits), torch.cat(deltas), info
 
 
@@ -123,59 +126,82 @@ def _optimise_chunk(model: torch.nn.Module, tokenizer: Any, requests: Sequence[E
                     module_path: str, block_index: int, templates: Sequence[str],
                     settings: TargetSettings, progress: Callable[[int, float], None] | None,
                     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-    batch = _build_batch(tokenizer, requests, templates)
+    """Optimise the chunk's vectors; each request stops on its own, as if run alone.
+
+    A request whose NLL falls below ``early_stop_nll`` keeps the vector that reached it
+    and its sequences leave the batch, so later steps cost only what is still learning.
+    """
+    full = _build_batch(tokenizer, requests, templates)
     module = get_module(model, module_path)
     n = len(requests)
-    rows = torch.arange(batch.ids.shape[0])
-    state: dict[str, Any] = {"delta": None}
+    state: dict[str, Any] = {"batch": full, "shift": None}
 
     def add_delta(hidden: torch.Tensor) -> torch.Tensor:  # hidden [s, t, d]
-        if state["delta"] is None:
+        batch = state["batch"]
+        if state["shift"] is None:
             state["init"] = hidden[batch.first_rows, batch.lookup[batch.first_rows]].detach().clone()
             return hidden
-        shift = torch.zeros_like(hidden)
-        shift = shift.index_put((rows, batch.lookup), state["delta"][batch.owner])
+        rows = torch.arange(batch.ids.shape[0])
+        shift = torch.zeros_like(hidden).index_put((rows, batch.lookup), state["shift"][batch.owner])
         return hidden + shift
 
     def forward() -> tuple[torch.Tensor, torch.Tensor]:
+        batch = state["batch"]
         hidden = final_hidden(model, batch.ids, batch.mask)
         target_logits = logits_from_hidden(model, hidden[batch.target_rows, batch.target_cols])
         kl_logits = logits_from_hidden(model, hidden[batch.kl_rows, batch.lookup[batch.kl_rows]])
         return target_logits, kl_logits
 
-    info: dict[str, Any] = {"steps": 0}
+    info: dict[str, Any] = {"steps": 0, "nll": [0.0] * n, "request_steps": [settings.steps] * n}
     with LowerBlockReplay(model, block_index) as replay, edit_output(module, add_delta):
         with torch.no_grad():
             _, kl_init = forward()
         replay.arm()
-        kl_init = F.log_softmax(kl_init.float(), dim=-1)
+        kl_init = F.log_softmax(kl_init.float(), dim=-1)   # [n, vocab]
         target_init = state["init"]  # [n, d]
         delta = torch.zeros_like(target_init, requires_grad=True)
-        state["delta"] = delta
         optimiser = torch.optim.Adam([delta], lr=settings.lr)
         max_norm = settings.clamp_norm_factor * target_init.norm(dim=-1, keepdim=True)
         init_norm_sq = target_init.norm(dim=-1) ** 2
+        active = torch.arange(n)          # requests still optimising, ascending
+        finished: dict[int, torch.Tensor] = {}
         for step in range(settings.steps):
+            batch = state["batch"]
             optimiser.zero_grad()
+            state["shift"] = delta[active]
             target_logits, kl_logits = forward()
             log_probs = F.log_softmax(target_logits.float(), dim=-1)
             token_nll = -log_probs.gather(-1, batch.target_ids[:, None])[:, 0] / batch.target_len
             per_seq = torch.zeros(batch.n_rewrite).index_add(0, batch.target_owner, token_nll)
-            per_request = torch.zeros(n).index_add(0, batch.owner[: batch.n_rewrite], per_seq)
+            per_request = torch.zeros(len(active)).index_add(0, batch.owner[: batch.n_rewrite], per_seq)
             per_request = per_request / len(templates)
-            kl = F.kl_div(F.log_softmax(kl_logits.float(), dim=-1), kl_init, log_target=True,
-                          reduction="none").sum(-1)  # [n]
-            decay = settings.weight_decay * delta.norm(dim=-1) / init_norm_sq
-            loss = (per_request + settings.kl_factor * kl + decay).sum()
+            kl = F.kl_div(F.log_softmax(kl_logits.float(), dim=-1), kl_init[active], log_target=True,
+                          reduction="none").sum(-1)  # [active]
+            decay = settings.weight_decay * delta[active].norm(dim=-1) / init_norm_sq[active]
             info["steps"] = step + 1
-            info["nll"] = per_request.detach().tolist()
+            nll = per_request.detach()
+            for position, request in enumerate(active.tolist()):
+                info["nll"][request] = float(nll[position])
             if progress is not None:
-                progress(step, float(per_request.detach().mean()))
-            if float(per_request.detach().max()) < settings.early_stop_nll:
+                progress(step, float(nll.mean()))
+            done = nll < settings.early_stop_nll
+            for position in torch.nonzero(done).flatten().tolist():
+                request = int(active[position])
+                finished[request] = delta[request].detach().clone()
+                info["request_steps"][request] = step
+            if bool(done.all()):
                 break
+            loss = (per_request + settings.kl_factor * kl + decay)[~done].sum()
             loss.backward()
             optimiser.step()
             with torch.no_grad():
                 norms = delta.norm(dim=-1, keepdim=True)
                 delta.mul_(torch.where(norms > max_norm, max_norm / norms, torch.ones_like(norms)))
+                for request, value in finished.items():  # Adam's momentum must not move them
+                    delta[request] = value
+            if bool(done.any()):
+                active = active[~done]
+                state["batch"] = _build_batch(tokenizer, [requests[i] for i in active.tolist()], templates)
+                keep = torch.isin(full.owner, active)
+                replay.select(torch.nonzero(keep).flatten(), state["batch"].ids.shape[1])
     return target_init, delta.detach(), info
