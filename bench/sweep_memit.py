@@ -68,7 +68,7 @@ def main() -> None:
                 def solver(layer, keys, residual, weight=weight):  # noqa: ANN001, ANN202
                     return memit_layer_update(keys, residual, mom2[layer], weight)
 
-                delta = spread_over_layers(model, tok, requests, layers, targets, mom2, templates, solver,
+                delta = spread_over_layers(model, tok, requests, layers, targets, templates, solver,
                                            EditContext(fingerprint=lm.fingerprint))
                 delta.apply(model)
                 try:

@@ -1,7 +1,6 @@
 """AlphaEdit (Fang et al., 2025): MEMIT with the update confined to a null space.
 
-Targets ``z`` and keys are MEMIT's (``compute_z_targets``, ``spread_over_layers``); only
-the per-layer solve differs. With ``P`` the projection onto the null space of the
+Targets ``z`` and keys are MEMIT's (``layered_edit``); only the per-layer solve differs. With ``P`` the projection onto the null space of the
 layer's key statistics (``projection.py``), keys ``K`` [n, d_mlp], residuals ``R``
 [n, d_model] and keys of live earlier edits ``K_p`` [m, d_mlp]:
 
@@ -15,7 +14,6 @@ drives their change to zero as ``α`` becomes small against their energy in the 
 
 from __future__ import annotations
 
-import time
 from typing import Any, Sequence
 
 import torch
@@ -23,10 +21,9 @@ import torch
 from kedit_vc.compiler.plan import EditRequest
 from kedit_vc.delta import Delta
 from kedit_vc.editors.base import EditContext, base_fingerprint
-from kedit_vc.editors.common.templates import context_templates
 from kedit_vc.editors.defaults import resolve
 from kedit_vc.editors.hparams import AlphaeditHparams
-from kedit_vc.editors.memit.algorithm import compute_z_targets, spread_over_layers
+from kedit_vc.editors.memit.algorithm import LayerSolver, layered_edit
 
 from .projection import null_space_projections
 
@@ -57,30 +54,18 @@ class AlphaeditEditor:
     def edit(self, model: torch.nn.Module, tokenizer: Any, requests: Sequence[EditRequest],
              hparams: AlphaeditHparams, context: EditContext) -> Delta:
         hp = resolve("alphaedit", model, hparams)
-        layers = tuple(sorted(hp.layers))
-        started = time.perf_counter()
-        projections = null_space_projections(model, tokenizer, base_fingerprint(model, context), layers,
-                                             hp.stats_tokens, hp.nullspace_threshold,
-                                             stats_dir=context.stats_dir, progress=context.progress)
-        t_stats = time.perf_counter()
-        templates = context_templates(model, tokenizer, hp.context_templates, hp.context_length)
-        targets, info = compute_z_targets(model, tokenizer, requests, layers[-1], templates, hp,
-                                          context.progress, label="AlphaEdit")
-        t_targets = time.perf_counter()
 
-        def solver(layer: int, keys: torch.Tensor, residual: torch.Tensor):  # noqa: ANN202
-            return alphaedit_layer_update(keys, residual, projections[layer], hp.l2,
-                                          context.preserved_keys.get(layer))
+        def prepare(layers: tuple[int, ...]) -> tuple[LayerSolver, dict[str, Any]]:
+            projections = null_space_projections(model, tokenizer, base_fingerprint(model, context), layers,
+                                                 hp.stats_tokens, hp.nullspace_threshold,
+                                                 stats_dir=context.stats_dir, progress=context.progress)
 
-        total = spread_over_layers(model, tokenizer, requests, layers, targets, {}, templates,
-                                   solver, context)
-        context.info.update({
-            "layers": list(layers), "target_steps": info["steps"],
-            "null_dims": {layer: int(round(float(projections[layer].trace()))) for layer in layers},
-            "preserved_keys": {layer: int(context.preserved_keys[layer].shape[0])
-                               for layer in layers if layer in context.preserved_keys},
-            "stats_seconds": round(t_stats - started, 3),
-            "value_seconds": round(t_targets - t_stats, 3),
-            "update_seconds": round(time.perf_counter() - t_targets, 3)})
-        return Delta(updates=dict(total.updates), meta={"method": "alphaedit",
-                                                         "layers": ",".join(map(str, layers))})
+            def solver(layer: int, keys: torch.Tensor, residual: torch.Tensor):  # noqa: ANN202
+                return alphaedit_layer_update(keys, residual, projections[layer], hp.l2,
+                                              context.preserved_keys.get(layer))
+            facts = {"null_dims": {layer: int(round(float(projections[layer].trace()))) for layer in layers},
+                     "preserved_keys": {layer: int(context.preserved_keys[layer].shape[0])
+                                        for layer in layers if layer in context.preserved_keys}}
+            return solver, facts
+
+        return layered_edit(model, tokenizer, requests, hp, context, "alphaedit", "AlphaEdit", prepare)

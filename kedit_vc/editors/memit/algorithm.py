@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -64,10 +64,14 @@ def compute_z_targets(model: torch.nn.Module, tokenizer: Any, requests: Sequence
     return init + delta, info
 
 
+#: ``solver(layer, keys [n, d_mlp], residual [n, d_model]) -> (left, right)`` factors of ΔW.
+LayerSolver = Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
 def spread_over_layers(model: torch.nn.Module, tokenizer: Any, requests: Sequence[EditRequest],
-                       layers: Sequence[int], targets: torch.Tensor, mom2: dict[int, torch.Tensor],
-                       templates: Sequence[str], solver: Any, context: EditContext) -> Delta:
-    """Write ``targets`` into ``layers`` one after another; ``solver(layer, K, R) -> (left, right)``.
+                       layers: Sequence[int], targets: torch.Tensor, templates: Sequence[str],
+                       solver: LayerSolver, context: EditContext) -> Delta:
+    """Write ``targets`` into ``layers`` one after another with ``solver``.
 
     Each layer's update is applied while the next is solved (keys and residuals depend
     on it) and all are removed before returning.
@@ -90,6 +94,32 @@ def spread_over_layers(model: torch.nn.Module, tokenizer: Any, requests: Sequenc
     return total
 
 
+def layered_edit(model: torch.nn.Module, tokenizer: Any, requests: Sequence[EditRequest], hp: Any,
+                 context: EditContext, method: str, label: str,
+                 prepare: Callable[[tuple[int, ...]], tuple[LayerSolver, dict[str, Any]]]) -> Delta:
+    """MEMIT's flow, shared by every method that spreads residual targets over layers.
+
+    ``prepare(layers)`` loads what the per-layer solve needs (statistics, projections)
+    and returns the solver and facts for the commit's info; only the solve differs
+    between MEMIT and AlphaEdit.
+    """
+    layers = tuple(sorted(hp.layers))
+    started = time.perf_counter()
+    solver, facts = prepare(layers)
+    t_stats = time.perf_counter()
+    templates = context_templates(model, tokenizer, hp.context_templates, hp.context_length)
+    targets, info = compute_z_targets(model, tokenizer, requests, layers[-1], templates, hp,
+                                      context.progress, label=label)
+    t_targets = time.perf_counter()
+    total = spread_over_layers(model, tokenizer, requests, layers, targets, templates, solver, context)
+    context.info.update({
+        "layers": list(layers), "target_steps": info["steps"], **facts,
+        "stats_seconds": round(t_stats - started, 3),
+        "value_seconds": round(t_targets - t_stats, 3),
+        "update_seconds": round(time.perf_counter() - t_targets, 3)})
+    return Delta(updates=dict(total.updates), meta={"method": method, "layers": ",".join(map(str, layers))})
+
+
 class MemitEditor:
     name = "memit"
     hparams_class = MemitHparams
@@ -97,26 +127,14 @@ class MemitEditor:
     def edit(self, model: torch.nn.Module, tokenizer: Any, requests: Sequence[EditRequest],
              hparams: MemitHparams, context: EditContext) -> Delta:
         hp = resolve("memit", model, hparams)
-        layers = tuple(sorted(hp.layers))
-        started = time.perf_counter()
-        mom2 = key_second_moments(model, tokenizer, base_fingerprint(model, context), layers,
-                                  hp.stats_tokens, stats_dir=context.stats_dir, progress=context.progress)
-        t_stats = time.perf_counter()
-        templates = context_templates(model, tokenizer, hp.context_templates, hp.context_length)
-        targets, info = compute_z_targets(model, tokenizer, requests, layers[-1], templates, hp,
-                                          context.progress)
-        t_targets = time.perf_counter()
 
-        def solver(layer: int, keys: torch.Tensor, residual: torch.Tensor):  # noqa: ANN202
-            return memit_layer_update(keys, residual, mom2[layer], hp.mom2_weight,
-                                      context.preserved_keys.get(layer))
+        def prepare(layers: tuple[int, ...]) -> tuple[LayerSolver, dict[str, Any]]:
+            mom2 = key_second_moments(model, tokenizer, base_fingerprint(model, context), layers,
+                                      hp.stats_tokens, stats_dir=context.stats_dir, progress=context.progress)
 
-        total = spread_over_layers(model, tokenizer, requests, layers, targets, mom2, templates,
-                                   solver, context)
-        context.info.update({
-            "layers": list(layers), "target_steps": info["steps"],
-            "stats_seconds": round(t_stats - started, 3),
-            "value_seconds": round(t_targets - t_stats, 3),
-            "update_seconds": round(time.perf_counter() - t_targets, 3)})
-        return Delta(updates=dict(total.updates), meta={"method": "memit",
-                                                         "layers": ",".join(map(str, layers))})
+            def solver(layer: int, keys: torch.Tensor, residual: torch.Tensor):  # noqa: ANN202
+                return memit_layer_update(keys, residual, mom2[layer], hp.mom2_weight,
+                                          context.preserved_keys.get(layer))
+            return solver, {}
+
+        return layered_edit(model, tokenizer, requests, hp, context, "memit", "MEMIT", prepare)
