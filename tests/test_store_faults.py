@@ -1,9 +1,10 @@
 """Fault injection and concurrency: a writer killed anywhere leaves the store sound.
 
 Writers run in forked subprocesses (torch is already imported, so they start at once)
-and are SIGKILLed at random moments of a commit, revert or squash, or right before or
-after each atomic rename. Every time ``fsck`` must be clean and HEAD the old or the
-new commit.
+and are SIGKILLed at random moments of a commit, revert or squash (packing included),
+or right before or after each atomic rename. Every time ``fsck`` must be clean and HEAD
+the old or the new commit once the writer's lock is free (a killed writer's ``git
+repack`` keeps the lock until it is done).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def _writer(root: str, kind: str, seed: int, ready, kill_at_replace: int | None 
 
 
 def _check(root: str, old_head: str, seed: int) -> str:
-    with Store(root) as store:
+    with Store(root) as store, store.lock(wait=True, timeout=60):  # a killed writer's repack holds it until done
         assert store.fsck() == []
         head = store.head()
         assert head == old_head or store.read_commit(head).message == f"trial {seed}"

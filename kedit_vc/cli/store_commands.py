@@ -377,13 +377,22 @@ def status_command(as_json: bool) -> None:
 
 @click.command("fsck")
 @click.option("--skip-model", is_flag=True, help="Do not load the base model to check its fingerprint.")
+@click.option("--repair", is_flag=True, help="First rebuild the HEAD cache (.kvc/cache) from the history.")
 @progress_option
-def fsck_command(skip_model: bool, progress: bool | None) -> int:
-    """Check every commit's manifest and delta hash, and the base model's fingerprint (exit 1 on problems)."""
+def fsck_command(skip_model: bool, repair: bool, progress: bool | None) -> int:
+    """Check every commit's manifest and delta hash, the HEAD cache, and the base model's fingerprint
+    (exit 1 on problems)."""
     from kedit_vc.errors import KvcError
 
     with _open() as store:
-        problems = store.fsck()
+        problems = []
+        if repair:
+            try:
+                store.rebuild_head_cache()
+                click.echo("rebuilt the HEAD cache from the history")
+            except KvcError as error:
+                problems.append(f"HEAD cache not rebuilt: {error}")
+        problems += store.fsck()
         if not skip_model:
             from kedit_vc.ops.weights import load_base
 

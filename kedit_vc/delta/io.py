@@ -28,7 +28,7 @@ FORMAT_VERSION = "1"
 SEPARATOR = "::"
 
 
-def _storable(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def storable(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """CPU, contiguous, detached copies safetensors accepts (no two sharing storage)."""
     out: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
@@ -44,7 +44,7 @@ def _storable(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def to_bytes(updates: Mapping[str, Update], meta: Mapping[str, str]) -> bytes:
     """The safetensors bytes of a delta (metadata carries the content hash)."""
-    tensors = _storable(
+    tensors = storable(
         {f"{name}{SEPARATOR}{part}": t for name, u in updates.items() for part, t in u.parts().items()}
     )
     metadata = {

@@ -16,7 +16,8 @@ from .errors import DeltaError
 from .updates import LowRank, Update
 
 
-def _sum_updates(name: str, updates: list[Update]) -> torch.Tensor:
+def sum_updates(name: str, updates: Sequence[Update]) -> torch.Tensor:
+    """The dense sum of one parameter's updates (low-rank ones as one product)."""
     shapes = {tuple(u.shape) for u in updates}
     if len(shapes) > 1:
         raise DeltaError(f"deltas disagree on the shape of {name!r}: {sorted(shapes)}")
@@ -42,4 +43,4 @@ def materialize(deltas: Sequence[Delta]) -> dict[str, torch.Tensor]:
     for delta in deltas:
         for name, update in delta.updates.items():
             by_name.setdefault(name, []).append(update)
-    return {name: _sum_updates(name, by_name[name]) for name in sorted(by_name)}
+    return {name: sum_updates(name, by_name[name]) for name in sorted(by_name)}

@@ -53,7 +53,7 @@ def explain_revision(store: "Store", rev: str, loaded: "LoadedModel", *, edit_id
         requests = commit_requests(store, record.reverts)  # a revert: explain the edits it removes
     weights = Weights(loaded.model)
     try:
-        weights.set_deltas(store.live_deltas(record.parents[0]) if record.parents else [])
+        weights.set_deltas([store.live_sum(record.parents[0])] if record.parents else [])
         found = [explain_edit(loaded.model, loaded.tokenizer, request, delta, **options)
                  for request in _selected(requests, edit_id)]
     finally:

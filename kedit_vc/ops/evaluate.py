@@ -71,11 +71,11 @@ class Evaluator:
         return self._weights
 
     def move_to(self, sha: str) -> None:
-        """Put the model at commit ``sha``'s weights (base + its live deltas)."""
+        """Put the model at commit ``sha``'s weights (base + its live deltas; HEAD's from the cache)."""
         if self._at == sha:
             return
         with self.stages.stage(f"materialising {sha[:10]}"):
-            self.weights.set_deltas(self.store.live_deltas(sha))
+            self.weights.set_deltas([self.store.live_sum(sha)])
         self._at = sha
 
     def to_base(self) -> None:

@@ -71,7 +71,7 @@ def revert(store: "Store", rev: str, *, message: str | None = None, wait: bool =
         before = evaluator.evaluate(head, remaining)
         delta = record.delta()
         assert delta is not None
-        evaluator.weights.set_deltas([*store.live_deltas(head), delta.inverse()])
+        evaluator.weights.set_deltas([store.live_sum(head), delta.inverse()])
         evaluator.mark_changed()
         after_post = evaluator.score_now(remaining)
         after = summarize(after_post, before.pre)

@@ -1,9 +1,15 @@
 """The base model moved to a point of history and back, exactly.
 
 HEAD's weights are the base weights plus the sum of the live deltas
-(``kedit_vc.delta.materialize`` multiplies each parameter's concatenated factors once).
-``Weights`` remembers the original of every parameter it touches, so going to another
-commit or back to the base is a copy, never a reload, and never accumulates rounding.
+(``Store.live_sum``: one file at HEAD; ``kedit_vc.delta.materialize`` multiplies each
+parameter's concatenated factors once). ``Weights`` remembers the original of every
+parameter it touches, so going to another commit or back to the base is a copy, never a
+reload, and never accumulates rounding.
+
+The first time a sum is added to a parameter, the parameter gets new storage holding
+``original + sum`` and the original storage is kept untouched as the saved copy: a
+loaded model's weights are memory-mapped from its file, and writing into them in place
+would copy every page on first touch (and cloning them first would read them all again).
 """
 
 from __future__ import annotations
@@ -53,11 +59,15 @@ class Weights:
             if name not in self._params or tuple(self._params[name].shape) != tuple(value.shape):
                 raise DeltaError(f"a live delta updates {name!r} with shape {tuple(value.shape)}, "
                                  "which this model does not have; was it made for another model?")
-        self._save(list(sums))
         with torch.no_grad():
             for name, value in sums.items():
                 param = self._params[name]
-                param.add_(value.to(param.device, param.dtype))
+                value = value.to(param.device, param.dtype)
+                if name in self._saved:
+                    param.add_(value)
+                else:  # keep the original storage as the saved copy; the sum goes to new storage
+                    self._saved[name] = param.detach()
+                    param.data = self._saved[name] + value
 
     def set_deltas(self, deltas: Sequence[Delta]) -> None:
         """Base weights plus the sum of ``deltas``."""

@@ -35,6 +35,15 @@ One writer at a time (``lock``: flock on ``.kvc/lock``, released by the kernel i
 writer dies; the refusal names the holder's pid). Objects are written before the branch
 ref, which moves by an atomic rename (``gitio.set_ref``), so an interrupted write leaves
 HEAD at the old or the new commit and ``fsck`` clean. No pickle anywhere.
+
+Speed and size
+--------------
+After each write, still under the lock, the store advances the HEAD cache
+(``.kvc/cache/head.safetensors``, see ``headcache``: HEAD's live deltas summed, so a
+checkout reads one file instead of the whole history; outside git, rebuilt whenever it is
+not for HEAD) and packs the new loose objects (``gitio.pack``: ``git repack
+--geometric=2``, which hands the lock on to git until it is done). Both happen after the
+ref moved and neither can fail the commit.
 """
 
 from .layout import KVC_DIR

@@ -30,12 +30,13 @@ def fsync_dir(directory: str | os.PathLike[str]) -> None:
 
 
 def atomic_write_bytes(
-    path: str | os.PathLike[str], data: bytes, tmp_dir: str | os.PathLike[str] | None = None
+    path: str | os.PathLike[str], data: bytes, tmp_dir: str | os.PathLike[str] | None = None, *, sync: bool = True
 ) -> None:
     """Replace ``path`` with ``data`` atomically (temporary file + fsync + rename).
 
     ``tmp_dir`` (default: the target's directory) must be on the same filesystem; the
     store passes its own ``tmp/`` so that strays of killed writers collect in one place.
+    ``sync=False`` skips the fsyncs, for files whose readers detect a torn one (caches).
     """
     target = Path(path)
     directory = target.parent if tmp_dir is None else tmp_dir
@@ -44,7 +45,8 @@ def atomic_write_bytes(
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if sync:
+                os.fsync(handle.fileno())
         os.replace(tmp, target)
     except BaseException:
         try:
@@ -52,7 +54,8 @@ def atomic_write_bytes(
         except FileNotFoundError:
             pass
         raise
-    fsync_dir(target.parent)
+    if sync:
+        fsync_dir(target.parent)
 
 
 def atomic_write_text(

@@ -1,7 +1,10 @@
-"""Checking a store end to end: git objects, manifests, delta hashes, base fingerprint.
+"""Checking a store end to end: git objects, manifests, delta hashes, base fingerprint,
+and the HEAD cache.
 
 Each problem is one line naming the commit and what is wrong. Unreachable objects and
-stray temporary files (what a killed writer leaves) are not problems.
+stray temporary files (what a killed writer leaves) are not problems, nor is a HEAD cache
+for another commit than HEAD (it is ignored and rebuilt at the next checkout); a cache for
+HEAD that is unreadable or differs from the history is.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from kedit_vc.errors import KvcError
 
-from . import gitio
+from . import gitio, headcache
 from .manifest import manifest_problems
 
 if TYPE_CHECKING:
@@ -69,6 +72,24 @@ def _commit_problems(store: "Store", chain: list[str], index: int) -> list[str]:
     return problems
 
 
+def _head_cache_problems(store: "Store", head: str) -> list[str]:
+    path = store.paths.head_cache
+    if not path.exists():
+        return []
+    fix = "it is ignored; `kvc fsck --repair` rebuilds it"
+    try:
+        cached = headcache.load(path)
+    except (KvcError, OSError) as error:
+        return [f"HEAD cache: {error}; {fix}"]
+    if cached.commit != head or cached.fingerprint != store.fingerprint:
+        return []
+    try:
+        fresh = headcache.build(head, store.fingerprint, store._live_pairs(head))
+    except KvcError:
+        return []  # the history's own problem, reported at its commit
+    return [f"HEAD cache {path}: {line}; {fix}" for line in headcache.differences(cached, fresh)]
+
+
 def fsck(store: "Store") -> list[str]:
     """Every problem found in ``store`` (an empty list: the store is sound)."""
     problems = _git_fsck(store)
@@ -82,4 +103,6 @@ def fsck(store: "Store") -> list[str]:
     for ref, sha in store.squashed_refs().items():
         if gitio.ref_value(store.repo, sha) is None:
             problems.append(f"{ref} points to {sha}, which is not a commit")
+    if chain:
+        problems += _head_cache_problems(store, chain[-1])
     return problems

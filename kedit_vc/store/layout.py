@@ -6,6 +6,7 @@
         .gitignore      "*": the project's own git repository ignores the store
         repo.git/       a bare git repository: one commit per edit, revert or squash
         objects/        content-addressed large dense deltas (ab/<sha256>.safetensors)
+        cache/          head.safetensors: HEAD's live deltas summed (see ``headcache``; rebuildable)
         tmp/            temporary files of writes in progress
         lock            held (flock) by the one process writing
 """
@@ -48,6 +49,10 @@ class StorePaths:
     @property
     def objects(self) -> Path:
         return self.kvc / "objects"
+
+    @property
+    def head_cache(self) -> Path:
+        return self.kvc / "cache" / "head.safetensors"
 
     @property
     def tmp(self) -> Path:

@@ -53,6 +53,13 @@ class StoreLock:
     def held(self) -> bool:
         return self._depth > 0
 
+    @property
+    def fds(self) -> tuple[int, ...]:
+        """The locked descriptor, for a child process that must keep the lock until it exits
+        (``subprocess.run(..., pass_fds=lock.fds)``): the flock belongs to the open file,
+        so a killed holder's child still holds it."""
+        return (self._fd,) if self._fd is not None else ()
+
     def acquire(self, wait: bool = False, timeout: float | None = None, poll: float = 0.05) -> None:
         """Take the lock; without ``wait`` fail at once if taken, else retry until ``timeout``."""
         if self._depth:

@@ -3,13 +3,17 @@
 ``init_store`` creates one, ``open_store`` finds one (searching upward like git), and
 ``Store`` reads and writes it. Every write holds the writer lock, writes objects first
 and moves the branch ref last, so a crash leaves HEAD at the old or the new commit.
+Then, still under the lock, it advances the HEAD cache (``headcache``) and packs the new
+objects (``gitio.pack``); neither can undo or alter the recorded commit.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import shutil
+import subprocess
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -45,11 +49,18 @@ if TYPE_CHECKING:
 
     from kedit_vc.delta import Delta
 
+    from .headcache import HeadSum
+
+log = logging.getLogger(__name__)
+
 GITIGNORE = "# kvc store: its history lives in .kvc/repo.git, not in this project's repository\n*\n"
 
 
 class Store:
     """An opened store. Use ``open_store`` / ``init_store`` rather than the constructor."""
+
+    #: Pack the new objects after each write (``gitio.pack``); off only to measure without.
+    auto_pack: bool = True
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.paths = StorePaths(Path(root).resolve())
@@ -65,6 +76,8 @@ class Store:
         # never go stale): the tree's blobs by name, and the parsed manifest.
         self._files_cache: dict[str, dict[str, git.Blob]] = {}
         self._manifest_cache: dict[str, dict[str, Any]] = {}
+        # The HEAD cache last read or written (valid for its own key, whatever HEAD is now).
+        self._head_sum: "HeadSum | None" = None
 
     def __enter__(self) -> "Store":
         return self
@@ -124,6 +137,8 @@ class Store:
         for stray in (self.paths.repo / "objects").glob("obj*"):  # gitdb's temporary objects
             if stray.is_file():
                 stray.unlink(missing_ok=True)
+        for stray in gitio.pack_temporaries(self.repo):  # an interrupted repack's (it held this lock)
+            stray.unlink(missing_ok=True)
 
     # -- reading ----------------------------------------------------------------------
 
@@ -231,8 +246,13 @@ class Store:
         return live_commits((sha, self._manifest_of(sha)) for sha in self.chain(rev))
 
     def live_deltas(self, rev: str = "HEAD") -> "list[Delta]":
-        """The deltas in effect at ``rev``: HEAD's weights = base + their sum."""
-        deltas = []
+        """The deltas in effect at ``rev``: HEAD's weights = base + their sum.
+
+        Reads every live commit; to materialise weights, ``live_sum`` is one file at HEAD."""
+        return [delta for _, delta in self._live_pairs(rev)]
+
+    def _live_pairs(self, rev: str) -> "list[tuple[str, Delta]]":
+        pairs = []
         for sha in self.live_commits(rev):
             record = self.read_commit(sha)  # chain shas are full: no git process; tree cached
             made_for = record.manifest["base"]["fingerprint"]
@@ -241,8 +261,62 @@ class Store:
                     f"commit {sha[:10]} was made for another base model (fingerprint {made_for[:16]}, "
                     f"the store's is {self.fingerprint[:16]})"
                 )
-            deltas.append(record.delta())
-        return deltas
+            delta = record.delta()
+            assert delta is not None
+            pairs.append((sha, delta))
+        return pairs
+
+    def live_sum(self, rev: str = "HEAD") -> "Delta":
+        """The live deltas at ``rev`` summed into one delta: ``rev``'s weights = base + it.
+
+        At HEAD this is one file, the HEAD cache, when it is valid for HEAD; otherwise the
+        live deltas are read and summed (and at HEAD the cache is rewritten). Both give the
+        same values up to the float rounding ``headcache`` documents; factored parameters
+        are bit-identical to ``materialize(live_deltas(rev))``.
+        """
+        from . import headcache
+
+        sha = self.resolve(rev)
+        state = self._head_sum_for(sha)
+        if state is None:
+            state = headcache.build(sha, self.fingerprint, self._live_pairs(sha))
+            if sha == self.head():
+                self._save_head_sum(state)
+        return state.delta()
+
+    def _head_sum_for(self, sha: str) -> "HeadSum | None":
+        """The HEAD cache if it sums commit ``sha`` for this base model, else None."""
+        from . import headcache
+
+        state = self._head_sum
+        if state is None or state.commit != sha:
+            state = headcache.read(self.paths.head_cache)
+        if state is None or state.commit != sha or state.fingerprint != self.fingerprint:
+            return None
+        self._head_sum = state
+        return state
+
+    def _save_head_sum(self, state: "HeadSum") -> None:
+        """Write the HEAD cache if HEAD is still its key and the lock is free (best effort)."""
+        from . import headcache
+
+        self._head_sum = state
+        try:
+            with self.lock():
+                if self.head() == state.commit:
+                    headcache.write(self.paths.head_cache, state, self.paths.tmp)
+        except (StoreError, OSError) as error:  # another writer, a read-only store...
+            log.debug("HEAD cache not written: %s", error)
+
+    def rebuild_head_cache(self) -> None:
+        """Sum HEAD's live deltas from the history and rewrite the cache (``kvc fsck --repair``)."""
+        from . import headcache
+
+        with self.lock():
+            head = self.head()
+            state = headcache.build(head, self.fingerprint, self._live_pairs(head))
+            headcache.write(self.paths.head_cache, state, self.paths.tmp)
+            self._head_sum = state
 
     def live_keys(self, rev: str = "HEAD") -> "dict[int, torch.Tensor]":
         """layer -> keys [n, d_in] of all live commits, concatenated (for history-aware editors)."""
@@ -291,14 +365,49 @@ class Store:
                 )
             branch = gitio.branch_ref(self.repo)
             if payload.op == "squash":
-                return self._write_squash(payload, head, branch)
-            if payload.op == "revert":
-                payload = self._revert_payload(payload, head)
-            elif payload.delta is None:
-                raise StoreError("an edit commit needs a delta")
-            sha = self._write_object(payload, parent=head)
-            gitio.set_ref(self.repo, branch, sha, head, self.paths.tmp)
+                sha, new_head = self._write_squash(payload, head, branch)
+            else:
+                if payload.op == "revert":
+                    payload = self._revert_payload(payload, head)
+                elif payload.delta is None:
+                    raise StoreError("an edit commit needs a delta")
+                sha = new_head = self._write_object(payload, parent=head)
+                gitio.set_ref(self.repo, branch, sha, head, self.paths.tmp)
+            self._after_write(head, new_head, payload)
             return sha
+
+    def _after_write(self, old_head: str, new_head: str, payload: CommitInput) -> None:
+        """Once the ref has moved (the commit is recorded): advance the HEAD cache, then pack.
+
+        Neither can undo or alter the commit, so neither may fail it: a cache not advanced
+        is rebuilt at the next checkout, objects not packed are packed by the next write.
+        """
+        try:
+            self._advance_head_sum(old_head, new_head, payload)
+        except Exception as error:  # noqa: BLE001 - housekeeping after a recorded commit
+            log.warning("kvc: HEAD cache not updated (%s); the next checkout rebuilds it", error)
+        if self.auto_pack:
+            try:
+                gitio.pack(self.repo, keep_fds=self._lock.fds)
+            except (OSError, subprocess.CalledProcessError) as error:
+                detail = getattr(error, "stderr", b"") or b""
+                log.warning("kvc: packing %s failed (%s %s); the next write retries", self.paths.repo, error,
+                            detail.decode(errors="replace").strip())
+
+    def _advance_head_sum(self, old_head: str, new_head: str, payload: CommitInput) -> None:
+        """The HEAD cache for ``new_head``: the one for ``old_head`` plus this write, or rebuilt."""
+        from . import headcache
+
+        state = self._head_sum_for(old_head)
+        assert payload.delta is not None
+        if state is None or payload.op == "squash":
+            state = headcache.build(new_head, self.fingerprint, self._live_pairs(new_head))
+        elif payload.op == "revert" and payload.reverts in state.live:
+            state = headcache.reverted(state, new_head, payload.reverts, payload.delta)
+        else:
+            state = headcache.added(state, new_head, payload.delta)
+        headcache.write(self.paths.head_cache, state, self.paths.tmp)
+        self._head_sum = state
 
     def _revert_payload(self, payload: CommitInput, head: str) -> CommitInput:
         if payload.reverts is None:
@@ -317,7 +426,8 @@ class Store:
             raise StoreError("a revert's delta must be the exact inverse of its target's; pass none")
         return replace(payload, delta=inverse, reverts=target, edit_ids=payload.edit_ids or record.edit_ids)
 
-    def _write_squash(self, payload: CommitInput, head: str, branch: str) -> str:
+    def _write_squash(self, payload: CommitInput, head: str, branch: str) -> tuple[str, str]:
+        """Write the squash and the replayed commits; returns (squash commit, new HEAD)."""
         if payload.squash_range is None or payload.delta is None:
             raise StoreError("a squash needs a range (base, tip) and the delta that replaces it")
         base, tip = (self.resolve(rev) for rev in payload.squash_range)
@@ -344,7 +454,7 @@ class Store:
             renamed[sha] = self._replay(sha, manifests[sha], renamed[chain[chain.index(sha) - 1]], renamed)
         gitio.set_ref(self.repo, kept, head, gitio.ref_value(self.repo, kept), self.paths.tmp)
         gitio.set_ref(self.repo, branch, renamed[chain[-1]], head, self.paths.tmp)
-        return new
+        return new, renamed[chain[-1]]
 
     def _replay(self, sha: str, manifest: dict[str, Any], parent: str, renamed: Mapping[str, str]) -> str:
         """Copy a commit onto a new parent: same files, manifest re-pointed."""
@@ -426,6 +536,10 @@ def init_store(
         manifest = build_manifest(CommitInput("init", op="init"), parent=None, config=config, delta=None)
         tree = gitio.write_tree(repo, {STORE_FILE: dumps(config.to_json()), MANIFEST_FILE: dumps(manifest)})
         repo.git.update_ref("refs/heads/main", gitio.write_commit(repo, tree, [], f"kvc init: {model_ref}"))
+        try:
+            gitio.pack(repo)
+        except (OSError, subprocess.CalledProcessError) as error:  # loose objects work too
+            log.warning("kvc: packing the new store failed (%s)", error)
         repo.close()
         os.rename(staging, paths.kvc)
     except BaseException:
