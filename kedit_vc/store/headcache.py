@@ -12,7 +12,7 @@ The file is safetensors (never pickle), its tensors named as in delta files
 it sums and carries a CRC-32 of everything else (metadata, names, dtypes, shapes, bytes),
 recomputed on load, so a torn or damaged file is refused. A CRC, not the sha256 delta
 files carry: it guards against accidents, which is what a local cache meets, and costs
-5 ms for a 17 MB cache where sha256 costs 11, a third of what a checkout adds to a load.
+5 ms for a 17 MB cache where sha256 costs 11, half of what a checkout now adds to a load.
 The metadata:
 
 * ``commit``: the commit whose live deltas it sums (the key). A commit's sha names its whole
@@ -70,8 +70,9 @@ FORMAT_VERSION = "1"
 TOLERANCE = 1e-5
 
 #: Past this rank a parameter's sum is kept dense: materialising rank R costs 2R flops per
-#: weight, reading the dense sum about 4 bytes read and hashed per weight, and on one CPU
-#: core (~90 GFLOP/s, ~1 GB/s) the two cross near R = 150-200.
+#: weight, reading a dense sum 4 bytes (mapped and CRC-checked) per weight; on one CPU
+#: core the two cross between rank ~70 and ~200. 128 keeps a matrix's first hundred-odd
+#: edits factored: exact, and cheap to rewrite at each commit.
 MAX_FACTORED_RANK = 128
 
 Owner = tuple[str, int]  # (commit sha, columns it owns in a factored sum; 0 in a dense one)
