@@ -41,8 +41,8 @@ CASES = {
     "rome_latency": ["--n", "1", "--v-steps", "2", "--ablation-edits", "1", "--ablation-steps", "1", *TINY_EDIT],
     "memit_scaling": ["--sizes", "1,2", "--v-steps", "1", *TINY_EDIT],
     "memory": ["--memit-batch", "2", "--probe", "1", "--rome-v-steps", "1", *TINY_EDIT],
-    "storage": ["--commits", "3", "--memit-batch", "2"],
-    "checkout": ["--sizes", "2,3", "--repeats", "1", "--revert-index", "1"],
+    "storage": ["--commits", "3", "--method-commits", "2", "--memit-batch", "2"],
+    "checkout": ["--sizes", "2,3", "--repeats", "1", "--revert-index", "1", "--profile"],
     "stats_throughput": ["--tokens", "300", "--layers", "1,2"],
 }
 
