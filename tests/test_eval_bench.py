@@ -236,7 +236,10 @@ def test_kvc_bench_command(data, tmp_path, monkeypatch, capsys, tok):
     out, err = capsys.readouterr()
     assert exit_info.value.code == 0, err
     assert "counterfact: boost, 2 cases, batch 1" in out and "efficacy score" in out
-    assert json.loads(out_json.read_text())["report"]["metrics"]["reliability_cf"] == 1.0
+    saved = json.loads(out_json.read_text())
+    assert saved["report"]["metrics"]["reliability_cf"] == 1.0
+    assert saved["run"]["hparams"] == {"boost": 25.0} and saved["run"]["model"] == str(folder)
+    assert saved["median_edit_seconds"] >= 0 and saved["run"]["date"].startswith("20")
 
 
 def test_kvc_bench_rejects_unknown_method_and_bad_hparams(data, capsys):

@@ -73,7 +73,7 @@ def bench_command(benchmark: str, n: int, method: str, batch: int, sequential: b
 
     from kedit_vc.editors.base import get_editor
     from kedit_vc.editors.hparams import HPARAMS, build_hparams
-    from kedit_vc.eval.bench import run_bench
+    from kedit_vc.eval.bench import run_bench, run_facts
     from kedit_vc.eval.datasets import load_cases
     from kedit_vc.models import load_model
 
@@ -91,7 +91,8 @@ def bench_command(benchmark: str, n: int, method: str, batch: int, sequential: b
     result = run_bench(model, tokenizer, benchmark, cases, editor, hp, batch=batch, sequential=sequential,
                        eval_batch_size=eval_batch_size, fluency_tokens=fluency_tokens, progress=progress,
                        fingerprint=loaded.fingerprint)
-    text = json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n"
+    payload = {**result.to_json(), "run": run_facts(model, method.lower(), hp, model_ref, loaded.fingerprint)}
+    text = json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
     if json_out == "-":
         click.echo(text, nl=False)
     else:

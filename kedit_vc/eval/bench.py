@@ -189,3 +189,31 @@ def run_bench(
         peak_rss_bytes=peak_rss_bytes(), peak_gpu_bytes=peak_gpu,
     )
 
+
+def run_facts(model: torch.nn.Module, method: str, hparams: Any, model_ref: str, fingerprint: str) -> dict[str, Any]:
+    """What a saved benchmark result needs to be read later: when, where, which settings.
+
+    The hyperparameters are recorded resolved (the model's defaults filled in), since
+    defaults change between versions.
+    """
+    import dataclasses
+    import datetime
+    import os
+    import platform
+
+    from kedit_vc.editors.defaults import resolve
+
+    try:
+        resolved = resolve(method, model, hparams)
+    except (AttributeError, KeyError, TypeError):  # a method without family defaults
+        resolved = hparams
+    settings = dataclasses.asdict(resolved) if dataclasses.is_dataclass(resolved) else {}
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "model": model_ref, "fingerprint": fingerprint,
+        "hparams": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
+        "platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+    }
+
