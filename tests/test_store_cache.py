@@ -20,7 +20,7 @@ from kedit_vc.delta import Delta, LowRank, materialize
 from kedit_vc.errors import StoreError
 from kedit_vc.ops.weights import Weights
 from kedit_vc.store import CommitInput, Store, headcache, init_store
-from store_helpers import add_into, assert_sums_match, small_delta
+from store_helpers import assert_sums_match, chain_sum, random_step, small_delta
 
 FP = "sha256:base-fingerprint"
 
@@ -33,15 +33,6 @@ def store(tmp_path):
 
 def edit(store, seed, kinds=("lowrank", "dense")):
     return store.write_commit(CommitInput(f"edit {seed}", small_delta(seed, kinds)))
-
-
-def chain_sum(store) -> dict:
-    """Naive ground truth: every delta on HEAD's chain (reverts and squashes included)."""
-    total: dict = {}
-    for record in store.log():
-        if record.op != "init":
-            add_into(total, record.delta())
-    return total
 
 
 def cached(store):
@@ -252,26 +243,8 @@ def test_cached_head_equals_naive_under_any_history(ops):
     with tempfile.TemporaryDirectory() as root, init_store(root, "m", FP) as store:
         expected: dict = {}
         for op in ops:
-            chain = store.chain()
-            if op[0] == "edit":
-                delta = mixed_delta(op[1])
-                store.write_commit(CommitInput("edit", delta))
-                add_into(expected, delta)
-            elif op[0] == "revert" and len(chain) > 1:
-                target = chain[1 + op[1] % (len(chain) - 1)]
-                store.write_commit(CommitInput("revert", op="revert", reverts=target))
-                add_into(expected, store.read_commit(target).delta(), -1.0)
-            elif op[0] == "squash" and len(chain) > 2:
-                base, tip = op[1] % (len(chain) - 1), min(op[1] % (len(chain) - 1) + op[2], len(chain) - 1)
-                net = None
-                for sha in chain[base + 1 : tip + 1]:
-                    d = store.read_commit(sha).delta()
-                    net = d if net is None else net.compose(d)
-                try:
-                    store.write_commit(CommitInput("sq", net, op="squash", squash_range=(chain[base], chain[tip])))
-                except StoreError:
-                    pass  # a range that would break a revert's cancellation: refused, nothing written
-            elif op[0] == "drop cache":
+            random_step(store, op, expected, make=mixed_delta)
+            if op[0] == "drop cache":
                 store.paths.head_cache.unlink(missing_ok=True)
             elif op[0] == "corrupt cache" and store.paths.head_cache.exists():
                 store.paths.head_cache.write_bytes(store.paths.head_cache.read_bytes()[:-5])

@@ -80,7 +80,8 @@ def _parse_meta(text: str) -> dict[str, str]:
     return meta
 
 
-def _group_parts(tensors: Mapping[str, torch.Tensor]) -> dict[str, Update]:
+def group_parts(tensors: Mapping[str, torch.Tensor]) -> dict[str, Update]:
+    """Updates from tensors named ``<parameter>::<part>``; ValueError if a name or set of parts is wrong."""
     grouped: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in tensors.items():
         name, sep, part = key.rpartition(SEPARATOR)
@@ -111,7 +112,7 @@ def from_bytes(
         if metadata.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"unsupported format_version {metadata.get('format_version')!r}")
         meta = _parse_meta(metadata.get("meta", "{}"))
-        updates = _group_parts(st_load(data))
+        updates = group_parts(st_load(data))
     except DeltaError:
         raise
     except Exception as error:  # safetensors, json and validation errors alike

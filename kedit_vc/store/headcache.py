@@ -56,9 +56,8 @@ from safetensors.torch import save as st_save
 
 from kedit_vc.delta import Delta, DeltaError, Dense, LowRank, Update
 from kedit_vc.delta.hashing import tensor_bytes
-from kedit_vc.delta.io import SEPARATOR, storable
+from kedit_vc.delta.io import SEPARATOR, group_parts, storable
 from kedit_vc.delta.materialize import sum_updates
-from kedit_vc.delta.updates import PARTS, update_from_parts
 from kedit_vc.errors import KvcError, StoreError
 
 from .atomic import atomic_write_bytes
@@ -127,7 +126,7 @@ class HeadSum:
             live = tuple(json.loads(meta["live"]))
             owners = {name: tuple((str(sha), int(cols)) for sha, cols in items)
                       for name, items in json.loads(meta["owners"]).items()}
-            state = cls(meta["commit"], meta["fingerprint"], live, _updates(tensors), owners)
+            state = cls(meta["commit"], meta["fingerprint"], live, group_parts(tensors), owners)
             state.check()
         except (KeyError, TypeError, ValueError) as error:
             raise StoreError(f"{source} is not a valid HEAD cache ({error})") from None
@@ -155,23 +154,6 @@ def _checksum(meta: Mapping[str, str], tensors: Mapping[str, torch.Tensor]) -> s
         crc = zlib.crc32(f"{key}|{tensor.dtype}|{list(tensor.shape)}".encode(), crc)
         crc = zlib.crc32(tensor_bytes(tensor), crc)
     return f"{crc:08x}"
-
-
-def _updates(tensors: Mapping[str, torch.Tensor]) -> dict[str, Update]:
-    """Updates from tensors named ``<parameter>::<part>``."""
-    grouped: dict[str, dict[str, torch.Tensor]] = {}
-    for key, tensor in tensors.items():
-        name, sep, part = key.rpartition(SEPARATOR)
-        if not sep or not name:
-            raise ValueError(f"tensor {key!r} is not named '<parameter>{SEPARATOR}<part>'")
-        grouped.setdefault(name, {})[part] = tensor
-    updates = {}
-    for name, parts in grouped.items():
-        kinds = [kind for kind, names in PARTS.items() if set(names) == set(parts)]
-        if not kinds:
-            raise ValueError(f"parameter {name!r} has parts {sorted(parts)}")
-        updates[name] = update_from_parts(kinds[0], parts)
-    return updates
 
 
 def _fits_factored(update: Update) -> bool:
