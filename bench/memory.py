@@ -4,11 +4,11 @@ The baseline is the process's RSS with the model loaded and statistics cached (w
 use of the model costs). Peak RSS is reset (Linux ``/proc/self/clear_refs``) before each
 edit, so each figure is that edit's peak, the model included. Target: ROME <= 2 GiB.
 
-A MEMIT batch's peak is set by one optimisation step's activations (all requests'
-prompts in one batch), which every step repeats, so the MEMIT batch runs few steps by
+A MEMIT batch's peak is set by one optimisation step's activations (one chunk of 8
+requests' prompts), which every step repeats, so the MEMIT batch runs few steps by
 default (``--memit-v-steps 2``). A probe batch (``--probe``, 10 edits) runs first and its
-growth is extrapolated linearly; a batch that would not fit in the memory available is
-skipped and recorded as such (``--force`` runs it).
+growth is extrapolated (chunk-bounded); a batch that would not fit in the memory available
+is skipped and recorded as such (``--force`` runs it).
 
     python bench/memory.py                 # ROME + MEMIT 100
     python bench/memory.py --big           # MEMIT 500
@@ -29,7 +29,7 @@ from kedit_vc.eval.datasets import load_cases
 from kedit_vc.models import load_model
 from kedit_vc.stats import key_second_moments
 
-from memit_scaling import add_memit_args, available_bytes, memit_hparams, run_batch
+from memit_scaling import add_memit_args, available_bytes, memit_hparams, projected_growth, run_batch
 
 ROME_TARGET_BYTES = 2 * 2**30
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for n in sizes:
         room = available_bytes()
         if rows and room is not None and not args.force:
-            projected = rows[-1]["peak_growth_bytes"] * n / rows[-1]["n"]
+            projected = projected_growth(rows[-1]["peak_growth_bytes"], rows[-1]["n"], n)
             if projected > 0.7 * room:
                 print(f"MEMIT {n}: skipped, projected growth {mib(projected)} MiB > 70% of {mib(room)} MiB available",
                       flush=True)
