@@ -1,8 +1,10 @@
-"""Print the "Performance" markdown table from bench/results/*.json (for the top README).
+"""Print the "Performance" and "Editing quality" tables from bench/results/*.json.
 
-One row per headline figure: what was measured, its baseline from the same run, the
-ratio, the target and whether it was met, with each file's date, machine and torch
-thread count. Files this script does not know are listed by name only.
+Performance: one row per headline figure: what was measured, its baseline from the same
+run, the ratio, the target and whether it was met, with each file's date, machine and
+torch thread count. Editing quality: every ``kvc bench --json`` result (files named
+``<benchmark><n>_<method>.json``) and every sequential run, pre-edit values beside
+post-edit ones. Files this script does not know are listed by name only.
 
     python bench/report.py > /tmp/perf.md
 """
@@ -128,6 +130,56 @@ KNOWN: dict[str, Callable[[dict[str, Any]], Iterator[Row]]] = {
 }
 
 
+#: Reference metrics of each benchmark, as (column label, registered metric name).
+QUALITY_COLUMNS = {
+    "counterfact": (("efficacy", "reliability_cf"), ("paraphrase", "generalization_cf"),
+                    ("neighbourhood", "locality_cf")),
+    "zsre": (("reliability (acc)", "reliability_acc"), ("generalization (acc)", "generalization_acc"),
+             ("locality (agree)", "locality_agree"), ("portability (acc)", "portability_acc")),
+    "mquake": (("multi-hop", "portability_multihop"), ("reliability (acc)", "reliability_acc"),
+               ("efficacy", "reliability_cf")),
+}
+
+
+def _pp(pre: float | None, post: float | None) -> str:
+    if post is None:
+        return "-"
+    return f"{post:.3f}" if pre is None else f"{post:.3f} ({pre:.3f})"
+
+
+def bench_row(r: dict[str, Any]) -> str:
+    """One ``kvc bench --json`` result as a markdown row: post (pre) per reference metric."""
+    metrics, pre = r["report"]["metrics"], r["report"]["pre_metrics"]
+    mode = "sequential" if r["sequential"] else ("one batch" if r["batch"] >= r["n_cases"] else f"batch {r['batch']}")
+    cells = "; ".join(f"{label} {_pp(pre.get(name), metrics.get(name))}"
+                      for label, name in QUALITY_COLUMNS[r["benchmark"]] if name in metrics)
+    per_edit = r.get("median_edit_seconds")
+    timing = f"median {_s(per_edit)}/call" if per_edit else f"mean {_s(r['edit_seconds'] / max(1, r['n_cases']))}/edit"
+    threads = r.get("run", {}).get("torch_threads", 1)
+    return (f"| {r['benchmark']} first {r['n_cases']} | {r['method']} ({mode}) | {cells} | {timing}, "
+            f"{threads} thread(s) | {_b(r['peak_rss_bytes'])} |")
+
+
+def sequential_row(r: dict[str, Any]) -> str:
+    last = r["curve"][-1]
+    cells = "; ".join(f"{label} {_pp(last['pre'].get(name), last.get(name))}"
+                      for label, name in QUALITY_COLUMNS["counterfact"])
+    return (f"| counterfact first {r['n']}, one commit each | {r['method']} (sequential, history-aware) | "
+            f"{cells} | {_s(r['seconds_per_commit'])}/commit | |")
+
+
+def quality(folder: Path) -> str:
+    """The editing-quality table: post-edit (pre-edit) values of every benchmark result."""
+    lines = ["| records | method | post-edit (pre-edit) | time | peak RSS |", "|---|---|---|---|---|"]
+    for path in sorted(folder.glob("*.json")):
+        data = json.loads(path.read_text())
+        if data.get("benchmark") in QUALITY_COLUMNS and "report" in data:
+            lines.append(bench_row(data))
+        elif path.stem.startswith("sequential_") and data.get("curve"):
+            lines.append(sequential_row(data))
+    return "\n".join(lines)
+
+
 def report(folder: Path) -> str:
     lines = ["| benchmark | measured | baseline (same run) | ratio | target | status |",
              "|---|---|---|---|---|---|"]
@@ -136,6 +188,8 @@ def report(folder: Path) -> str:
     for path in sorted(folder.glob("*.json")):
         data = json.loads(path.read_text())
         make = KNOWN.get(path.stem)
+        if make is None and (data.get("benchmark") in QUALITY_COLUMNS or path.stem.startswith("sequential_")):
+            continue  # in the quality table
         if make is None:
             others.append(path.name)
             continue
@@ -160,7 +214,7 @@ def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results-dir", default=str(RESULTS))
     args = p.parse_args(argv)
-    text = report(Path(args.results_dir))
+    text = report(Path(args.results_dir)) + "\n\nEditing quality:\n\n" + quality(Path(args.results_dir))
     print(text)
     return text
 
