@@ -9,6 +9,8 @@ from kedit_vc.compiler import compile_file
 from kedit_vc.editors.base import EditContext, get_editor
 from kedit_vc.editors.hparams import build_hparams
 from kedit_vc.eval import score_requests, summarize
+from kedit_vc.eval.bench import run_bench
+from kedit_vc.eval.datasets import load_cases
 from kedit_vc.models import load_model
 from kedit_vc.models.prompting import encode_prompts
 
@@ -76,3 +78,37 @@ def test_rome_with_subject_opening_the_prompt(lm) -> None:  # noqa: ANN001
         assert pre.edits[0].probes[0].beats_foil is False
     finally:
         delta.inverse().apply(lm.model)
+
+
+def test_memit_batch_of_twenty_counterfact_facts(lm) -> None:  # noqa: ANN001
+    """One MEMIT batch of 20 facts: the new object beats the old and leads the greedy continuation."""
+    cases = load_cases("counterfact", 20)
+    requests = [r for case in cases for r in case.requests]
+    delta = _edit(lm, "memit", requests)
+    before = {name: p.detach().clone() for name, p in lm.model.named_parameters() if name in delta.updates}
+    delta.apply(lm.model)
+    try:
+        post = score_requests(lm.model, lm.tokenizer, requests)
+        took = 0
+        for request, scores in zip(requests, post.edits):
+            rewrite = next(p for p in scores.probes if p.kind == "rewrite")
+            if rewrite.beats_foil and _greedy_first_word(lm, request.rewrite_prompt).strip().startswith(
+                    request.target_new.split()[0]):
+                took += 1
+        assert took >= 18, f"MEMIT took {took}/20"
+    finally:
+        with torch.no_grad():
+            params = dict(lm.model.named_parameters())
+            for name, value in before.items():
+                params[name].copy_(value)
+
+
+def test_rome_on_twenty_counterfact_records(lm) -> None:  # noqa: ANN001
+    """The benchmark path on real records: efficacy from the computed CounterFact metric."""
+    hp = build_hparams("rome", {"stats_tokens": STATS_TOKENS})
+    result = run_bench(lm.model, lm.tokenizer, "counterfact", load_cases("counterfact", 20), get_editor("rome"),
+                       hp, fingerprint=lm.fingerprint)
+    metrics, pre = result.report.metrics, result.report.pre_metrics
+    assert metrics["reliability_cf"] >= 0.9, result.summary()
+    assert metrics["reliability_cf"] > pre["reliability_cf"] + 0.5, result.summary()
+    assert metrics["locality_cf"] >= 0.8 * pre["locality_cf"], result.summary()
