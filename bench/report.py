@@ -147,10 +147,16 @@ def _pp(pre: float | None, post: float | None) -> str:
     return f"{post:.3f}" if pre is None else f"{post:.3f} ({pre:.3f})"
 
 
-def bench_row(r: dict[str, Any]) -> str:
-    """One ``kvc bench --json`` result as a markdown row: post (pre) per reference metric."""
+def bench_row(r: dict[str, Any], stem: str = "") -> str:
+    """One ``kvc bench --json`` result as a markdown row: post (pre) per reference metric.
+
+    A file named ``<benchmark><n>_<method>_<variant>.json`` has its variant (a setting
+    other than the defaults) named beside the method.
+    """
     metrics, pre = r["report"]["metrics"], r["report"]["pre_metrics"]
     mode = "sequential" if r["sequential"] else ("one batch" if r["batch"] >= r["n_cases"] else f"batch {r['batch']}")
+    variant = stem.split(f"_{r['method']}_", 1)[1] if f"_{r['method']}_" in stem else ""
+    mode += f", {variant}" if variant else ""
     cells = "; ".join(f"{label} {_pp(pre.get(name), metrics.get(name))}"
                       for label, name in QUALITY_COLUMNS[r["benchmark"]] if name in metrics)
     per_edit = r.get("median_edit_seconds")
@@ -174,7 +180,7 @@ def quality(folder: Path) -> str:
     for path in sorted(folder.glob("*.json")):
         data = json.loads(path.read_text())
         if data.get("benchmark") in QUALITY_COLUMNS and "report" in data:
-            lines.append(bench_row(data))
+            lines.append(bench_row(data, path.stem))
         elif path.stem.startswith("sequential_") and data.get("curve"):
             lines.append(sequential_row(data))
     return "\n".join(lines)
