@@ -13,15 +13,12 @@ from typing import Any, Collection, Mapping, Sequence
 
 from kedit_vc.editors.hparams import HPARAMS, AutoHparams, build_hparams
 from kedit_vc.errors import UsageError
-from kedit_vc.eval.registry import DERIVED, METRICS
+from kedit_vc.eval.registry import CF_HEADLINES, DERIVED, METRICS
 
 #: What ``weights`` default to: the four headline families, equally.
 DEFAULT_WEIGHTS: Mapping[str, float] = {"reliability": 1.0, "generalization": 1.0, "locality": 1.0,
                                          "portability": 1.0}
 
-#: The CounterFact names a spec may use -> the registered definitions they stand for.
-ALIASES: Mapping[str, str] = {"efficacy": "reliability_cf", "paraphrase": "generalization_cf",
-                              "neighbourhood": "locality_cf"}
 
 
 def metric_of(name: str) -> str:
@@ -30,9 +27,9 @@ def metric_of(name: str) -> str:
     Model-level measurements (fluency, perplexity) are not taken on probes, so they
     cannot be weighed here.
     """
-    metric = ALIASES.get(name, name)
+    metric = CF_HEADLINES.get(name, name)  # efficacy -> reliability_cf, ...
     if metric not in METRICS and metric not in DERIVED:
-        known = ", ".join(sorted({*METRICS, *DERIVED, *ALIASES}))
+        known = ", ".join(sorted({*METRICS, *DERIVED}))
         raise UsageError(f"auto weights: {name!r} is not a metric of the edit's probes; use one of: {known}")
     return metric
 
