@@ -12,15 +12,16 @@ from click.testing import CliRunner
 from kedit_vc.cli.main import cli
 from kedit_vc.compiler import compile_text
 from kedit_vc.compiler.plan import EditRequest, Plan
+from kedit_vc.eval.datasets import data_dir
 from kedit_vc.importers import import_file
 from kedit_vc.spec import format_spec, parse_text
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+DATA = data_dir()  # $KVC_DATA, else <repo>/../shared/data (as kvc bench finds it)
 
 
 def _data(name: str) -> Path:
     path = DATA / name
-    assert path.is_file(), f"benchmark data missing: {path.resolve()} (the shared data folder must exist)"
+    assert path.is_file(), f"benchmark data missing: {path.resolve()} (the shared data folder must exist; or set KVC_DATA)"
     return path
 
 
