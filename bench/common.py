@@ -8,10 +8,8 @@ writes ``<results-dir>/<name>.json`` with ``save`` (machine facts, date, thread 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
-import platform
 import re
 import statistics
 import time
@@ -23,17 +21,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> dict[str, Any]:
-    import torch
+    from kedit_vc.eval.efficiency import machine_facts
 
-    return {
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
-    }
+    return machine_facts()
 
 
 def save(name: str, payload: dict[str, Any], directory: str | os.PathLike[str] | None = None) -> Path:

@@ -161,7 +161,7 @@ def bench_row(r: dict[str, Any], stem: str = "") -> str:
                       for label, name in QUALITY_COLUMNS[r["benchmark"]] if name in metrics)
     per_edit = r.get("median_edit_seconds")
     timing = f"median {_s(per_edit)}/call" if per_edit else f"mean {_s(r['edit_seconds'] / max(1, r['n_cases']))}/edit"
-    threads = r.get("run", {}).get("torch_threads", 1)
+    threads = r.get("run", {}).get("threads", 1)
     return (f"| {r['benchmark']} first {r['n_cases']} | {r['method']} ({mode}) | {cells} | {timing}, "
             f"{threads} thread(s) | {_b(r['peak_rss_bytes'])} |")
 

@@ -21,7 +21,7 @@ import torch
 from kedit_vc.editors.base import EditContext, Editor
 from kedit_vc.eval.datasets import BenchCase
 from kedit_vc.eval.efficiency import delta_bytes as stored_bytes
-from kedit_vc.eval.efficiency import measure, peak_rss_bytes
+from kedit_vc.eval.efficiency import machine_facts, measure, peak_rss_bytes
 from kedit_vc.eval.fluency import generate, ngram_entropy
 from kedit_vc.eval.report import EvalReport, summarize
 from kedit_vc.eval.scores import EditScores, ProbeScores
@@ -197,9 +197,6 @@ def run_facts(model: torch.nn.Module, method: str, hparams: Any, model_ref: str,
     defaults change between versions.
     """
     import dataclasses
-    import datetime
-    import os
-    import platform
 
     from kedit_vc.editors.defaults import resolve
 
@@ -208,12 +205,5 @@ def run_facts(model: torch.nn.Module, method: str, hparams: Any, model_ref: str,
     except (AttributeError, KeyError, TypeError):  # a method without family defaults
         resolved = hparams
     settings = dataclasses.asdict(resolved) if dataclasses.is_dataclass(resolved) else {}
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "model": model_ref, "fingerprint": fingerprint,
-        "hparams": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
-        "platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
-    }
-
+    return {**machine_facts(), "model": model_ref, "fingerprint": fingerprint,
+            "hparams": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}}

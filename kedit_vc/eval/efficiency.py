@@ -30,6 +30,23 @@ class Efficiency:
         return out
 
 
+def machine_facts() -> dict[str, Any]:
+    """Where and when a measurement was taken (saved beside every benchmark figure)."""
+    import datetime
+    import os
+    import platform
+
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+    }
+
+
 def peak_rss_bytes() -> int:
     """The process's peak resident set size (ru_maxrss is KiB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
