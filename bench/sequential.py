@@ -3,7 +3,7 @@
 N CounterFact records are edited one commit at a time (or ``--batch`` per commit), each
 delta applied before the next is solved, the way ``kvc commit`` builds a history: each
 editor call gets the keys written by the earlier ones as ``preserved_keys`` (AlphaEdit
-projects against them; MEMIT adds them to its normal equations; ROME ignores them).
+projects against them; MEMIT adds them to its normal equations; ROME and FT-L ignore them).
 Every ``--every`` commits, all edits so far are scored: efficacy, paraphrase and
 neighbourhood (``reliability_cf``, ``generalization_cf``, ``locality_cf``) beside their
 pre-edit values, and optionally fluency. Writes ``sequential_<method><tag>.json`` and a
@@ -37,7 +37,7 @@ def _value(text: str) -> Any:
 
 def arguments() -> argparse.Namespace:
     p = parser(__doc__)
-    p.add_argument("--method", required=True, choices=["rome", "memit", "alphaedit"])
+    p.add_argument("--method", required=True, choices=["rome", "memit", "alphaedit", "ft"])
     p.add_argument("--n", type=int, default=40, help="edits in all")
     p.add_argument("--every", type=int, default=10, help="evaluate all edits so far every K commits")
     p.add_argument("--batch", type=int, default=1, help="edits per commit")
