@@ -170,8 +170,34 @@ def sequential_row(r: dict[str, Any]) -> str:
     last = r["curve"][-1]
     cells = "; ".join(f"{label} {_pp(last['pre'].get(name), last.get(name))}"
                       for label, name in QUALITY_COLUMNS["counterfact"])
-    return (f"| counterfact first {r['n']}, one commit each | {r['method']} (sequential, history-aware) | "
+    commits = "one commit each" if r.get("batch", 1) == 1 else f"commits of {r['batch']}"
+    return (f"| counterfact first {r['n']}, {commits} | {r['method']} (sequential, history-aware) | "
             f"{cells} | {_s(r['seconds_per_commit'])}/commit | |")
+
+
+def sequential_curves(folder: Path) -> str:
+    """Every sequential run's curve as one table: a row per method and metric, a column per
+    evaluation (edits so far), the pre-edit values of the same records first."""
+    runs = [json.loads(path.read_text()) for path in sorted(folder.glob("sequential_*.json"))]
+    runs = [r for r in runs if r.get("curve")]
+    if not runs:
+        return ""
+    points = sorted({row["edits"] for r in runs for row in r["curve"]})
+    lines = ["| method | metric | " + " | ".join(f"{n} edits" for n in points) + " |",
+             "|---|---|" + "---|" * len(points)]
+
+    def cells(curve: list[dict[str, Any]], read: Callable[[dict[str, Any]], float | None]) -> str:
+        by_edits = {row["edits"]: read(row) for row in curve}
+        return " | ".join("-" if by_edits.get(n) is None else f"{by_edits[n]:.3f}" for n in points)
+
+    longest = max(runs, key=lambda r: len(r["curve"]))
+    for label, name in QUALITY_COLUMNS["counterfact"]:
+        lines.append(f"| pre-edit | {label} | {cells(longest['curve'], lambda row: row['pre'].get(name))} |")
+    for r in runs:
+        mode = "" if r.get("batch", 1) == 1 else f", commits of {r['batch']}"
+        for label, name in QUALITY_COLUMNS["counterfact"]:
+            lines.append(f"| {r['method']}{mode} | {label} | {cells(r['curve'], lambda row: row.get(name))} |")
+    return "\n".join(lines)
 
 
 def quality(folder: Path) -> str:
@@ -220,7 +246,11 @@ def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results-dir", default=str(RESULTS))
     args = p.parse_args(argv)
-    text = report(Path(args.results_dir)) + "\n\nEditing quality:\n\n" + quality(Path(args.results_dir))
+    folder = Path(args.results_dir)
+    text = report(folder) + "\n\nEditing quality:\n\n" + quality(folder)
+    curves = sequential_curves(folder)
+    if curves:
+        text += "\n\nSequential editing (all edits so far, after each evaluation):\n\n" + curves
     print(text)
     return text
 

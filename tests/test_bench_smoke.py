@@ -61,3 +61,20 @@ def test_report_renders_every_result(results: Path) -> None:
     for name in CASES:
         if (results / f"{name}.json").is_file():
             assert name in text
+
+
+def test_report_tabulates_sequential_curves(tmp_path: Path) -> None:
+    """Each run's values land under its own checkpoints; a checkpoint a run lacks shows '-'."""
+    def run(method: str, points: list[int], efficacy: float) -> dict:
+        pre = {"reliability_cf": 0.1, "generalization_cf": 0.2, "locality_cf": 0.7}
+        curve = [{"edits": n, "commits": n, "reliability_cf": efficacy, "generalization_cf": 0.5,
+                  "locality_cf": 0.6, "pre": pre} for n in points]
+        return {"method": method, "n": points[-1], "batch": 1, "seconds_per_commit": 1.0, "curve": curve}
+
+    (tmp_path / "sequential_memit.json").write_text(json.dumps(run("memit", [2, 4], 0.75)))
+    (tmp_path / "sequential_rome.json").write_text(json.dumps(run("rome", [2], 0.25)))
+    table = _script("report").sequential_curves(tmp_path).splitlines()
+    assert table[0] == "| method | metric | 2 edits | 4 edits |"
+    assert "| pre-edit | neighbourhood | 0.700 | 0.700 |" in table
+    assert "| memit | efficacy | 0.750 | 0.750 |" in table
+    assert "| rome | efficacy | 0.250 | - |" in table
