@@ -166,12 +166,16 @@ def bench_row(r: dict[str, Any], stem: str = "") -> str:
             f"{threads} thread(s) | {_b(r['peak_rss_bytes'])} |")
 
 
+def _commits(r: dict[str, Any]) -> str:
+    """How a sequential run committed its edits."""
+    return "one commit each" if r.get("batch", 1) == 1 else f"commits of {r['batch']}"
+
+
 def sequential_row(r: dict[str, Any]) -> str:
     last = r["curve"][-1]
     cells = "; ".join(f"{label} {_pp(last['pre'].get(name), last.get(name))}"
                       for label, name in QUALITY_COLUMNS["counterfact"])
-    commits = "one commit each" if r.get("batch", 1) == 1 else f"commits of {r['batch']}"
-    return (f"| counterfact first {r['n']}, {commits} | {r['method']} (sequential, history-aware) | "
+    return (f"| counterfact first {r['n']}, {_commits(r)} | {r['method']} (sequential, history-aware) | "
             f"{cells} | {_s(r['seconds_per_commit'])}/commit | |")
 
 
@@ -194,7 +198,7 @@ def sequential_curves(folder: Path) -> str:
     for label, name in QUALITY_COLUMNS["counterfact"]:
         lines.append(f"| pre-edit | {label} | {cells(longest['curve'], lambda row: row['pre'].get(name))} |")
     for r in runs:
-        mode = "" if r.get("batch", 1) == 1 else f", commits of {r['batch']}"
+        mode = "" if r.get("batch", 1) == 1 else f", {_commits(r)}"
         for label, name in QUALITY_COLUMNS["counterfact"]:
             lines.append(f"| {r['method']}{mode} | {label} | {cells(r['curve'], lambda row: row.get(name))} |")
     return "\n".join(lines)
