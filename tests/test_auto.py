@@ -14,7 +14,7 @@ from kedit_vc.editors.base import EditContext, get_editor
 from kedit_vc.editors.hparams import AutoHparams, build_hparams
 from kedit_vc.errors import UsageError
 from kedit_vc.ops.plans import override
-from kedit_vc.spec import SpecError, load_text
+from kedit_vc.lang import SpecError, load_text
 from tiny_models import tiny_family_model, tiny_tokenizer
 
 ROME_METRICS = {"reliability": 1.0, "generalization": 0.5, "locality": 0.8, "reliability_cf": 1.0}

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from kedit_vc.cli.main import cli
 from kedit_vc.compiler import compile_file, compile_text
 from kedit_vc.compiler.plan import Plan, Probe
-from kedit_vc.spec import edit_id
+from kedit_vc.lang import edit_id
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kedit_vc.cli.main import cli
-from kedit_vc.spec import format_spec, parse_text
-from kedit_vc.spec.ir import (
+from kedit_vc.lang import format_spec, parse_text
+from kedit_vc.lang.ir import (
     Edit, Expectation, Include, ListValue, MapValue, MethodChoice, Model, Param, Portability, Probe,
     Range, Relation, Spec,
 )

@@ -14,7 +14,7 @@ from kedit_vc.compiler import compile_text
 from kedit_vc.compiler.plan import EditRequest, Plan
 from kedit_vc.eval.datasets import data_dir
 from kedit_vc.importers import import_file
-from kedit_vc.spec import format_spec, parse_text
+from kedit_vc.lang import format_spec, parse_text
 
 DATA = data_dir()  # $KVC_DATA, else <repo>/../shared/data (as kvc bench finds it)
 

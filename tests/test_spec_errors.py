@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from kedit_vc.cli.main import cli
-from kedit_vc.spec import SpecError, load, load_text, parse_source
-from kedit_vc.spec.syntax_errors import EXAMPLES
+from kedit_vc.lang import SpecError, load, load_text, parse_source
+from kedit_vc.lang.syntax_errors import EXAMPLES
 
 E = 'edit "S" r: "a" -> "b"'
 

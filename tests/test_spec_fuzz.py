@@ -7,7 +7,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kedit_vc.spec import SpecError, load_text, parse_source
+from kedit_vc.lang import SpecError, load_text, parse_source
 from kedit_vc.compiler import lower
 
 REPO = Path(__file__).resolve().parents[1]

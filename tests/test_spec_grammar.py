@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from kedit_vc.spec import edit_id, parse_text
-from kedit_vc.spec.ir import (
+from kedit_vc.lang import edit_id, parse_text
+from kedit_vc.lang.ir import (
     Edit, Expectation, Include, ListValue, MapValue, MethodChoice, Model, Param, Portability, Probe,
     Range, Relation,
 )
-from kedit_vc.spec.strings import quote, unquote
+from kedit_vc.lang.strings import quote, unquote
 
 ISSUE_EXAMPLE = '''\
 # facts.kedit

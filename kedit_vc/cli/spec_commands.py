@@ -16,7 +16,7 @@ import click
 from kedit_vc.compiler import compile_file
 from kedit_vc.compiler.summary import summarize
 from kedit_vc.importers import IMPORTERS, import_file
-from kedit_vc.spec import SpecError, format_spec, parse_text
+from kedit_vc.lang import SpecError, format_spec, parse_text
 
 
 def write_atomic(path: str | os.PathLike[str], text: str) -> None:

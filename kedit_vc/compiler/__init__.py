@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from kedit_vc.spec import load, load_text
+from kedit_vc.lang import load, load_text
 
 from .lower import DEFAULT_METHOD, lower
 from .plan import Plan

@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kedit_vc.spec.ids import edit_id
-from kedit_vc.spec.ir import Edit, ListValue, MapValue, MethodChoice, Probe, Range, Value
-from kedit_vc.spec.loader import Program
-from kedit_vc.spec.placeholders import fill, to_rome
+from kedit_vc.lang.ids import edit_id
+from kedit_vc.lang.ir import Edit, ListValue, MapValue, MethodChoice, Probe, Range, Value
+from kedit_vc.lang.loader import Program
+from kedit_vc.lang.placeholders import fill, to_rome
 
 from .plan import EditorCall, EditRequest, Expectation, Plan
 from .plan import Probe as PlanProbe
@@ -87,7 +87,7 @@ def lower_edit(edit: Edit, template: str, relation_paraphrases: tuple[Probe, ...
 
 
 def lower(program: Program) -> Plan:
-    """The plan of a checked program (``kedit_vc.spec.load`` raised on any problem)."""
+    """The plan of a checked program (``kedit_vc.lang.load`` raised on any problem)."""
     relations = program.relations
     batches: dict[tuple[str, str], tuple[str, dict[str, Any], list[EditRequest]]] = {}
     for scoped in program.edits:

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kedit_vc.errors import KvcError
-from kedit_vc.spec.format import format_items
-from kedit_vc.spec.ir import Edit, Portability, Probe
-from kedit_vc.spec.placeholders import SUBJECT, placeholders
+from kedit_vc.lang.format import format_items
+from kedit_vc.lang.ir import Edit, Portability, Probe
+from kedit_vc.lang.placeholders import SUBJECT, placeholders
 
 
 class ImportDataError(KvcError):

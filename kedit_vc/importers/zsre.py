@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kedit_vc.spec.ir import Probe
+from kedit_vc.lang.ir import Probe
 
 from .base import ImportResult, SpecBuilder, clean_answer, representable, templated
 
