@@ -26,8 +26,7 @@ from common import ints, mib, parser, peak_rss_bytes, reset_peak_rss, rss_bytes,
 
 from kedit_vc.editors.base import EditContext, get_editor
 from kedit_vc.editors.common.templates import context_templates
-from kedit_vc.editors.defaults import resolve
-from kedit_vc.editors.hparams import build_hparams
+from kedit_vc.editors.registry import build_hparams, resolve_hparams
 from kedit_vc.eval.datasets import load_cases
 from kedit_vc.models import load_model
 from kedit_vc.stats import key_second_moments
@@ -60,7 +59,7 @@ def memit_hparams(model: Any, args: argparse.Namespace) -> Any:
     overrides = {k: v for k, v in {"layers": args.layers, "v_steps": args.v_steps, "stats_tokens": args.stats_tokens,
                                    "context_templates": args.context_templates,
                                    "context_length": args.context_length}.items() if v is not None}
-    return resolve("memit", model, build_hparams("memit", overrides))
+    return resolve_hparams("memit", model, build_hparams("memit", overrides))
 
 
 def add_memit_args(p: argparse.ArgumentParser) -> None:

@@ -23,8 +23,7 @@ from common import mib, parser, peak_rss_bytes, reset_peak_rss, rss_bytes, save,
 
 from kedit_vc.editors.base import EditContext, get_editor
 from kedit_vc.editors.common.templates import context_templates
-from kedit_vc.editors.defaults import resolve
-from kedit_vc.editors.hparams import build_hparams
+from kedit_vc.editors.registry import build_hparams, resolve_hparams
 from kedit_vc.eval.datasets import load_cases
 from kedit_vc.models import load_model
 from kedit_vc.stats import key_second_moments
@@ -51,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     setup(args)
     batch = 500 if args.big else args.memit_batch
     lm = load_model(args.model, progress=False)
-    rome_hp = resolve("rome", lm.model, build_hparams("rome", {k: v for k, v in {
+    rome_hp = resolve_hparams("rome", lm.model, build_hparams("rome", {k: v for k, v in {
         "layer": args.rome_layer, "v_steps": args.rome_v_steps, "stats_tokens": args.stats_tokens,
         "context_templates": args.context_templates, "context_length": args.context_length}.items() if v is not None}))
     memit_hp = memit_hparams(lm.model, args)
@@ -66,8 +65,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     context = EditContext(fingerprint=lm.fingerprint, stats_dir=args.stats_dir, progress=False)
     reset_peak_rss()
     with timer() as t:
-        get_editor("rome").edit(lm.model, lm.tokenizer, [request], rome_hp, context)
-    rome = {"peak_rss_bytes": peak_rss_bytes(), "seconds": t["s"], "steps": context.info["target_steps"][0]}
+        result = get_editor("rome").edit(lm.model, lm.tokenizer, [request], rome_hp, context)
+    rome = {"peak_rss_bytes": peak_rss_bytes(), "seconds": t["s"], "steps": result.info["target_steps"][0]}
     rome["growth_bytes"] = rome["peak_rss_bytes"] - (base or 0)
     print(f"ROME: peak {mib(rome['peak_rss_bytes'])} MiB", flush=True)
 

@@ -31,8 +31,7 @@ from kedit_vc.editors.base import EditContext, get_editor
 from kedit_vc.editors.common import targets as targets_module
 from kedit_vc.editors.common.targets import TargetSettings, _build_batch, optimise_targets
 from kedit_vc.editors.common.templates import context_templates
-from kedit_vc.editors.defaults import resolve
-from kedit_vc.editors.hparams import build_hparams
+from kedit_vc.editors.registry import build_hparams, resolve_hparams
 from kedit_vc.eval.datasets import load_cases
 from kedit_vc.models import load_model
 from kedit_vc.models.families import family_of, get_module
@@ -120,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     overrides = {k: v for k, v in {"layer": args.layer, "v_steps": args.v_steps, "stats_tokens": args.stats_tokens,
                                    "context_templates": args.context_templates,
                                    "context_length": args.context_length}.items() if v is not None}
-    hp = resolve("rome", model, build_hparams("rome", overrides))
+    hp = resolve_hparams("rome", model, build_hparams("rome", overrides))
     layer = hp.layer
     with timer() as t_stats:
         key_second_moments(model, tok, lm.fingerprint, [layer], hp.stats_tokens, stats_dir=args.stats_dir,

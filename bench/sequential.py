@@ -71,8 +71,7 @@ def main() -> None:
     import torch
 
     from kedit_vc.editors.base import EditContext, get_editor
-    from kedit_vc.editors.defaults import resolve
-    from kedit_vc.editors.hparams import build_hparams
+    from kedit_vc.editors.registry import build_hparams, resolve_hparams
     from kedit_vc.eval import score_requests
     from kedit_vc.eval.datasets import load_cases
     from kedit_vc.eval.fluency import fluency
@@ -99,12 +98,13 @@ def main() -> None:
         context = EditContext(fingerprint=lm.fingerprint, progress=False,
                               preserved_keys={} if args.no_history else dict(preserved))
         began = time.perf_counter()
-        delta = editor.edit(lm.model, lm.tokenizer, chunk, hparams, context)
+        result = editor.edit(lm.model, lm.tokenizer, chunk, hparams, context)
+        delta = result.delta
         delta.apply(lm.model)
         seconds.append(time.perf_counter() - began)
         done, commits = start + len(chunk), start // args.batch + 1
         print(f"commit {commits}: {len(chunk)} edit(s) in {seconds[-1]:.1f}s", flush=True)
-        for layer, keys in context.written_keys.items():
+        for layer, keys in result.written_keys.items():
             keys = keys.detach().float()
             preserved[layer] = torch.cat([preserved[layer], keys]) if layer in preserved else keys
         if commits % args.every == 0 or done == len(requests):
@@ -117,7 +117,7 @@ def main() -> None:
             # Written at every evaluation, so an interrupted run still leaves its curve.
             path = save(name, {
                 "method": args.method, "model": args.model, "hparams": overrides,
-                "resolved_hparams": asdict(resolve(args.method, lm.model, hparams)), "n": len(requests),
+                "resolved_hparams": asdict(resolve_hparams(args.method, lm.model, hparams)), "n": len(requests),
                 "batch": args.batch, "every": args.every, "start": args.start,
                 "history": not args.no_history, "complete": done == len(requests),
                 "pre_fluency": pre_fluency, "seconds_per_commit": round(sum(seconds) / len(seconds), 2),

@@ -35,7 +35,7 @@ from common import parser, save, setup, table, timer
 from kedit_vc.delta import Delta, Dense
 from kedit_vc.delta.updates import dense_bytes
 from kedit_vc.editors.common.solve import factored_update
-from kedit_vc.editors.defaults import memit_layers, rome_layer
+from kedit_vc.editors.registry import build_hparams, resolve_hparams
 from kedit_vc.models import load_model
 from kedit_vc.models.families import family_of
 from kedit_vc.store import CommitInput, Store, init_store
@@ -60,8 +60,8 @@ class Shapes:
     def __init__(self, model: torch.nn.Module) -> None:
         self.family = family_of(model)
         self.params = {n: tuple(p.shape) for n, p in model.state_dict().items()}
-        self.rome_layer = rome_layer(model)
-        self.memit_layers = memit_layers(model)
+        self.rome_layer = resolve_hparams("rome", model, build_hparams("rome", {})).layer
+        self.memit_layers = resolve_hparams("memit", model, build_hparams("memit", {})).layers
         self.transposed = self.family.mlp_out_transposed
 
     def name(self, layer: int) -> str:

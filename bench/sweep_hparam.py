@@ -16,7 +16,7 @@ import json
 from common import save
 
 from kedit_vc.editors.base import get_editor
-from kedit_vc.editors.hparams import build_hparams
+from kedit_vc.editors.registry import build_hparams
 from kedit_vc.eval.bench import run_bench
 from kedit_vc.eval.datasets import load_cases
 from kedit_vc.models import load_model

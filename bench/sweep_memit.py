@@ -18,10 +18,10 @@ import argparse
 
 from common import save
 
-from kedit_vc.editors.base import EditContext
 from kedit_vc.editors.common.templates import context_templates
-from kedit_vc.editors.hparams import build_hparams
-from kedit_vc.editors.memit.algorithm import compute_z_targets, memit_layer_update, spread_over_layers
+from kedit_vc.editors.common.layered import compute_z_targets, spread_over_layers
+from kedit_vc.editors.memit.algorithm import memit_layer_update
+from kedit_vc.editors.registry import build_hparams
 from kedit_vc.eval import score_requests, summarize
 from kedit_vc.eval.datasets import load_cases
 from kedit_vc.models import load_model
@@ -68,8 +68,7 @@ def main() -> None:
                 def solver(layer, keys, residual, weight=weight):  # noqa: ANN001, ANN202
                     return memit_layer_update(keys, residual, mom2[layer], weight)
 
-                delta = spread_over_layers(model, tok, requests, layers, targets, templates, solver,
-                                           EditContext(fingerprint=lm.fingerprint))
+                delta, _ = spread_over_layers(model, tok, requests, layers, targets, templates, solver)
                 delta.apply(model)
                 try:
                     post = summarize(score_requests(model, tok, requests), pre).metrics

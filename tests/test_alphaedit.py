@@ -9,9 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kedit_vc.compiler.plan import EditRequest, Probe
-from kedit_vc.editors.alphaedit import alphaedit_layer_update, null_space_projection, null_space_projections
+from kedit_vc.editors.alphaedit.algorithm import alphaedit_layer_update
+from kedit_vc.editors.alphaedit.projection import null_space_projection, null_space_projections
 from kedit_vc.editors.base import EditContext, get_editor
-from kedit_vc.editors.hparams import build_hparams
+from kedit_vc.editors.registry import build_hparams
 from kedit_vc.models.families import family_of
 from tiny_models import tiny_family_model, tiny_tokenizer
 
@@ -99,18 +100,19 @@ def _edit(model, tok, requests, stats_dir, preserved=None, **overrides):  # noqa
     context = EditContext(fingerprint="tiny-llama", stats_dir=stats_dir, progress=False,
                           preserved_keys=preserved or {})
     hp = build_hparams("alphaedit", {**TINY, **overrides})
-    return get_editor("alphaedit").edit(model, tok, list(requests), hp, context), context
+    result = get_editor("alphaedit").edit(model, tok, list(requests), hp, context)
+    return result.delta, result
 
 
 def test_editor_end_to_end_spares_statistics_and_earlier_edits(tok, tmp_path) -> None:  # noqa: ANN001
     model = _model()
     family = family_of(model)
-    first, context = _edit(model, tok, [EIFFEL, MICROSOFT], str(tmp_path))
-    assert set(context.written_keys) == {1, 2} and context.written_keys[1].shape == (2, 64)
+    first, result = _edit(model, tok, [EIFFEL, MICROSOFT], str(tmp_path))
+    assert set(result.written_keys) == {1, 2} and result.written_keys[1].shape == (2, 64)
     first.apply(model)
-    preserved = {layer: keys.clone() for layer, keys in context.written_keys.items()}
-    second, context = _edit(model, tok, [TOKYO], str(tmp_path), preserved, l2=1e-10)
-    assert context.info["preserved_keys"] == {1: 2, 2: 2}
+    preserved = {layer: keys.clone() for layer, keys in result.written_keys.items()}
+    second, result = _edit(model, tok, [TOKYO], str(tmp_path), preserved, l2=1e-10)
+    assert result.info["preserved_keys"] == {1: 2, 2: 2}
     projections = null_space_projections(model, tok, "tiny-llama", [1, 2], TINY["stats_tokens"],
                                          TINY["nullspace_threshold"], stats_dir=str(tmp_path))
     for layer in (1, 2):
@@ -120,7 +122,7 @@ def test_editor_end_to_end_spares_statistics_and_earlier_edits(tok, tmp_path) ->
         # The update lives in the null space: ΔW (I - P) ≈ 0 (float32 storage).
         assert (update - update @ projection).abs().max() <= 1e-4 * update.abs().max()
         # Earlier edits' keys keep their outputs; the new key's output moves.
-        new_key = context.written_keys[layer].double()
+        new_key = result.written_keys[layer].double()
         moved = (new_key @ update.T).norm()
         assert moved > 0
         assert (preserved[layer].double() @ update.T).norm() <= 1e-3 * moved

@@ -24,7 +24,7 @@ def store(project, tiny_model_dir):  # noqa: ANN001, ANN201
 @pytest.fixture()
 def seen(monkeypatch):  # noqa: ANN001, ANN201
     """The preserved keys (layer -> [m, d_mlp]) each AlphaEdit call was given."""
-    from kedit_vc.editors.alphaedit import AlphaeditEditor
+    from kedit_vc.editors.alphaedit.algorithm import AlphaeditEditor
 
     calls: list[dict[int, torch.Tensor]] = []
     original = AlphaeditEditor.edit

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kedit_vc.editors.base import EditContext, get_editor
-from kedit_vc.editors.hparams import build_hparams
+from kedit_vc.editors.registry import build_hparams
 from kedit_vc.eval import score_requests
 from kedit_vc.eval.datasets import load_cases
 from kedit_vc.models import load_model
@@ -35,11 +35,12 @@ def test_thirty_sequential_edits_all_still_take(lm) -> None:  # noqa: ANN001
     try:
         for request in requests:
             context = EditContext(fingerprint=lm.fingerprint, progress=False, preserved_keys=dict(preserved))
-            delta = editor.edit(lm.model, lm.tokenizer, [request], hp, context)
+            result = editor.edit(lm.model, lm.tokenizer, [request], hp, context)
+            delta = result.delta
             for name in delta.updates:
                 saved.setdefault(name, params[name].detach().clone())
             delta.apply(lm.model)
-            for layer, keys in context.written_keys.items():
+            for layer, keys in result.written_keys.items():
                 preserved[layer] = torch.cat([preserved[layer], keys]) if layer in preserved else keys
         assert all(keys.shape[0] == N_EDITS for keys in preserved.values())
         post = score_requests(lm.model, lm.tokenizer, requests)

@@ -10,8 +10,9 @@ import torch
 from conftest import TINY_ROME, run_kvc, write_spec
 from kedit_vc.compiler.plan import EditorCall, EditRequest, Plan, Probe
 from kedit_vc.editors.auto.choose import Trial, candidate_settings, choose, usable_weights
+from kedit_vc.editors.auto.hparams import AutoHparams
 from kedit_vc.editors.base import EditContext, get_editor
-from kedit_vc.editors.hparams import AutoHparams, build_hparams
+from kedit_vc.editors.registry import build_hparams
 from kedit_vc.errors import UsageError
 from kedit_vc.ops.plans import override
 from kedit_vc.lang import SpecError, load_text
@@ -124,19 +125,20 @@ def test_auto_editor_returns_the_winner_and_leaves_the_model_as_found(tmp_path, 
     hp = build_hparams("auto", {"candidates": ["rome", "ft"], "hparams": TINY_CANDIDATES,
                                 "weights": {"reliability": 1}})
     context = EditContext(fingerprint="tiny-auto", stats_dir=str(tmp_path), progress=False)
-    delta = get_editor("auto").edit(model, tok, [REQUEST], hp, context)
+    result = get_editor("auto").edit(model, tok, [REQUEST], hp, context)
+    delta = result.delta
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    info = context.info["auto"]
+    info = result.info["auto"]
     chosen = info["chosen"]
     assert [c["method"] for c in info["candidates"]] == ["rome", "ft"]
-    assert context.info["method"] == f"auto→{chosen}"
+    assert result.info["method"] == f"auto→{chosen}"
     scores = [c["score"] for c in info["candidates"]]
     assert scores[["rome", "ft"].index(chosen)] == max(scores)
     # The same delta the winner gives when called alone (editors are deterministic here).
     alone = get_editor(chosen).edit(model, tok, [REQUEST], build_hparams(chosen, TINY_CANDIDATES[chosen]),
-                                    EditContext(fingerprint="tiny-auto", stats_dir=str(tmp_path), progress=False))
+                                    EditContext(fingerprint="tiny-auto", stats_dir=str(tmp_path), progress=False)).delta
     assert delta.content_hash() == alone.content_hash()
-    assert ("layer" in context.info) and (bool(context.written_keys) == (chosen == "rome"))
+    assert ("layer" in result.info) and (bool(result.written_keys) == (chosen == "rome"))
     table = capsys.readouterr().err
     assert "candidate" in table and "<- chosen" in table and "reliability" in table
 

@@ -223,7 +223,7 @@ def test_writer_lock_refuses_a_second_writer(store_dir):
 def test_ctrl_c_during_the_edit_leaves_the_store_as_it_was(store_dir, monkeypatch):
     commit(store_dir, "a.kedit", EIFFEL)
     before = head(store_dir)
-    from kedit_vc.editors.rome import RomeEditor
+    from kedit_vc.editors.rome.algorithm import RomeEditor
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

@@ -7,7 +7,7 @@ import torch
 
 from kedit_vc.compiler import compile_file
 from kedit_vc.editors.base import EditContext, get_editor
-from kedit_vc.editors.hparams import build_hparams
+from kedit_vc.editors.registry import build_hparams
 from kedit_vc.eval import score_requests, summarize
 from kedit_vc.eval.bench import run_bench
 from kedit_vc.eval.datasets import load_cases
@@ -36,7 +36,7 @@ def _greedy_first_word(lm, prompt: str) -> str:  # noqa: ANN001
 def _edit(lm, method: str, requests, **overrides):  # noqa: ANN001, ANN202
     hp = build_hparams(method, {"stats_tokens": STATS_TOKENS, **overrides})
     context = EditContext(fingerprint=lm.fingerprint, progress=False)
-    return get_editor(method).edit(lm.model, lm.tokenizer, list(requests), hp, context)
+    return get_editor(method).edit(lm.model, lm.tokenizer, list(requests), hp, context).delta
 
 
 def test_rome_takes_every_demo_fact_and_keeps_neighbours(lm) -> None:  # noqa: ANN001

@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from kedit_vc.cli.main import main
-from kedit_vc.editors import base as editor_base
-from kedit_vc.editors.hparams import HPARAMS
+from kedit_vc.editors import registry
+from kedit_vc.editors.base import EditResult
+from kedit_vc.editors.registry import MethodSpec
 from kedit_vc.errors import UsageError
 from kedit_vc.eval.bench import run_bench
 from kedit_vc.eval.datasets import data_dir, load_cases
@@ -107,7 +108,6 @@ class BoostEditor:
     """Raises each request's first target-token logit at the end of its rewrite prompt."""
 
     name = "boost"
-    hparams_class = BoostHparams
 
     def __init__(self) -> None:
         self.calls: list[int] = []
@@ -121,7 +121,7 @@ class BoostEditor:
             with torch.no_grad():
                 h = final_hidden(model, ids)[0, -1]  # [d]
             update[encode_continuation(tokenizer, " " + request.target_new)[0]] += hparams.boost * h / h.dot(h)
-        return AddDelta({"lm_head.weight": update})
+        return EditResult(delta=AddDelta({"lm_head.weight": update}))
 
 
 def _state(model):
@@ -227,8 +227,7 @@ def test_kvc_bench_command(data, tmp_path, monkeypatch, capsys, tok):
     tiny_model().save_pretrained(folder)
     tok.save_pretrained(folder)
     monkeypatch.setenv("KVC_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setitem(HPARAMS, "boost", BoostHparams)
-    monkeypatch.setitem(editor_base._REGISTRY, "boost", BoostEditor)
+    monkeypatch.setitem(registry._METHODS, "boost", MethodSpec("boost", BoostHparams, BoostEditor, "test method"))
     out_json = tmp_path / "bench.json"
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "counterfact", "--n", "2", "--method", "boost", "--model", str(folder),

@@ -87,12 +87,12 @@ def test_selfie_readout_of_paris(smollm2, tmp_path):
 ])
 def test_rome_edit_explained(smollm2, subject, prompt, new, old):
     from kedit_vc.editors.base import EditContext, get_editor
-    from kedit_vc.editors.hparams import RomeHparams
+    from kedit_vc.editors.rome.hparams import RomeHparams
 
     model, tok = smollm2.model, smollm2.tokenizer
     request = EditRequest("e-demo", subject, prompt, new, old)
     delta = get_editor("rome").edit(model, tok, [request], RomeHparams(layer=4, stats_tokens=4000),
-                                    EditContext(fingerprint=smollm2.fingerprint, progress=False))
+                                    EditContext(fingerprint=smollm2.fingerprint, progress=False)).delta
     weight = model.get_parameter("model.layers.4.mlp.down_proj.weight").detach().clone()
     result = explain_edit(model, tok, request, delta, max_new_tokens=8)
     assert torch.equal(model.get_parameter("model.layers.4.mlp.down_proj.weight"), weight)

@@ -98,7 +98,7 @@ def test_cached_scores_need_no_model(store):
 
 
 def test_history_aware_editors_get_the_live_keys(store, monkeypatch):
-    from kedit_vc.editors.memit import MemitEditor
+    from kedit_vc.editors.memit.algorithm import MemitEditor
 
     commit(store, "a.kedit", EIFFEL)
     seen = []

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import click
 
+from kedit_vc.editors.defaults import DEFAULT_METHOD
 from kedit_vc.errors import UsageError
+
+from .options import method_option
 
 DEFAULT_MODEL = "smollm2"
 
@@ -44,7 +47,7 @@ def _hparam_value(text: str) -> object:
 @click.command("bench")
 @click.argument("benchmark", type=click.Choice(["counterfact", "zsre", "mquake"]))
 @click.option("--n", "n", type=click.IntRange(min=1), default=100, show_default=True, help="Number of cases.")
-@click.option("--method", default="rome", show_default=True, help="Editing method.")
+@method_option(DEFAULT_METHOD, "Editing method.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="Cases per editor call (--batch N: one batch).")
 @click.option("--sequential", is_flag=True, help="Keep each edit applied; evaluate all cases at the end.")
@@ -72,18 +75,19 @@ def bench_command(benchmark: str, n: int, method: str, batch: int, sequential: b
     import json
 
     from kedit_vc.editors.base import get_editor
-    from kedit_vc.editors.hparams import HPARAMS, build_hparams
+    from kedit_vc.editors.registry import build_hparams, check_hparams, require_method
     from kedit_vc.eval.bench import run_bench, run_facts
     from kedit_vc.eval.datasets import load_cases
     from kedit_vc.models import load_model
 
     overrides = {k: _hparam_value(v) for k, v in _parse_pairs(hparams, "--hparam").items()}
-    if method.lower() not in HPARAMS:
-        raise UsageError(f"unknown editing method {method!r}; known methods: {', '.join(sorted(HPARAMS))}")
+    method = require_method(method).name
     try:
         hp = build_hparams(method.lower(), overrides)
     except TypeError as error:
         raise UsageError(f"--hparam for {method}: {error}") from None
+    for problem in check_hparams(method, hp):
+        raise UsageError(f"--hparam for {method}: {problem}")
     editor = get_editor(method)
     cases = load_cases(benchmark, n, data)
     loaded = load_model(model_ref, progress=progress)

@@ -72,3 +72,30 @@ def collect_minimums(kwargs: dict[str, Any]) -> dict[str, float]:
         except ValueError:
             raise UsageError(f"--min {key}: {text!r} is not a number") from None
     return out
+
+
+
+class _MethodOption(click.Option):
+    """``--method``: its help lists the registered methods, read only when help is shown."""
+
+    def __init__(self, *args: Any, lead: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lead = lead
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        from kedit_vc.editors.registry import method_summaries
+
+        self.help = f"{self.lead} Methods: {method_summaries()}."
+        return super().get_help_record(ctx)
+
+
+def _known_method(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from kedit_vc.editors.registry import require_method
+
+    return None if value is None else require_method(value).name
+
+
+def method_option(default: str | None, lead: str) -> Callable[[F], F]:
+    """``--method NAME``, checked against the registry (one line with a did-you-mean)."""
+    return click.option("--method", default=default, show_default=default is not None, cls=_MethodOption,
+                        lead=lead, callback=_known_method, help=lead)

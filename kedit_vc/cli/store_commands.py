@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .options import (
-    collect_minimums, eval_batch_option, hparam_option, json_option, message_option, parse_hparams,
+    collect_minimums, eval_batch_option, hparam_option, json_option, message_option, method_option, parse_hparams,
     progress_option, resolve_progress, threshold_options, wait_option,
 )
 
@@ -70,9 +70,7 @@ def init_command(directory: str, model_ref: str, progress: bool | None) -> None:
 @click.command("commit")
 @click.argument("spec", type=click.Path(exists=True, dir_okay=False))
 @message_option
-@click.option("--method", default=None,
-              help="Use this editing method for every edit (overrides the spec's); `auto` tries rome, memit "
-                   "and ft on the edit's own probes and keeps the best by weighted score.")
+@method_option(None, "Use this editing method for every edit (overrides the spec's).")
 @hparam_option
 @click.option("--gate", is_flag=True,
               help="Refuse the commit unless reliability >= 0.9 (or the --min-METRIC thresholds given).")
@@ -94,7 +92,7 @@ def commit_command(spec: str, message: str | None, method: str | None, hparams: 
     Examples:
       kvc commit specs/demo.kedit -m "demo facts"
       kvc commit facts.kedit --method memit --gate --min-locality 0.95
-      kvc commit facts.kedit --method auto --hparam 'candidates=["rome","ft"]'
+      kvc commit facts.kedit --method auto --hparam 'candidates=["rome","memit"]'
     """
     from kedit_vc.ops import CommitOptions, CommitRefused, commit_spec
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from kedit_vc.editors.defaults import DEFAULT_METHOD
 from kedit_vc.lang.ids import edit_id
 from kedit_vc.lang.ir import Edit, ListValue, MapValue, MethodChoice, Probe, Range, Value
 from kedit_vc.lang.loader import Program
@@ -24,8 +25,6 @@ from kedit_vc.lang.placeholders import fill, to_rome
 
 from .plan import EditorCall, EditRequest, Expectation, Plan
 from .plan import Probe as PlanProbe
-
-DEFAULT_METHOD = "rome"
 
 _DEFAULT_FOIL = {"neighbour": "new", "keep": "new", "attribute": "old", "alias": "old"}
 

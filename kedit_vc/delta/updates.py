@@ -71,7 +71,7 @@ class LowRank:
 
 @dataclass(frozen=True, eq=False)
 class Dense:
-    """A full update ``value`` with the parameter's shape (FT-L, biases, anything unfactored)."""
+    """A full update ``value`` with the parameter's shape (fine-tuning, biases, anything unfactored)."""
 
     value: torch.Tensor
     kind: ClassVar[str] = "dense"

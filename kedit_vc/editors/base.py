@@ -1,17 +1,16 @@
-"""The editor contract and registry.
+"""The editor contract: what an editing method receives and what it returns.
 
-An editor turns a batch of ``EditRequest``s into a ``Delta`` for a given model:
-``(model, tokenizer, requests, hparams, context) -> Delta``. It keeps no state between
-calls and leaves the model's weights as it found them. Methods register by lowercase
-name; adding one touches one folder under ``kedit_vc/editors/``.
+An editor turns a batch of ``EditRequest``s into an ``EditResult`` for a given model:
+``(model, tokenizer, requests, hparams, context) -> EditResult``. It keeps no state
+between calls, leaves the model's weights as it found them, and only reads its
+``EditContext``: everything it produced comes back in the returned value, so data flows
+one way (ops -> editor -> ops). Methods are found through ``kedit_vc.editors.registry``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
-
-from kedit_vc.errors import UsageError
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 if TYPE_CHECKING:  # torch stays out of the import path of the spec tools
     import torch
@@ -20,33 +19,46 @@ if TYPE_CHECKING:  # torch stays out of the import path of the spec tools
     from kedit_vc.delta import Delta
 
 
-@dataclass
+@dataclass(frozen=True)
 class EditContext:
-    """What an editor may use besides the model: shared caches and history.
+    """What an editor may read besides the model: shared caches and history.
 
-    ``stats_dir``: where covariance statistics are cached (None: the default cache).
-    ``preserved_keys``: layer -> keys [n, d_in] of live edits in the history, for
-    editors that protect earlier edits (AlphaEdit, MEMIT with history).
-    ``progress``: whether to show progress bars.
     ``fingerprint``: the base model's fingerprint, keying cached statistics (None: hash
-    the weights in hand).
+    the weights in hand). ``stats_dir``: where covariance statistics are cached (None:
+    the default cache). ``preserved_keys``: layer -> keys [n, d_in] of live edits in the
+    history, for editors that protect earlier edits.
+    ``progress``: whether to show progress bars. ``carried``: method state carried by
+    the history, name -> tensor, summed over the live commits' ``EditResult.carried``.
     """
 
     fingerprint: str | None = None
     stats_dir: str | None = None
     preserved_keys: Mapping[int, "torch.Tensor"] = field(default_factory=dict)
     progress: bool = True
-    #: Filled by editors: layer -> keys [n, d_in] written by this edit (stored per commit).
-    written_keys: dict[int, "torch.Tensor"] = field(default_factory=dict)
-    #: Filled by editors: timings and other facts worth recording in the manifest.
-    info: dict[str, Any] = field(default_factory=dict)
+    carried: Mapping[str, "torch.Tensor"] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EditResult:
+    """Everything one editor call produced.
+
+    ``delta``: the patch. ``written_keys``: layer -> keys [n, d_in] this edit wrote
+    (stored per commit; later edits preserve them). ``info``: timings and other facts
+    for the manifest. ``fingerprint``: the base fingerprint used (computed here if the
+    context had none). ``carried``: this edit's additive contribution to carried state.
+    """
+
+    delta: "Delta"
+    written_keys: Mapping[int, "torch.Tensor"] = field(default_factory=dict)
+    info: Mapping[str, Any] = field(default_factory=dict)
+    fingerprint: str | None = None
+    carried: Mapping[str, "torch.Tensor"] = field(default_factory=dict)
 
 
 class Editor(Protocol):
-    """What every editing method provides."""
+    """What every editing method provides (its hyperparameter class is in the registry)."""
 
     name: str
-    hparams_class: type
 
     def edit(
         self,
@@ -55,44 +67,26 @@ class Editor(Protocol):
         requests: Sequence["EditRequest"],
         hparams: Any,
         context: EditContext,
-    ) -> "Delta": ...
+    ) -> EditResult: ...
 
 
 def base_fingerprint(model: "torch.nn.Module", context: EditContext) -> str:
-    """The fingerprint statistics are cached under (computed once if not given)."""
-    if context.fingerprint is None:
-        from kedit_vc.models.fingerprint import fingerprint_state_dict
+    """The fingerprint statistics are cached under: the context's, or the weights' hash."""
+    if context.fingerprint is not None:
+        return context.fingerprint
+    from kedit_vc.models.fingerprint import fingerprint_state_dict
 
-        context.fingerprint = fingerprint_state_dict(model.state_dict())
-    return context.fingerprint
-
-
-_REGISTRY: dict[str, Callable[[], Editor]] = {}
-
-
-def register_editor(name: str, factory: Callable[[], Editor]) -> None:
-    """Register an editor factory under a unique lowercase name."""
-    key = name.lower()
-    if key in _REGISTRY:
-        raise ValueError(f"editor {key!r} is already registered")
-    _REGISTRY[key] = factory
-
-
-def _load_builtin_editors() -> None:
-    """Import the built-in methods once (importing a method's package registers it)."""
-    from kedit_vc.editors import alphaedit, auto, ft, memit, rome  # noqa: F401
+    return fingerprint_state_dict(model.state_dict())
 
 
 def get_editor(name: str) -> Editor:
-    """The editor registered as ``name``; a clear error listing the known ones otherwise."""
-    _load_builtin_editors()
-    try:
-        return _REGISTRY[name.lower()]()
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY))
-        raise UsageError(f"unknown editing method {name!r}; known methods: {known}") from None
+    """The editor registered as ``name``; a one-line error naming the known ones otherwise."""
+    from kedit_vc.editors.registry import require_method
+
+    return require_method(name).factory()
 
 
 def editor_names() -> list[str]:
-    _load_builtin_editors()
-    return sorted(_REGISTRY)
+    from kedit_vc.editors.registry import method_names
+
+    return method_names()

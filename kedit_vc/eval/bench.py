@@ -154,7 +154,7 @@ def run_bench(
             requests = _requests(chunk)
             with measure() as watch:
                 delta = editor.edit(model, tokenizer, requests, hparams,
-                                    EditContext(fingerprint=fingerprint, progress=progress))
+                                    EditContext(fingerprint=fingerprint, progress=progress)).delta
             edit_seconds += watch.result.seconds
             call_seconds.append(watch.result.seconds)
             if watch.result.peak_gpu_bytes is not None:
@@ -198,12 +198,9 @@ def run_facts(model: torch.nn.Module, method: str, hparams: Any, model_ref: str,
     """
     import dataclasses
 
-    from kedit_vc.editors.defaults import resolve
+    from kedit_vc.editors.registry import resolve_hparams
 
-    try:
-        resolved = resolve(method, model, hparams)
-    except (AttributeError, KeyError, TypeError):  # a method without family defaults
-        resolved = hparams
+    resolved = resolve_hparams(method, model, hparams)
     settings = dataclasses.asdict(resolved) if dataclasses.is_dataclass(resolved) else {}
     return {**machine_facts(), "model": model_ref, "fingerprint": fingerprint,
             "hparams": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}}

@@ -69,7 +69,7 @@ def explain_plan(plan: "Plan", loaded: "LoadedModel", *, edit_id: str | None = N
     weights are unchanged on return.
     """
     from kedit_vc.editors.base import EditContext, get_editor
-    from kedit_vc.editors.hparams import build_hparams
+    from kedit_vc.editors.registry import build_hparams
 
     found: list[Explanation] = []
     with ExitStack() as stack:
@@ -79,7 +79,7 @@ def explain_plan(plan: "Plan", loaded: "LoadedModel", *, edit_id: str | None = N
                 continue
             context = EditContext(fingerprint=loaded.fingerprint, progress=False)
             delta = get_editor(call.method).edit(loaded.model, loaded.tokenizer, call.requests,
-                                                 build_hparams(call.method, call.hparams), context)
+                                                 build_hparams(call.method, call.hparams), context).delta
             found += [explain_edit(loaded.model, loaded.tokenizer, request, delta, **options) for request in chosen]
             stack.enter_context(applied(loaded.model, delta))
     return _require(found, edit_id, "the spec")

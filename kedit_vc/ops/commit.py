@@ -105,7 +105,7 @@ def run_plan(evaluator: Evaluator, plan: Plan, preserved: "Mapping[int, torch.Te
     Returns the summed delta, the keys written (layer -> [n, d_in]) and each call's info.
     """
     from kedit_vc.editors.base import EditContext, get_editor
-    from kedit_vc.editors.hparams import build_hparams
+    from kedit_vc.editors.registry import build_hparams
 
     loaded, weights = evaluator.loaded, evaluator.weights
     total: "Delta | None" = None
@@ -114,13 +114,14 @@ def run_plan(evaluator: Evaluator, plan: Plan, preserved: "Mapping[int, torch.Te
     for call in plan.calls:
         context = EditContext(fingerprint=evaluator.store.fingerprint, progress=progress,
                               preserved_keys=_joined(preserved, keys))
-        delta = get_editor(call.method).edit(loaded.model, loaded.tokenizer, call.requests,
-                                             build_hparams(call.method, call.hparams), context)
+        result = get_editor(call.method).edit(loaded.model, loaded.tokenizer, call.requests,
+                                              build_hparams(call.method, call.hparams), context)
+        delta = result.delta
         weights.apply(delta)
         evaluator.mark_changed()
         total = delta if total is None else total.compose(delta)
-        _merge_keys(keys, context.written_keys)
-        infos.append({"method": call.method, "edits": len(call.requests), **_jsonable(context.info)})
+        _merge_keys(keys, result.written_keys)
+        infos.append({"method": call.method, "edits": len(call.requests), **_jsonable(dict(result.info))})
     assert total is not None
     return total, keys, infos
 

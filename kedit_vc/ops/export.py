@@ -6,7 +6,7 @@ loads it. ``peft``: the live low-rank deltas of each parameter concatenated into
 pair, ``B = left`` [out, r], ``A = rightᵀ`` [r, in], with ``rank_pattern`` and
 ``alpha_pattern`` set to each module's rank so peft's scaling ``alpha / r`` is exactly 1;
 GPT-2's ``Conv1D`` weights ([in, out]) are exported with ``fan_in_fan_out``. A dense
-delta (FT-L) has no exact low-rank form at its rank, so it is refused with a pointer to
+delta (fine-tuning) has no exact low-rank form at its rank, so it is refused with a pointer to
 ``--format hf`` rather than silently truncated.
 """
 
@@ -68,7 +68,7 @@ def lora_tensors(store: "Store", sha: str, conv1d: bool) -> tuple[dict, dict[str
     for commit, delta in zip(store.live_commits(sha), store.live_deltas(sha)):
         for name, update in delta.updates.items():
             if not isinstance(update, LowRank):
-                raise UsageError(f"commit {commit[:10]} holds a dense update of {name} (FT-L), which a LoRA "
+                raise UsageError(f"commit {commit[:10]} holds a dense update of {name} (fine-tuning), which a LoRA "
                                  "adapter cannot hold exactly; export it with --format hf")
             if not name.endswith(".weight") or len(update.shape) != 2:
                 raise UsageError(f"commit {commit[:10]} updates {name}, which is not a linear weight a LoRA "

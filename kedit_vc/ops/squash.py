@@ -1,7 +1,7 @@
-"""``kvc squash A..B``: the live edits of a range re-solved as one MEMIT batch.
+"""``kvc squash A..B``: the live edits of a range re-solved as one batch (``BATCH_METHOD``).
 
 The commits after A up to B are replaced by one commit whose parent is A and whose
-delta is MEMIT run once, on A's weights, over every edit still live at B that those
+delta is the batch method (MEMIT) run once, on A's weights, over every edit still live at B that those
 commits carry. Commits after B are replayed on top; the old history stays reachable
 under ``refs/kvc/squashed/<old head>``. Metrics of the range's edits are measured at B
 (before) and on A + the new delta (after), both against the base model.
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from kedit_vc.compiler.plan import EditorCall, Plan
+from kedit_vc.editors.defaults import BATCH_METHOD
 from kedit_vc.errors import UsageError
 from kedit_vc.eval.efficiency import measure
 from kedit_vc.eval.report import EvalReport, summarize
@@ -26,7 +27,7 @@ from .plans import check_call
 if TYPE_CHECKING:
     from kedit_vc.store import Store
 
-METHOD = "memit"
+METHOD = BATCH_METHOD
 
 
 @dataclass(frozen=True)

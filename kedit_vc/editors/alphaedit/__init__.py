@@ -1,10 +1,17 @@
-"""AlphaEdit: null-space-constrained MEMIT (algorithm, projection cache, registration)."""
+"""AlphaEdit: null-space-constrained MEMIT (registration only; algorithm and projection
+cache load on first use)."""
 
-from kedit_vc.editors.base import register_editor
+from kedit_vc.editors.registry import MethodSpec, register_method
 
-from .algorithm import AlphaeditEditor, alphaedit_layer_update
-from .projection import null_space_projection, null_space_projections
+from .hparams import AlphaeditHparams, check, resolve
 
-register_editor("alphaedit", AlphaeditEditor)
 
-__all__ = ["AlphaeditEditor", "alphaedit_layer_update", "null_space_projection", "null_space_projections"]
+def _editor():  # noqa: ANN202
+    from .algorithm import AlphaeditEditor
+
+    return AlphaeditEditor()
+
+
+register_method(MethodSpec(
+    name="alphaedit", hparams_class=AlphaeditHparams, factory=_editor, resolve=resolve, check=check,
+    summary="MEMIT with the update projected onto the keys' null space (Fang et al. 2025)"))

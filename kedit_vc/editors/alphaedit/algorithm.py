@@ -1,6 +1,6 @@
 """AlphaEdit (Fang et al., 2025): MEMIT with the update confined to a null space.
 
-Targets ``z`` and keys are MEMIT's (``layered_edit``); only the per-layer solve differs. With ``P`` the projection onto the null space of the
+Targets ``z`` and keys are MEMIT's (``common/layered.py``); only the per-layer solve differs. With ``P`` the projection onto the null space of the
 layer's key statistics (``projection.py``), keys ``K`` [n, d_mlp], residuals ``R``
 [n, d_model] and keys of live earlier edits ``K_p`` [m, d_mlp]:
 
@@ -19,12 +19,10 @@ from typing import Any, Sequence
 import torch
 
 from kedit_vc.compiler.plan import EditRequest
-from kedit_vc.delta import Delta
-from kedit_vc.editors.base import EditContext, base_fingerprint
-from kedit_vc.editors.defaults import resolve
-from kedit_vc.editors.hparams import AlphaeditHparams
-from kedit_vc.editors.memit.algorithm import LayerSolver, layered_edit
+from kedit_vc.editors.base import EditContext, EditResult, base_fingerprint
+from kedit_vc.editors.common.layered import LayerSolver, layered_edit
 
+from .hparams import AlphaeditHparams, resolve
 from .projection import null_space_projections
 
 
@@ -49,14 +47,14 @@ def alphaedit_layer_update(keys: torch.Tensor, residual: torch.Tensor, projectio
 
 class AlphaeditEditor:
     name = "alphaedit"
-    hparams_class = AlphaeditHparams
 
     def edit(self, model: torch.nn.Module, tokenizer: Any, requests: Sequence[EditRequest],
-             hparams: AlphaeditHparams, context: EditContext) -> Delta:
-        hp = resolve("alphaedit", model, hparams)
+             hparams: AlphaeditHparams, context: EditContext) -> EditResult:
+        hp = resolve(model, hparams)
+        fingerprint = base_fingerprint(model, context)
 
         def prepare(layers: tuple[int, ...]) -> tuple[LayerSolver, dict[str, Any]]:
-            projections = null_space_projections(model, tokenizer, base_fingerprint(model, context), layers,
+            projections = null_space_projections(model, tokenizer, fingerprint, layers,
                                                  hp.stats_tokens, hp.nullspace_threshold,
                                                  stats_dir=context.stats_dir, progress=context.progress)
 
@@ -68,4 +66,5 @@ class AlphaeditEditor:
                                         for layer in layers if layer in context.preserved_keys}}
             return solver, facts
 
-        return layered_edit(model, tokenizer, requests, hp, context, "alphaedit", "AlphaEdit", prepare)
+        return layered_edit(model, tokenizer, requests, hp, context, "alphaedit", "AlphaEdit", prepare,
+                            fingerprint)

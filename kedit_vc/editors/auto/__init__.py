@@ -1,11 +1,17 @@
 """auto: choose the editing method by a weighted score on the edit's own probes
-(one folder per method: the choice, the runner, registration)."""
+(registration only; the choice and the runner load on first use)."""
 
-from kedit_vc.editors.base import register_editor
+from kedit_vc.editors.registry import MethodSpec, register_method
 
-from .algorithm import AutoEditor
-from .choose import Choice, Trial, choose
+from .hparams import AutoHparams, check
 
-register_editor("auto", AutoEditor)
 
-__all__ = ["AutoEditor", "Choice", "Trial", "choose"]
+def _editor():  # noqa: ANN202
+    from .algorithm import AutoEditor
+
+    return AutoEditor()
+
+
+register_method(MethodSpec(
+    name="auto", hparams_class=AutoHparams, factory=_editor, check=check,
+    summary="try each candidate method on the edit's own probes and keep the best by weighted score"))

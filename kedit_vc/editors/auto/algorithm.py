@@ -12,47 +12,45 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from typing import Any, Sequence
 
 import torch
 
 from kedit_vc.compiler.plan import EditRequest
-from kedit_vc.delta import Delta
-from kedit_vc.editors.base import EditContext, get_editor
+from kedit_vc.editors.base import EditContext, EditResult, get_editor
 from kedit_vc.editors.common.restore import restored_parameters
-from kedit_vc.editors.hparams import AutoHparams
 from kedit_vc.eval.report import summarize
 from kedit_vc.eval.scoring import score_requests
 
 from .choose import Trial, candidate_settings, choose, usable_weights
+from .hparams import AutoHparams
 
 
 class AutoEditor:
     name = "auto"
-    hparams_class = AutoHparams
 
     def edit(self, model: torch.nn.Module, tokenizer: Any, requests: Sequence[EditRequest],
-             hparams: AutoHparams, context: EditContext) -> Delta:
+             hparams: AutoHparams, context: EditContext) -> EditResult:
         candidates = candidate_settings(hparams)
         pre = score_requests(model, tokenizer, requests)
         usable_weights(hparams.weights, set(summarize(pre, pre).metrics))  # a bad weight fails before editing
         trials: list[Trial] = []
-        runs: dict[str, tuple[Delta, EditContext]] = {}
+        runs: dict[str, EditResult] = {}
+        fingerprint = context.fingerprint
         for method, hp in candidates:
-            sub = EditContext(fingerprint=context.fingerprint, stats_dir=context.stats_dir,
-                              preserved_keys=context.preserved_keys, progress=context.progress)
+            sub = replace(context, fingerprint=fingerprint)
             started = time.perf_counter()
-            delta = get_editor(method).edit(model, tokenizer, requests, hp, sub)
+            result = get_editor(method).edit(model, tokenizer, requests, hp, sub)
             seconds = time.perf_counter() - started
-            context.fingerprint = context.fingerprint or sub.fingerprint  # hash the base once
-            with restored_parameters(model, list(delta.updates)):
-                delta.apply(model)
+            fingerprint = fingerprint or result.fingerprint  # hash the base once
+            with restored_parameters(model, list(result.delta.updates)):
+                result.delta.apply(model)
                 post = score_requests(model, tokenizer, requests)
             trials.append(Trial(method, summarize(post, pre).metrics, seconds))
-            runs[method] = (delta, sub)
+            runs[method] = result
         choice = choose(trials, hparams.weights)
         print(choice.table(), file=sys.stderr)
-        delta, winner = runs[choice.chosen]
-        context.written_keys.update(winner.written_keys)
-        context.info.update({**winner.info, "method": choice.label, "auto": choice.to_json()})
-        return delta
+        winner = runs[choice.chosen]
+        return replace(winner, info={**winner.info, "method": choice.label, "auto": choice.to_json()},
+                       fingerprint=fingerprint)

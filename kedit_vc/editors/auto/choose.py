@@ -11,9 +11,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, Collection, Mapping, Sequence
 
-from kedit_vc.editors.hparams import HPARAMS, AutoHparams, build_hparams
+from kedit_vc.editors.registry import build_hparams, check_hparams, method_names, require_method
 from kedit_vc.errors import UsageError
 from kedit_vc.eval.registry import CF_HEADLINES, DERIVED, METRICS
+
+from .hparams import AutoHparams
 
 #: What ``weights`` default to: the four headline families, equally.
 DEFAULT_WEIGHTS: Mapping[str, float] = {"reliability": 1.0, "generalization": 1.0, "locality": 1.0,
@@ -41,21 +43,23 @@ def candidate_settings(hp: AutoHparams) -> list[tuple[str, Any]]:
     """
     names = hp.candidates.split(",") if isinstance(hp.candidates, str) else list(hp.candidates)
     names = [str(n).strip().lower() for n in names]
-    editors = sorted(m for m in HPARAMS if m != "auto")
+    editors = [m for m in method_names() if m != "auto"]
     if not names:
         raise UsageError(f"auto needs at least one candidate method; known methods: {', '.join(editors)}")
     own = dict(hp.hparams or {})
     for name in [*names, *own]:
-        if name not in editors:
-            raise UsageError(f"auto: {name!r} is not an editing method; candidates can be: {', '.join(editors)}")
+        require_method(name, among=editors, lead=f"auto: {name!r} is not an editing method")
     if len(set(names)) != len(names):
         raise UsageError(f"auto: a candidate is listed twice in {', '.join(names)}")
     out = []
     for name in names:
         try:
-            out.append((name, build_hparams(name, own.get(name) or {})))
+            settings = build_hparams(name, own.get(name) or {})
         except TypeError as error:
             raise UsageError(f"auto: {name} has no such hyperparameter ({error})") from None
+        for problem in check_hparams(name, settings):
+            raise UsageError(f"auto: {name}: {problem}")
+        out.append((name, settings))
     return out
 
 

@@ -1,1 +1,3 @@
-"""Pieces shared by the locate-then-edit methods (ROME, MEMIT, AlphaEdit) and FT-L."""
+"""Machinery several methods share (targets, keys, layer spreading, hyperparameter blocks).
+
+Not a method: the registry skips this folder, and no method imports a sibling."""

@@ -1,9 +1,16 @@
-"""FT-L: constrained fine-tuning baseline (algorithm + registration)."""
+"""FT-L: constrained fine-tuning baseline (registration only)."""
 
-from kedit_vc.editors.base import register_editor
+from kedit_vc.editors.registry import MethodSpec, register_method
 
-from .algorithm import FtEditor
+from .hparams import FtHparams, check, resolve
 
-register_editor("ft", FtEditor)
 
-__all__ = ["FtEditor"]
+def _editor():  # noqa: ANN202
+    from .algorithm import FtEditor
+
+    return FtEditor()
+
+
+register_method(MethodSpec(
+    name="ft", hparams_class=FtHparams, factory=_editor, resolve=resolve, check=check, candidate_rank=2,
+    summary="constrained fine-tuning of one MLP projection (the field's baseline)"))

@@ -16,14 +16,14 @@ import torch.nn.functional as F
 
 from kedit_vc.compiler.plan import EditRequest
 from kedit_vc.delta import Delta, Dense
-from kedit_vc.editors.base import EditContext
+from kedit_vc.editors.base import EditContext, EditResult
 from kedit_vc.editors.common.positions import fill
 from kedit_vc.editors.common.progress import step_reporter
-from kedit_vc.editors.defaults import resolve
-from kedit_vc.editors.hparams import FtHparams
 from kedit_vc.models.families import family_of, get_module
 from kedit_vc.models.forward import LowerBlockReplay, final_hidden, logits_from_hidden
 from kedit_vc.models.prompting import encode_continuation, encode_text, pad_batch, pad_id
+
+from .hparams import FtHparams, resolve
 
 
 def _target_positions(tokenizer: Any, requests: Sequence[EditRequest]):  # noqa: ANN202
@@ -44,11 +44,10 @@ def _target_positions(tokenizer: Any, requests: Sequence[EditRequest]):  # noqa:
 
 class FtEditor:
     name = "ft"
-    hparams_class = FtHparams
 
     def edit(self, model: torch.nn.Module, tokenizer: Any, requests: Sequence[EditRequest],
-             hparams: FtHparams, context: EditContext) -> Delta:
-        hp = resolve("ft", model, hparams)
+             hparams: FtHparams, context: EditContext) -> EditResult:
+        hp = resolve(model, hparams)
         family = family_of(model)
         weight = get_module(model, family.mlp_out_path(hp.layer)).weight
         original = weight.detach().clone()
@@ -84,7 +83,8 @@ class FtEditor:
                 weight.copy_(original)
             weight.requires_grad_(was_trainable)
             weight.grad = None
-        context.info.update({"layer": hp.layer, "steps": len(losses), "final_nll": losses[-1],
-                             "value_seconds": round(time.perf_counter() - started, 3)})
-        return Delta(updates={family.mlp_out_weight_name(hp.layer): Dense(value=change.contiguous())},
-                     meta={"method": "ft", "layer": str(hp.layer)})
+        info = {"layer": hp.layer, "steps": len(losses), "final_nll": losses[-1],
+                "value_seconds": round(time.perf_counter() - started, 3)}
+        delta = Delta(updates={family.mlp_out_weight_name(hp.layer): Dense(value=change.contiguous())},
+                      meta={"method": "ft", "layer": str(hp.layer)})
+        return EditResult(delta=delta, info=info)

@@ -1,9 +1,16 @@
-"""MEMIT: mass-editing memory in a transformer (algorithm + registration)."""
+"""MEMIT: mass-editing memory in a transformer (registration only)."""
 
-from kedit_vc.editors.base import register_editor
+from kedit_vc.editors.registry import MethodSpec, register_method
 
-from .algorithm import MemitEditor, memit_layer_update
+from .hparams import MemitHparams, check, resolve
 
-register_editor("memit", MemitEditor)
 
-__all__ = ["MemitEditor", "memit_layer_update"]
+def _editor():  # noqa: ANN202
+    from .algorithm import MemitEditor
+
+    return MemitEditor()
+
+
+register_method(MethodSpec(
+    name="memit", hparams_class=MemitHparams, factory=_editor, resolve=resolve, check=check, candidate_rank=1,
+    summary="many facts at once, spread over a range of MLP layers (Meng et al. 2023)"))

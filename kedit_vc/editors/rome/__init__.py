@@ -1,9 +1,16 @@
-"""ROME: rank-one model editing (one folder per method: algorithm + registration)."""
+"""ROME: rank-one model editing (registration only; the algorithm loads on first use)."""
 
-from kedit_vc.editors.base import register_editor
+from kedit_vc.editors.registry import MethodSpec, register_method
 
-from .algorithm import RomeEditor, rome_update
+from .hparams import RomeHparams, check, resolve
 
-register_editor("rome", RomeEditor)
 
-__all__ = ["RomeEditor", "rome_update"]
+def _editor():  # noqa: ANN202
+    from .algorithm import RomeEditor
+
+    return RomeEditor()
+
+
+register_method(MethodSpec(
+    name="rome", hparams_class=RomeHparams, factory=_editor, resolve=resolve, check=check, candidate_rank=0,
+    summary="rank-one update of one MLP projection per fact (Meng et al. 2022)"))

@@ -24,18 +24,18 @@ import torch
 
 from kedit_vc.compiler.plan import EditRequest
 from kedit_vc.delta import Delta
-from kedit_vc.editors.base import EditContext, base_fingerprint
+from kedit_vc.editors.base import EditContext, EditResult, base_fingerprint
 from kedit_vc.editors.common.keys import subject_keys
+from kedit_vc.editors.common.progress import step_reporter
+from kedit_vc.editors.common.restore import restored_parameters
 from kedit_vc.editors.common.solve import factored_update
 from kedit_vc.editors.common.targets import TargetSettings, optimise_targets
 from kedit_vc.editors.common.templates import context_templates
-from kedit_vc.editors.defaults import resolve
-from kedit_vc.editors.hparams import RomeHparams
 from kedit_vc.models.families import family_of, mlp_out_weight
 from kedit_vc.stats import key_second_moments
 
-from kedit_vc.editors.common.progress import step_reporter
-from kedit_vc.editors.common.restore import restored_parameters
+from .hparams import RomeHparams, resolve
+
 
 
 def rome_update(weight: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -55,16 +55,16 @@ def rome_update(weight: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
 
 class RomeEditor:
     name = "rome"
-    hparams_class = RomeHparams
 
     def edit(self, model: torch.nn.Module, tokenizer: Any, requests: Sequence[EditRequest],
-             hparams: RomeHparams, context: EditContext) -> Delta:
-        hp = resolve("rome", model, hparams)
+             hparams: RomeHparams, context: EditContext) -> EditResult:
+        hp = resolve(model, hparams)
         family = family_of(model)
         layer = hp.layer
         name = family.mlp_out_weight_name(layer)
         started = time.perf_counter()
-        mom2 = key_second_moments(model, tokenizer, base_fingerprint(model, context), [layer], hp.stats_tokens,
+        fingerprint = base_fingerprint(model, context)
+        mom2 = key_second_moments(model, tokenizer, fingerprint, [layer], hp.stats_tokens,
                                   stats_dir=context.stats_dir, progress=context.progress)[layer]
         stats_seconds = time.perf_counter() - started
         templates = context_templates(model, tokenizer, hp.context_templates, hp.context_length)
@@ -73,6 +73,7 @@ class RomeEditor:
         total: Delta | None = None
         timings = {"key": 0.0, "value": 0.0, "update": 0.0}
         keys_written = []
+        info: dict[str, Any] = {"target_nll": [], "target_steps": []}
         with restored_parameters(model, [name]):
             for request in requests:
                 t0 = time.perf_counter()
@@ -80,7 +81,7 @@ class RomeEditor:
                 t1 = time.perf_counter()
                 with step_reporter(f"ROME {request.subject} → {request.target_new}", hp.v_steps,
                                    context.progress) as report:
-                    init, delta, info = optimise_targets(
+                    init, delta, found = optimise_targets(
                         model, tokenizer, [request], family.mlp_path(layer), layer, templates,
                         settings, progress=report)
                 t2 = time.perf_counter()
@@ -94,10 +95,11 @@ class RomeEditor:
                 timings["key"] += t1 - t0
                 timings["value"] += t2 - t1
                 timings["update"] += time.perf_counter() - t2
-                context.info.setdefault("target_nll", []).append(info.get("nll", [None])[0])
-                context.info.setdefault("target_steps", []).append(info["steps"])
-        context.written_keys[layer] = torch.stack(keys_written)
-        context.info.update({"layer": layer, "stats_seconds": round(stats_seconds, 3),
-                             **{f"{k}_seconds": round(v, 3) for k, v in timings.items()}})
+                info["target_nll"].append(found.get("nll", [None])[0])
+                info["target_steps"].append(found["steps"])
+        info.update({"layer": layer, "stats_seconds": round(stats_seconds, 3),
+                     **{f"{k}_seconds": round(v, 3) for k, v in timings.items()}})
         assert total is not None
-        return Delta(updates=dict(total.updates), meta={"method": "rome", "layer": str(layer)})
+        delta = Delta(updates=dict(total.updates), meta={"method": "rome", "layer": str(layer)})
+        return EditResult(delta=delta, written_keys={layer: torch.stack(keys_written)}, info=info,
+                          fingerprint=fingerprint)
