@@ -88,11 +88,11 @@ def run_batch(lm: Any, hp: Any, n: int, stats_dir: str | None) -> dict[str, Any]
     before = rss_bytes()
     reset_peak_rss()
     with timer() as t:
-        get_editor("memit").edit(lm.model, lm.tokenizer, requests, hp, context)
+        info = get_editor("memit").edit(lm.model, lm.tokenizer, requests, hp, context).info
     peak = peak_rss_bytes()
     return {"n": len(requests), "seconds": t["s"], "seconds_per_edit": t["s"] / len(requests),
-            "value_seconds": context.info["value_seconds"], "update_seconds": context.info["update_seconds"],
-            "target_steps": context.info["target_steps"], "rss_before_bytes": before, "peak_rss_bytes": peak,
+            "value_seconds": info["value_seconds"], "update_seconds": info["update_seconds"],
+            "target_steps": info["target_steps"], "rss_before_bytes": before, "peak_rss_bytes": peak,
             "peak_growth_bytes": peak - (before or 0)}
 
 

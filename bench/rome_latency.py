@@ -131,8 +131,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for index, request in enumerate(requests):
         context = EditContext(fingerprint=lm.fingerprint, stats_dir=args.stats_dir, progress=False)
         with timer() as t_edit:
-            editor.edit(model, tok, [request], hp, context)
-        info = context.info
+            info = editor.edit(model, tok, [request], hp, context).info
         steps = int(info["target_steps"][0])
         # As many full passes as steps (an early-stopping last step runs no backward in the
         # editor, so this floor is, if anything, slightly generous).
