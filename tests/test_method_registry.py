@@ -9,16 +9,16 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import run_kvc
+from test_editors import check_editor_contract, contract_methods
+from tiny_models import FAMILY_KINDS, tiny_tokenizer
 
 import kedit_vc.editors as editors_package
-from conftest import run_kvc
 from kedit_vc.compiler.plan import EditorCall, EditRequest, Plan
 from kedit_vc.editors import registry
 from kedit_vc.errors import UsageError
 from kedit_vc.lang import SpecError, load_text
 from kedit_vc.ops.plans import override
-from test_editors import check_editor_contract, contract_methods
-from tiny_models import FAMILY_KINDS, tiny_tokenizer
 
 #: The whole method: these three files in ``editors/throwaway/`` and nothing else.
 FILES = {

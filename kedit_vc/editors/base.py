@@ -9,8 +9,9 @@ one way (ops -> editor -> ops). Methods are found through ``kedit_vc.editors.reg
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # torch stays out of the import path of the spec tools
     import torch
@@ -33,9 +34,9 @@ class EditContext:
 
     fingerprint: str | None = None
     stats_dir: str | None = None
-    preserved_keys: Mapping[int, "torch.Tensor"] = field(default_factory=dict)
+    preserved_keys: Mapping[int, torch.Tensor] = field(default_factory=dict)
     progress: bool = True
-    carried: Mapping[str, "torch.Tensor"] = field(default_factory=dict)
+    carried: Mapping[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -48,11 +49,11 @@ class EditResult:
     context had none). ``carried``: this edit's additive contribution to carried state.
     """
 
-    delta: "Delta"
-    written_keys: Mapping[int, "torch.Tensor"] = field(default_factory=dict)
+    delta: Delta
+    written_keys: Mapping[int, torch.Tensor] = field(default_factory=dict)
     info: Mapping[str, Any] = field(default_factory=dict)
     fingerprint: str | None = None
-    carried: Mapping[str, "torch.Tensor"] = field(default_factory=dict)
+    carried: Mapping[str, torch.Tensor] = field(default_factory=dict)
 
 
 class Editor(Protocol):
@@ -62,15 +63,15 @@ class Editor(Protocol):
 
     def edit(
         self,
-        model: "torch.nn.Module",
+        model: torch.nn.Module,
         tokenizer: Any,
-        requests: Sequence["EditRequest"],
+        requests: Sequence[EditRequest],
         hparams: Any,
         context: EditContext,
     ) -> EditResult: ...
 
 
-def base_fingerprint(model: "torch.nn.Module", context: EditContext) -> str:
+def base_fingerprint(model: torch.nn.Module, context: EditContext) -> str:
     """The fingerprint statistics are cached under: the context's, or the weights' hash."""
     if context.fingerprint is not None:
         return context.fingerprint

@@ -14,9 +14,10 @@ from __future__ import annotations
 import difflib
 import importlib
 import pkgutil
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, fields, is_dataclass, replace
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Callable, Collection, Mapping
+from typing import TYPE_CHECKING, Any
 
 from kedit_vc.errors import UsageError
 
@@ -45,7 +46,7 @@ class MethodSpec:
 
     name: str
     hparams_class: type
-    factory: Callable[[], "Editor"]
+    factory: Callable[[], Editor]
     summary: str
     resolve: Callable[[Any, Any], Any] | None = None
     check: Callable[[Any], list[str]] | None = None
@@ -59,7 +60,7 @@ def register_method(spec: MethodSpec) -> MethodSpec:
     """Register ``spec`` under its (lowercase) name; a second method of that name is refused."""
     if spec.name != spec.name.lower() or not spec.name.isidentifier():
         raise ValueError(f"method name {spec.name!r}: use a lowercase identifier")
-    if not is_dataclass(spec.hparams_class) or not spec.hparams_class.__dataclass_params__.frozen:
+    if not is_dataclass(spec.hparams_class) or not getattr(spec.hparams_class, "__dataclass_params__").frozen:
         raise ValueError(f"method {spec.name!r}: hyperparameters must be a frozen dataclass")
     missing = [f.name for f in fields(spec.hparams_class) if "help" not in f.metadata]
     if missing:

@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kedit_vc.editors.common.hparams import TargetHparams, depth_layers, hparam, layer_problems, with_model_defaults
+from kedit_vc.editors.common.hparams import (
+    TargetHparams,
+    depth_layers,
+    hparam,
+    layer_problems,
+    with_model_defaults,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -33,6 +39,6 @@ def check(hp: AlphaeditHparams) -> list[str]:
     return problems
 
 
-def resolve(model: "torch.nn.Module", hp: AlphaeditHparams) -> AlphaeditHparams:
+def resolve(model: torch.nn.Module, hp: AlphaeditHparams) -> AlphaeditHparams:
     """``hp`` with the layers and sample size this model gets by default."""
     return with_model_defaults(model, hp, layers=lambda: depth_layers(model, LAYER_FRACTIONS))

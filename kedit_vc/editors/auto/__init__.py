@@ -6,7 +6,7 @@ from kedit_vc.editors.registry import MethodSpec, register_method
 from .hparams import AutoHparams, check
 
 
-def _editor():  # noqa: ANN202
+def _editor():
     from .algorithm import AutoEditor
 
     return AutoEditor()

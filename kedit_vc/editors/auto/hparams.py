@@ -6,10 +6,16 @@ in that order, so a method joins ``auto`` from its own folder.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
-from kedit_vc.editors.common.hparams import METHOD_HPARAMS, METHODS, PROBE_WEIGHTS, hparam
+from kedit_vc.editors.common.hparams import (
+    METHOD_HPARAMS,
+    METHODS,
+    PROBE_WEIGHTS,
+    hparam,
+)
 
 
 def default_candidates() -> tuple[str, ...]:

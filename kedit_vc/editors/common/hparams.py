@@ -10,8 +10,9 @@ locate-then-edit method that optimises a target vector shares.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -24,7 +25,7 @@ PROBE_WEIGHTS = "probe_weights"
 STATS_TOKENS = 50_000
 
 
-def hparam(default: Any = MISSING, help: str = "", *, kind: str | None = None,  # noqa: A002
+def hparam(default: Any = MISSING, help: str = "", *, kind: str | None = None,
            default_factory: Callable[[], Any] | None = None) -> Any:
     """A dataclass field with its help text (and, for the spec checker, its value kind)."""
     if not help:
@@ -71,7 +72,7 @@ def layer_problems(name: str, layers: Any) -> list[str]:
     return [f"{name} must be block indices >= 0, not {bad[0]!r}"] if bad else []
 
 
-def depth_layer(model: "torch.nn.Module", fraction: float) -> int:
+def depth_layer(model: torch.nn.Module, fraction: float) -> int:
     """The block at ``fraction`` of the model's depth (the model's family must be known)."""
     from kedit_vc.models.families import dimensions, family_of
 
@@ -79,7 +80,7 @@ def depth_layer(model: "torch.nn.Module", fraction: float) -> int:
     return max(0, round(dimensions(model).n_layers * fraction))
 
 
-def depth_layers(model: "torch.nn.Module", fractions: tuple[float, float]) -> tuple[int, ...]:
+def depth_layers(model: torch.nn.Module, fractions: tuple[float, float]) -> tuple[int, ...]:
     """The blocks from ``fractions[0]`` to ``fractions[1]`` of the depth, both included."""
     low, high = (depth_layer(model, f) for f in fractions)
     return tuple(range(low, max(low, high) + 1))
@@ -90,7 +91,7 @@ def stats_tokens_default(hparams: Any) -> dict[str, Any]:
     return {"stats_tokens": STATS_TOKENS} if getattr(hparams, "stats_tokens", 0) is None else {}
 
 
-def with_model_defaults(model: "torch.nn.Module", hparams: Any, **defaults: Callable[[], Any]) -> Any:
+def with_model_defaults(model: torch.nn.Module, hparams: Any, **defaults: Callable[[], Any]) -> Any:
     """``hparams`` with each ``None`` field named in ``defaults`` set to ``defaults[name]()``
     and an open ``stats_tokens`` set to ``STATS_TOKENS``; refuses a model of unknown family."""
     from dataclasses import replace

@@ -14,7 +14,8 @@ Only the solve differs between the methods that use this flow, so it is passed i
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 

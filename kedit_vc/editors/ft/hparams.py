@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kedit_vc.editors.common.hparams import depth_layer, hparam, layer_problems, with_model_defaults
+from kedit_vc.editors.common.hparams import (
+    depth_layer,
+    hparam,
+    layer_problems,
+    with_model_defaults,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -37,6 +42,6 @@ def check(hp: FtHparams) -> list[str]:
     return problems
 
 
-def resolve(model: "torch.nn.Module", hp: FtHparams) -> FtHparams:
+def resolve(model: torch.nn.Module, hp: FtHparams) -> FtHparams:
     """``hp`` with the layer this model gets by default."""
     return with_model_defaults(model, hp, layer=lambda: depth_layer(model, LAYER_FRACTION))

@@ -5,7 +5,7 @@ from kedit_vc.editors.registry import MethodSpec, register_method
 from .hparams import MemitHparams, check, resolve
 
 
-def _editor():  # noqa: ANN202
+def _editor():
     from .algorithm import MemitEditor
 
     return MemitEditor()

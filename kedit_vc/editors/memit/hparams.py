@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kedit_vc.editors.common.hparams import TargetHparams, depth_layers, hparam, layer_problems, with_model_defaults
+from kedit_vc.editors.common.hparams import (
+    TargetHparams,
+    depth_layers,
+    hparam,
+    layer_problems,
+    with_model_defaults,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -27,6 +33,6 @@ def check(hp: MemitHparams) -> list[str]:
     return layer_problems("layers", hp.layers) + hp.target_problems()
 
 
-def resolve(model: "torch.nn.Module", hp: MemitHparams) -> MemitHparams:
+def resolve(model: torch.nn.Module, hp: MemitHparams) -> MemitHparams:
     """``hp`` with the layers and sample size this model gets by default."""
     return with_model_defaults(model, hp, layers=lambda: depth_layers(model, LAYER_FRACTIONS))

@@ -100,6 +100,6 @@ class RomeEditor:
         info.update({"layer": layer, "stats_seconds": round(stats_seconds, 3),
                      **{f"{k}_seconds": round(v, 3) for k, v in timings.items()}})
         assert total is not None
-        delta = Delta(updates=dict(total.updates), meta={"method": "rome", "layer": str(layer)})
-        return EditResult(delta=delta, written_keys={layer: torch.stack(keys_written)}, info=info,
+        patch = Delta(updates=dict(total.updates), meta={"method": "rome", "layer": str(layer)})
+        return EditResult(delta=patch, written_keys={layer: torch.stack(keys_written)}, info=info,
                           fingerprint=fingerprint)

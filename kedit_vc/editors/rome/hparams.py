@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kedit_vc.editors.common.hparams import TargetHparams, depth_layer, hparam, layer_problems, with_model_defaults
+from kedit_vc.editors.common.hparams import (
+    TargetHparams,
+    depth_layer,
+    hparam,
+    layer_problems,
+    with_model_defaults,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -28,6 +34,6 @@ def check(hp: RomeHparams) -> list[str]:
     return layer_problems("layer", hp.layer) + hp.target_problems()
 
 
-def resolve(model: "torch.nn.Module", hp: RomeHparams) -> RomeHparams:
+def resolve(model: torch.nn.Module, hp: RomeHparams) -> RomeHparams:
     """``hp`` with the layer and sample size this model gets by default."""
     return with_model_defaults(model, hp, layer=lambda: depth_layer(model, LAYER_FRACTION))
