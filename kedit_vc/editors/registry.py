@@ -60,7 +60,8 @@ def register_method(spec: MethodSpec) -> MethodSpec:
     """Register ``spec`` under its (lowercase) name; a second method of that name is refused."""
     if spec.name != spec.name.lower() or not spec.name.isidentifier():
         raise ValueError(f"method name {spec.name!r}: use a lowercase identifier")
-    if not is_dataclass(spec.hparams_class) or not getattr(spec.hparams_class, "__dataclass_params__").frozen:
+    params = vars(spec.hparams_class).get("__dataclass_params__")  # set by @dataclass on the class itself
+    if not is_dataclass(spec.hparams_class) or params is None or not params.frozen:
         raise ValueError(f"method {spec.name!r}: hyperparameters must be a frozen dataclass")
     missing = [f.name for f in fields(spec.hparams_class) if "help" not in f.metadata]
     if missing:
