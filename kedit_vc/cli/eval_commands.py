@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from kedit_vc.cli.options import collect_minimums, threshold_options
 from kedit_vc.editors.defaults import DEFAULT_METHOD
 from kedit_vc.errors import UsageError
 
@@ -26,13 +27,6 @@ def _parse_pairs(pairs: tuple[str, ...], flag: str) -> dict[str, str]:
             raise UsageError(f"{flag} expects KEY=VALUE, got {pair!r}")
         out[key.strip()] = value.strip()
     return out
-
-
-def _number(text: str, what: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise UsageError(f"{what}: {text!r} is not a number") from None
 
 
 def _hparam_value(text: str) -> object:
@@ -131,9 +125,13 @@ def _store_report(rev: str, progress: bool) -> tuple[object, tuple]:
               help="With --history: also draw the curve to this PNG.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines instead of a table.")
 @click.option("--eval-batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--prompts", type=click.Choice(["prefixed", "raw", "both"]), default="both", show_default=True,
+              help="Prompt forms to show: as the editor saw them (prefix token) or raw, as a user types them.")
+@click.option("--generative/--no-generative", default=True, show_default=True,
+              help="Also judge greedy continuations (gen_* metrics).")
 @click.option("--progress/--no-progress", default=None, help="Show progress (default: when stderr is a terminal).")
 def eval_command(rev: str, spec_path: str | None, history: bool, plot_path: str | None, as_json: bool,
-                 eval_batch_size: int, progress: bool | None) -> int:
+                 eval_batch_size: int, prompts: str, generative: bool, progress: bool | None) -> int:
     """Evaluate every live edit at REV (default HEAD) against the base model; results are cached.
 
     \b
@@ -141,6 +139,11 @@ def eval_command(rev: str, spec_path: str | None, history: bool, plot_path: str 
       kvc eval
       kvc eval HEAD~2 --json
       kvc eval --history --plot curve.png
+      kvc eval --prompts raw
+
+    Teacher-forced metrics sit beside generative ones (gen_*: the bounded greedy
+    continuation contains the new object; for locality probes, still the old answer),
+    each on prefixed and raw prompts (raw_* in --json).
     """
     import json
     import sys
@@ -154,7 +157,8 @@ def eval_command(rev: str, spec_path: str | None, history: bool, plot_path: str 
         raise UsageError("--spec and --history do not combine: --history evaluates the stored edits of each commit")
     show = sys.stderr.isatty() if progress is None else progress
     with open_store() as store:
-        evaluator = Evaluator(store, progress=show, batch_size=eval_batch_size)
+        evaluator = Evaluator(store, progress=show, batch_size=eval_batch_size, prompts=prompts,
+                              generative=generative)
         if history:
             points = evaluate_history(evaluator, rev)
             if as_json:
@@ -185,9 +189,12 @@ def eval_command(rev: str, spec_path: str | None, history: bool, plot_path: str 
     click.echo(f"{evaluation.sha[:10]}: {report.n_edits} live edit(s); pre = base model, post = this commit")
     if not report.rows:
         return 0
-    click.echo(report.table([n for n in ("reliability", "generalization", "locality", "portability",
-                                         "reliability_cf", "generalization_cf", "locality_cf", "cf_score")
-                             if n in report.metrics]))
+    names = ("reliability", "generalization", "locality", "portability",
+             "gen_reliability", "gen_generalization", "gen_locality", "gen_portability",
+             "reliability_cf", "generalization_cf", "locality_cf", "cf_score")
+    show = prompts if report.forms != "prefixed" else "prefixed"
+    prefix = "raw_" if show == "raw" else ""
+    click.echo(report.forms_table([n for n in names if prefix + n in report.metrics], show))
     return 0
 
 
@@ -197,16 +204,9 @@ def eval_command(rev: str, spec_path: str | None, history: bool, plot_path: str 
 @click.option("--rev", default="HEAD", show_default=True, help="Without --report: the commit to evaluate.")
 @click.option("--plan", "plan_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A compiled plan whose `expect` lines are checked too.")
-@click.option("--min-reliability", type=float, default=None, help="reliability >= X")
-@click.option("--min-generalization", type=float, default=None, help="generalization >= X")
-@click.option("--min-locality", type=float, default=None, help="locality >= X")
-@click.option("--min-portability", type=float, default=None, help="portability >= X")
-@click.option("--min-fluency", type=float, default=None, help="fluency >= X")
-@click.option("--min", "minimums", multiple=True, metavar="METRIC=X", help="Any metric, e.g. --min locality_cf=0.9")
+@threshold_options
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
-def check_command(report_path: str | None, rev: str, plan_path: str | None, min_reliability: float | None,
-                  min_generalization: float | None, min_locality: float | None, min_portability: float | None,
-                  min_fluency: float | None, minimums: tuple[str, ...], as_json: bool) -> int:
+def check_command(report_path: str | None, rev: str, plan_path: str | None, as_json: bool, **thresholds: object) -> int:
     """Check metrics against thresholds: exit 0 if all hold, 1 if any falls short, 2 on usage errors.
 
     Without --report the store's live edits at REV are evaluated (cached) and the
@@ -217,6 +217,10 @@ def check_command(report_path: str | None, rev: str, plan_path: str | None, min_
       kvc check --min-locality 0.95
       kvc check --report eval.json --min-locality 0.95 --min-reliability 0.9
       kvc check --report eval.json --plan plan.json --min reliability_cf=0.9
+      kvc check --min-gen-reliability 0.8 --min raw_reliability=0.9
+
+    Generative metrics (gen_*: the greedy continuation contains the answer) and raw-prompt
+    metrics (raw_*: prompts without the prefix token) gate like any other.
     """
     import json
 
@@ -224,10 +228,7 @@ def check_command(report_path: str | None, rev: str, plan_path: str | None, min_
     from kedit_vc.eval.gate import run_gate
     from kedit_vc.eval.report import EvalReport
 
-    named = {"reliability": min_reliability, "generalization": min_generalization, "locality": min_locality,
-             "portability": min_portability, "fluency": min_fluency}
-    flags = {k: v for k, v in named.items() if v is not None}
-    flags.update({k: _number(v, f"--min {k}") for k, v in _parse_pairs(minimums, "--min").items()})
+    flags = collect_minimums(dict(thresholds))
     expectations = ()
     if plan_path:
         try:

@@ -30,10 +30,16 @@ def resolve_progress(progress: bool | None) -> bool:
     return sys.stderr.isatty() if progress is None else progress
 
 
+#: Metrics with their own ``--min-NAME`` flag (``_`` written ``-``); any other: ``--min METRIC=X``.
+THRESHOLD_METRICS = ("reliability", "generalization", "locality", "portability", "fluency",
+                     "gen_reliability", "gen_generalization", "gen_locality", "gen_portability", "raw_reliability")
+
+
 def threshold_options(f: F) -> F:
     """``--min-reliability X`` ... and ``--min METRIC=X``: thresholds the gate checks."""
-    for name in ("fluency", "portability", "locality", "generalization", "reliability"):
-        f = click.option(f"--min-{name}", f"min_{name}", type=float, default=None, help=f"{name} >= X")(f)
+    for name in reversed(THRESHOLD_METRICS):
+        f = click.option(f"--min-{name.replace('_', '-')}", f"min_{name}", type=float, default=None,
+                         help=f"{name} >= X")(f)
     return click.option("--min", "minimums", multiple=True, metavar="METRIC=X",
                         help="Any metric, e.g. --min locality_cf=0.9")(f)
 
@@ -62,7 +68,7 @@ def parse_hparams(pairs: tuple[str, ...]) -> dict[str, Any]:
 def collect_minimums(kwargs: dict[str, Any]) -> dict[str, float]:
     """Pop the threshold options out of a command's kwargs into {metric: minimum}."""
     out = {}
-    for name in ("reliability", "generalization", "locality", "portability", "fluency"):
+    for name in THRESHOLD_METRICS:
         value = kwargs.pop(f"min_{name}", None)
         if value is not None:
             out[name] = value

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL = "smollm2"
 HEADLINES = ["reliability", "generalization", "locality", "portability"]
+GENERATIVE = ["gen_reliability", "gen_generalization", "gen_locality", "gen_portability"]
 COST = ["seconds", "peak_rss_bytes", "delta_bytes"]
 
 
@@ -36,8 +37,15 @@ def _echo_json(data: Any) -> None:
 
 
 def _report_table(report: "EvalReport", extra: list[str] | None = None) -> str:
-    names = [n for n in HEADLINES + (extra or []) if n in report.metrics or n in report.pre_metrics]
-    return report.table(names) if names else "(no probes to score)"
+    """Headline and generative metrics, prefixed and raw prompts side by side; then ``extra`` (costs)."""
+    def present(names: list[str]) -> list[str]:
+        return [n for n in names if n in report.metrics or n in report.pre_metrics]
+
+    names, extras = present(HEADLINES + GENERATIVE), present(extra or [])
+    if not names and not extras:
+        return "(no probes to score)"
+    parts = [report.forms_table(names, "prefixed" if report.forms == "prefixed" else "both")] if names else []
+    return "\n".join(parts + ([report.table(extras)] if extras else []))
 
 
 def _human_bytes(n: float) -> str:

@@ -23,17 +23,29 @@ from kedit_vc.eval.datasets import BenchCase
 from kedit_vc.eval.efficiency import delta_bytes as stored_bytes
 from kedit_vc.eval.efficiency import machine_facts, measure, peak_rss_bytes
 from kedit_vc.eval.fluency import generate, ngram_entropy
-from kedit_vc.eval.report import EvalReport, summarize
+from kedit_vc.eval.report import FORMS_NOTE, EvalReport, summarize
 from kedit_vc.eval.scores import EditScores, ProbeScores
 from kedit_vc.eval.scoring import score_requests
 
 #: The reference summary of each benchmark, in display order.
 REFERENCE: Mapping[str, tuple[str, ...]] = {
     "counterfact": ("reliability_cf", "generalization_cf", "locality_cf", "cf_score",
-                    "reliability_cf_magnitude", "generalization_cf_magnitude", "locality_cf_magnitude", "fluency"),
-    "zsre": ("reliability_acc", "generalization_acc", "locality_agree", "portability_acc"),
-    "mquake": ("portability_multihop", "reliability_acc", "reliability_cf"),
+                    "reliability_cf_magnitude", "generalization_cf_magnitude", "locality_cf_magnitude", "fluency",
+                    "gen_reliability", "gen_generalization", "gen_locality",
+                    "raw_reliability_cf", "raw_generalization_cf", "raw_locality_cf", "raw_cf_score",
+                    "raw_gen_reliability", "raw_gen_generalization", "raw_gen_locality"),
+    "zsre": ("reliability_acc", "generalization_acc", "locality_agree", "portability_acc",
+             "gen_reliability", "gen_generalization", "gen_locality", "gen_locality_agree", "gen_portability",
+             "raw_reliability", "raw_generalization", "raw_locality", "raw_portability",
+             "raw_gen_reliability", "raw_gen_generalization", "raw_gen_locality", "raw_gen_portability"),
+    "mquake": ("portability_multihop", "reliability_acc", "reliability_cf",
+               "gen_portability_multihop", "gen_reliability",
+               "raw_portability_multihop", "raw_reliability", "raw_reliability_cf",
+               "raw_gen_portability_multihop", "raw_gen_reliability"),
 }
+
+#: How every benchmark scores probes: teacher-forced and generative, prefixed and raw prompts.
+SCORING: Mapping[str, Any] = {"prompts": "both", "generative": True}
 
 #: How the reference papers name them.
 LABELS: Mapping[str, str] = {
@@ -44,7 +56,13 @@ LABELS: Mapping[str, str] = {
     "reliability_acc": "reliability (token acc)", "generalization_acc": "generalization (token acc)",
     "locality_agree": "locality (agreement)", "portability_acc": "portability (token acc)",
     "portability_multihop": "multi-hop accuracy",
+    "gen_reliability": "reliability (generative)", "gen_generalization": "generalization (generative)",
+    "gen_locality": "locality (generative)", "gen_portability": "portability (generative)",
+    "gen_portability_multihop": "multi-hop (generative)", "gen_locality_agree": "locality (generation unchanged)",
 }
+LABELS = {**LABELS, **{f"raw_{k}": f"{v}, raw" for k, v in LABELS.items()},
+          "raw_reliability": "reliability (token acc), raw", "raw_generalization": "generalization (token acc), raw",
+          "raw_locality": "locality (agreement), raw", "raw_portability": "portability (token acc), raw"}
 
 
 @dataclass(frozen=True)
@@ -76,11 +94,13 @@ class BenchResult:
         """The reference summary with pre-edit values beside post-edit ones, and costs."""
         mode = "sequential" if self.sequential else f"batch {self.batch}"
         lines = [f"{self.benchmark}: {self.method}, {self.n_cases} cases, {mode}",
-                 f"{'metric':<30} {'pre':>9} {'post':>9}"]
+                 f"{'metric':<36} {'pre':>9} {'post':>9}"]
         for name in REFERENCE[self.benchmark]:
             if name in self.report.metrics or name in self.report.pre_metrics:
                 pre, post = self.report.pre_metrics.get(name), self.report.metrics.get(name)
-                lines.append(f"{LABELS.get(name, name):<30} {_fmt(pre):>9} {_fmt(post):>9}")
+                lines.append(f"{LABELS.get(name, name):<36} {_fmt(pre):>9} {_fmt(post):>9}")
+        if self.report.forms != "prefixed":
+            lines.append(FORMS_NOTE[self.report.forms])
         lines.append(f"wall time {self.wall_seconds:.1f} s (editing {self.edit_seconds:.1f} s, "
                      f"median {self.median_edit_seconds:.1f} s per editor call), "
                      f"peak RSS {self.peak_rss_bytes / 2**20:.0f} MiB"
@@ -140,7 +160,7 @@ def run_bench(
         raise ValueError("batch must be at least 1")
     start = time.perf_counter()
     all_requests = _requests(cases)
-    pre = score_requests(model, tokenizer, all_requests, batch_size=eval_batch_size, progress=progress)
+    pre = score_requests(model, tokenizer, all_requests, batch_size=eval_batch_size, progress=progress, **SCORING)
     pre_fluency = _fluency(model, tokenizer, cases, fluency_tokens) if fluency_tokens else []
     post_edits: list[EditScores] = []
     post_fluency: list[float] = []
@@ -164,7 +184,7 @@ def run_bench(
                 saved.setdefault(name, params[name].detach().clone())
             delta.apply(model)
             if not sequential:
-                post_edits += score_requests(model, tokenizer, requests, batch_size=eval_batch_size).edits
+                post_edits += score_requests(model, tokenizer, requests, batch_size=eval_batch_size, **SCORING).edits
                 if fluency_tokens:
                     post_fluency += _fluency(model, tokenizer, chunk, fluency_tokens)
                 _restore(params, saved)
@@ -172,7 +192,7 @@ def run_bench(
                 print(f"\redited {done}/{len(chunks)} editor call(s)", end="\n" if done == len(chunks) else "",
                       file=sys.stderr)
         if sequential:
-            post_edits = list(score_requests(model, tokenizer, all_requests, batch_size=eval_batch_size).edits)
+            post_edits = list(score_requests(model, tokenizer, all_requests, batch_size=eval_batch_size, **SCORING).edits)
             if fluency_tokens:
                 post_fluency = _fluency(model, tokenizer, cases, fluency_tokens)
     finally:  # back to the base weights, whatever happened
@@ -181,7 +201,7 @@ def run_bench(
     if post_fluency:
         extra["fluency"] = sum(post_fluency) / len(post_fluency)
     pre_extra = {"fluency": sum(pre_fluency) / len(pre_fluency)} if pre_fluency else {}
-    report = summarize(ProbeScores(tuple(post_edits)), pre, extra=extra, pre_extra=pre_extra)
+    report = summarize(ProbeScores(tuple(post_edits), pre.forms), pre, extra=extra, pre_extra=pre_extra)
     return BenchResult(
         benchmark=benchmark, method=getattr(editor, "name", type(editor).__name__), n_cases=len(cases),
         batch=batch, sequential=sequential, report=report, wall_seconds=time.perf_counter() - start,

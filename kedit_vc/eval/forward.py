@@ -30,13 +30,24 @@ class ContinuationScore:
     argmax_ids: tuple[int, ...]
 
 
-def encode_pair(tokenizer: Any, prompt: str, continuation: str) -> tuple[list[int], list[int]]:
-    """Prompt ids (with the shared prefix) and continuation ids (no specials).
+def encode_prompt(tokenizer: Any, prompt: str, prefixed: bool = True) -> list[int]:
+    """Prompt ids with the shared prefix (as editors see prompts) or, ``prefixed=False``, raw:
+    the tokenizer's own encoding with nothing added (as a user prompts an exported model)."""
+    if prefixed:
+        return encode_text(tokenizer, prompt)
+    return list(tokenizer(prompt, add_special_tokens=True).input_ids)
+
+
+def encode_pair(
+    tokenizer: Any, prompt: str, continuation: str, prefixed: bool = True
+) -> tuple[list[int], list[int]]:
+    """Prompt ids (with the shared prefix unless ``prefixed=False``) and continuation ids (no specials).
 
     The continuation is tokenized on its own, as the field does with ``tok(" " + target)``,
-    so its ids do not depend on the prompt.
+    so its ids do not depend on the prompt. ``prefixed=False`` encodes the prompt as a user
+    of the exported model would: the tokenizer's own encoding, nothing added.
     """
-    prompt_ids = encode_text(tokenizer, prompt)
+    prompt_ids = encode_prompt(tokenizer, prompt, prefixed)
     cont_ids = encode_continuation(tokenizer, continuation)
     if not cont_ids:
         raise ValueError(f"continuation {continuation!r} tokenizes to nothing")
@@ -85,15 +96,18 @@ def score_continuations(
     pairs: Sequence[tuple[str, str]],
     batch_size: int = 16,
     progress: bool = False,
+    prefixed: bool = True,
 ) -> list[ContinuationScore]:
     """Score ``(prompt, continuation)`` pairs (continuation with its leading space).
+
+    ``prefixed=False`` scores raw prompts (see ``encode_pair``).
 
     Sequences are sorted by length before batching to keep padding small; results come
     back in input order. The model is put in eval mode for the call and restored after.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    encoded = [encode_pair(tokenizer, p, c) for p, c in pairs]
+    encoded = [encode_pair(tokenizer, p, c, prefixed) for p, c in pairs]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
     pad = pad_id(tokenizer)
     results: list[ContinuationScore | None] = [None] * len(encoded)

@@ -13,6 +13,14 @@ Two definitions from the field are kept apart by name suffix:
 The bare family names (``reliability``...) are the headline definitions the gate and
 spec ``expect`` lines use by default; ``HEADLINES`` says which definition each one is.
 
+Generative metrics (``gen_`` prefix) judge what the model says: the bounded greedy
+continuation of each probe's prompt (``ProbeScore.generated``) counts when it contains the
+probe's expected answer, normalised (``kedit_vc.eval.answers``): the new object for rewrite,
+paraphrase and portability probes, the unchanged answer for locality probes. Raw-prompt
+twins (``raw_`` prefix) compute a metric on the probes scored without the shared prefix
+token (``ProbeScore.raw``), as a user prompts an exported model. Both are skipped (absent
+from a report, never 0) when the scores hold no generations or no raw prompts.
+
 Model-level metrics (fluency, perplexity, efficiency) are measured on the model, not
 from probes; they enter a report through ``summarize(extra=...)`` under the names in
 ``MODEL_METRICS``.
@@ -25,6 +33,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 from kedit_vc.errors import UsageError
+from kedit_vc.eval.answers import contains_answer, normalise
 from kedit_vc.eval.scores import EditScores, ProbeScore
 
 Samples = Callable[[EditScores, "EditScores | None"], list[float]]
@@ -171,6 +180,70 @@ def any_correct_per_group(kinds: Sequence[str]) -> Samples:
     return samples
 
 
+def generated_contains(kinds: Sequence[str]) -> Samples:
+    """1.0 where the greedy continuation contains the probe's expected answer (probes not generated skipped)."""
+    return lambda post, pre: [float(contains_answer(p.generated, p.target))
+                              for p in _of(post, kinds) if p.generated is not None]
+
+
+def generated_unchanged(kinds: Sequence[str]) -> Samples:
+    """1.0 where the post-edit greedy continuation equals the pre-edit one (normalised)."""
+
+    def samples(post: EditScores, pre: EditScores | None) -> list[float]:
+        if pre is None:
+            return []
+        ours, theirs = _of(post, kinds), _of(pre, kinds)
+        if len(ours) != len(theirs):
+            raise ValueError(f"pre- and post-edit probes of {post.edit_id} do not line up")
+        return [float(normalise(a.generated) == normalise(b.generated))
+                for a, b in zip(ours, theirs) if a.generated is not None and b.generated is not None]
+
+    return samples
+
+
+def generated_any_per_group(kinds: Sequence[str]) -> Samples:
+    """MQuAKE multi-hop, generative: per group, 1.0 if any question's continuation contains its answer."""
+
+    def samples(post: EditScores, pre: EditScores | None) -> list[float]:
+        groups: dict[str, bool] = {}
+        for i, p in enumerate(_of(post, kinds)):
+            if p.generated is None:
+                continue
+            key = p.group if p.group is not None else f"#{i}"
+            groups[key] = groups.get(key, False) or contains_answer(p.generated, p.target)
+        return [float(v) for v in groups.values()]
+
+    return samples
+
+
+def on_raw_prompts(samples: Samples) -> Samples:
+    """``samples`` computed on the raw-prompt scores (nothing where raw prompts were not scored)."""
+
+    def raw_samples(post: EditScores, pre: EditScores | None) -> list[float]:
+        raw_post = post.raw_view()
+        if raw_post is None:
+            return []
+        return samples(raw_post, None if pre is None else pre.raw_view())
+
+    return raw_samples
+
+
+#: Generative metric -> family (its probe kinds are the family's).
+GENERATIVE: Mapping[str, str] = {
+    "gen_reliability": "reliability",
+    "gen_generalization": "generalization",
+    "gen_locality": "locality",
+    "gen_portability": "portability",
+}
+
+#: Metrics that get a ``raw_`` twin computed on raw prompts.
+RAW_TWINNED: tuple[str, ...] = (
+    "reliability", "generalization", "locality", "portability",
+    "reliability_cf", "generalization_cf", "locality_cf", "portability_multihop",
+    "gen_reliability", "gen_generalization", "gen_locality", "gen_portability", "gen_portability_multihop",
+)
+
+
 def _hmean(values: Sequence[float]) -> float:
     return 0.0 if min(values) <= 0 else len(values) / sum(1.0 / v for v in values)
 
@@ -194,4 +267,22 @@ def _register_builtins() -> None:
                              _hmean))
 
 
+def _register_generative_and_raw() -> None:
+    for name, family in GENERATIVE.items():
+        register_metric(Metric(name, family, "greedy continuation contains the expected answer (normalised)",
+                               generated_contains(FAMILY_KINDS[family])))
+    register_metric(Metric("gen_locality_agree", "locality", "greedy continuation unchanged from the pre-edit model",
+                           generated_unchanged(FAMILY_KINDS["locality"]), needs_pre=True))
+    register_metric(Metric("gen_portability_multihop", "portability",
+                           "MQuAKE, generative: any question of a group answered in its continuation",
+                           generated_any_per_group(("multihop",)), pool=True))
+    for name in RAW_TWINNED:
+        base = METRICS[name]
+        register_metric(Metric(f"raw_{name}", base.family, f"{name} on raw prompts (no prefix token)",
+                               on_raw_prompts(base.samples), base.pool, base.needs_pre))
+    register_derived(Derived("raw_cf_score", ("raw_reliability_cf", "raw_generalization_cf", "raw_locality_cf"),
+                             "cf_score on raw prompts", _hmean))
+
+
 _register_builtins()
+_register_generative_and_raw()

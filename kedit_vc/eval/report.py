@@ -28,13 +28,16 @@ class EvalReport:
     """Aggregate metrics after the edit, the same before it, and per-edit rows.
 
     ``counts[name]`` is how many edits (or pooled samples) an aggregate averages, so a
-    reader can tell 0.0 from "no probes of that kind".
+    reader can tell 0.0 from "no probes of that kind". ``forms`` says which prompt forms
+    were scored (``kedit_vc.eval.scores.PROMPT_FORMS``): ``raw_*`` metrics exist only for
+    "both" and "same" (same: the tokenizer adds its own BOS, raw = prefixed, scored once).
     """
 
     metrics: Mapping[str, float]
     pre_metrics: Mapping[str, float] = field(default_factory=dict)
     counts: Mapping[str, int] = field(default_factory=dict)
     rows: tuple[EditRow, ...] = ()
+    forms: str = "prefixed"
 
     @property
     def n_edits(self) -> int:
@@ -48,6 +51,7 @@ class EvalReport:
             "pre_metrics": dict(sorted(self.pre_metrics.items())),
             "counts": dict(sorted(self.counts.items())),
             "rows": [r.to_json() for r in self.rows],
+            **({"forms": self.forms} if self.forms != "prefixed" else {}),
         }
 
     def dumps(self) -> str:
@@ -62,6 +66,7 @@ class EvalReport:
             pre_metrics={k: float(v) for k, v in data.get("pre_metrics", {}).items()},
             counts={k: int(v) for k, v in data.get("counts", {}).items()},
             rows=tuple(EditRow(r["edit_id"], {k: float(v) for k, v in r["metrics"].items()}) for r in data.get("rows", ())),
+            forms=str(data.get("forms", "prefixed")),
         )
 
     @classmethod
@@ -77,6 +82,35 @@ class EvalReport:
             post = self.metrics.get(name)
             lines.append(f"{name:<30} {_fmt(pre):>9} {_fmt(post):>9} {self.counts.get(name, ''):>6}")
         return "\n".join(lines)
+
+    def forms_table(self, names: list[str], show: str = "both") -> str:
+        """A table with a column pair per prompt form: metric, pre/post prefixed, pre/post raw, n.
+
+        ``names`` are base names; the raw columns read ``raw_<name>``. ``show`` is
+        "prefixed", "raw" or "both" (which column pairs to print). A line under the
+        table says what "raw" means for this report's model.
+        """
+        pairs = {"prefixed": [("", "pre", "post")], "raw": [("raw_", "raw pre", "raw post")]}
+        columns = pairs["prefixed"] + pairs["raw"] if show == "both" else pairs[show]
+        head = f"{'metric':<22}" + "".join(f" {pre:>9} {post:>9}" for _, pre, post in columns) + f" {'n':>6}"
+        lines = [head]
+        for name in names:
+            cells = ""
+            for prefix, _, _ in columns:
+                cells += f" {_fmt(self.pre_metrics.get(prefix + name)):>9} {_fmt(self.metrics.get(prefix + name)):>9}"
+            count = self.counts.get(name, self.counts.get("raw_" + name, ""))
+            lines.append(f"{name:<22}{cells} {count:>6}")
+        if show != "prefixed":
+            lines.append(FORMS_NOTE.get(self.forms, FORMS_NOTE["prefixed"]))
+        return "\n".join(lines)
+
+
+#: What the raw columns mean, by ``EvalReport.forms``.
+FORMS_NOTE: Mapping[str, str] = {
+    "both": "raw = the prompt as a user types it (no prefix token); the other columns: as the editor saw it",
+    "same": "raw = prefixed: the tokenizer adds its own BOS, so both forms are the same tokens (scored once)",
+    "prefixed": "raw prompts were not scored",
+}
 
 
 def _fmt(value: float | None) -> str:
@@ -131,4 +165,4 @@ def summarize(
         pre_metrics, _, _ = _aggregate(pre, None)
     metrics.update(extra or {})
     pre_metrics.update(pre_extra or {})
-    return EvalReport(metrics=metrics, pre_metrics=pre_metrics, counts=counts, rows=tuple(rows))
+    return EvalReport(metrics=metrics, pre_metrics=pre_metrics, counts=counts, rows=tuple(rows), forms=post.forms)

@@ -4,6 +4,9 @@
 commit asked for (base + live deltas) and scores the probes stored with each live
 edit's commit. Pre-edit values come from the base model, so ``locality`` is agreement
 with the unedited model and the ``pre`` column is what the model said before any edit.
+By default probes are scored both teacher-forced and by greedy generation (``gen_*``), on
+prefixed and raw prompts (``raw_*``); ``prompts="prefixed"`` skips the raw form and
+``generative=False`` the generations.
 """
 
 from __future__ import annotations
@@ -43,9 +46,17 @@ class Evaluation:
 class Evaluator:
     """Scores probe sets at commits, through the score cache; loads the model on a miss."""
 
-    def __init__(self, store: "Store", *, progress: bool = False, batch_size: int = 16) -> None:
+    def __init__(self, store: "Store", *, progress: bool = False, batch_size: int = 16,
+                 prompts: str = "both", generative: bool = True) -> None:
+        from kedit_vc.eval.scoring import PROMPT_CHOICES
+
+        if prompts not in PROMPT_CHOICES:
+            raise ValueError(f"prompts must be one of {', '.join(PROMPT_CHOICES)}, not {prompts!r}")
         self.store = store
-        self.cache = ScoreCache(store)
+        self.prompts = "prefixed" if prompts == "prefixed" else "both"  # raw is scored beside prefixed
+        self.generative = generative
+        variant = "" if (self.prompts, generative) == ("prefixed", False) else f"{self.prompts}+gen{int(generative)}"
+        self.cache = ScoreCache(store, variant)
         self.stages = Stages(progress)
         self.progress = progress
         self.batch_size = batch_size
@@ -94,7 +105,8 @@ class Evaluator:
         if not requests:
             return ProbeScores(())
         with self.stages.stage(f"scoring {sum(len(r.probes) for r in requests)} probes"):
-            return score_requests(self.loaded.model, self.loaded.tokenizer, requests, batch_size=self.batch_size)
+            return score_requests(self.loaded.model, self.loaded.tokenizer, requests, batch_size=self.batch_size,
+                                  prompts=self.prompts, generative=self.generative)
 
     def scores_at(self, sha: str, requests: Sequence[EditRequest]) -> ProbeScores:
         cached = self.cache.get(sha, requests)

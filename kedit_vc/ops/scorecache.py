@@ -30,13 +30,19 @@ def probe_set_hash(requests: Sequence[EditRequest]) -> str:
 
 
 class ScoreCache:
-    """Scores by (state, probe set); ``state`` is a commit sha or ``base:<fingerprint>``."""
+    """Scores by (state, probe set); ``state`` is a commit sha or ``base:<fingerprint>``.
 
-    def __init__(self, store: "Store") -> None:
+    ``variant`` names what was scored beyond the teacher-forced prefixed scores (prompt
+    forms, generations); "" is the plain kind, whose keys are those of earlier versions.
+    """
+
+    def __init__(self, store: "Store", variant: str = "") -> None:
         self.folder = store.paths.kvc / "cache" / "scores"
+        self.variant = variant
 
     def _path(self, state: str, requests: Sequence[EditRequest]) -> Path:
-        key = hashlib.sha256(f"{CACHE_FORMAT}\0{state}\0{probe_set_hash(requests)}".encode()).hexdigest()
+        text = f"{CACHE_FORMAT}\0{state}\0{probe_set_hash(requests)}" + (f"\0{self.variant}" if self.variant else "")
+        key = hashlib.sha256(text.encode()).hexdigest()
         return self.folder / key[:2] / f"{key}.json"
 
     def get(self, state: str, requests: Sequence[EditRequest]) -> ProbeScores | None:
