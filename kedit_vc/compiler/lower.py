@@ -92,11 +92,9 @@ def lower(program: Program) -> Plan:
     batches: dict[tuple[str, str], tuple[str, dict[str, Any], list[EditRequest]]] = {}
     for scoped in program.edits:
         edit = scoped.edit
-        if edit.prompt is not None:
-            template, paraphrases = edit.prompt, ()
-        else:
-            relation = relations[edit.relation or ""]
-            template, paraphrases = relation.template, relation.paraphrases
+        relation = relations[edit.relation] if edit.relation is not None else None
+        paraphrases = relation.paraphrases if relation is not None else ()
+        template = edit.prompt if edit.prompt is not None else relation.template  # type: ignore[union-attr]
         method, hparams = resolve_method(edit, scoped.default_method)
         key = (method, json.dumps(hparams, sort_keys=True))
         batch = batches.setdefault(key, (method, hparams, []))

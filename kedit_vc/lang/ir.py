@@ -168,9 +168,12 @@ class Relation(_Located):
 
 @dataclass(frozen=True)
 class Edit(_Located):
-    """``edit "S" REL: "old" -> "new" { ... }`` or ``edit "S" prompt "..." -> "new"``.
+    """``edit "S" REL: "old" -> "new" { ... }``, ``edit "S" prompt "..." -> "new"``, or
+    ``edit "S" REL prompt "..." -> "new"``.
 
-    Exactly one of ``relation`` and ``prompt`` is set. ``body`` keeps the written
+    At least one of ``relation`` and ``prompt`` is set. With both, the edit is a fact of
+    the relation (its rules and paraphrases apply) written in its own wording: the
+    prompt is the rewrite template (CounterFact words one Wikidata relation many ways). ``body`` keeps the written
     order so the formatter can reproduce it.
     """
 
