@@ -15,7 +15,7 @@ from kedit_vc.compiler import compile_text
 from kedit_vc.compiler.plan import EditRequest, Plan
 from kedit_vc.eval.datasets import data_dir
 from kedit_vc.importers import ImportDataError, import_file
-from kedit_vc.lang import SpecError, format_spec, parse_text
+from kedit_vc.lang import SpecError, format_spec, load_text, parse_text
 
 DATA = data_dir()  # $KVC_DATA, else <repo>/../shared/data (as kvc bench finds it)
 
@@ -270,3 +270,9 @@ def test_bad_jsonl_and_easyedit_records_are_located(tmp_path: Path) -> None:
     assert f"{easy}:{lines[1]}: record 1: empty subject" in message
     assert f"{easy}:{lines[2]}: record 2: missing field(s) subject, target_new" in message
     assert f"{easy}:{lines[3]}: record 3: the prompt must contain the subject 'A' exactly once" in message
+
+
+def test_relations_are_looked_up_once_per_program() -> None:
+    # the checker asks for the relation table once per edit; rebuilding it each time made 5,000 edits quadratic
+    program = load_text('relation r "{subject} x"\nedit "A" r -> "B"\n')
+    assert program.relations is program.relations and set(program.relations) == {"r"}
