@@ -9,12 +9,15 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kedit_vc.cli.main import cli
 from kedit_vc.compiler import compile_text
 from kedit_vc.compiler.plan import EditRequest, Plan
 from kedit_vc.eval.datasets import data_dir
 from kedit_vc.importers import ImportDataError, import_file
+from kedit_vc.importers.base import SpecBuilder, template_slug
 from kedit_vc.lang import SpecError, format_spec, load_text, parse_text
 
 DATA = data_dir()  # $KVC_DATA, else <repo>/../shared/data (as kvc bench finds it)
@@ -114,7 +117,7 @@ def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_counterfact_and_mquake_declare_relations_by_wikidata_id() -> None:
-    records, plan, text = _compiled("counterfact", "counterfact_500.json")
+    records, _, text = _compiled("counterfact", "counterfact_500.json")
     spec = parse_text(text)
     assert {r.name for r in spec.relations} == {r["requested_rewrite"]["relation_id"] for r in records}
     assert len(spec.relations) == 34
@@ -276,3 +279,51 @@ def test_relations_are_looked_up_once_per_program() -> None:
     # the checker asks for the relation table once per edit; rebuilding it each time made 5,000 edits quadratic
     program = load_text('relation r "{subject} x"\nedit "A" r -> "B"\n')
     assert program.relations is program.relations and set(program.relations) == {"r"}
+
+
+_TEXT = st.text(st.characters(whitelist_categories=("L", "N", "P", "Zs"), blacklist_characters="{}="),
+                min_size=1, max_size=12).filter(lambda t: t.strip() != "")
+
+
+@st.composite
+def _rows(draw: st.DrawFn) -> list[dict]:
+    subjects = draw(st.lists(_TEXT, min_size=1, max_size=4, unique_by=str.strip))
+    rows = []
+    for subject in subjects:
+        row = {"subject": subject, "prompt": draw(st.text(max_size=6)).replace("{", "").replace("}", "")
+               + "{subject}" + draw(_TEXT), "new": draw(_TEXT).strip()}
+        old = draw(st.none() | _TEXT)
+        if old is not None and old.strip() != row["new"]:
+            row["old"] = old.strip()
+        for n in range(draw(st.integers(0, 2))):
+            row[f"paraphrase_{n}"] = draw(_TEXT) + " {subject}"
+        for n in range(draw(st.integers(0, 2))):
+            row[f"neighbour_{n}"] = f"{draw(_TEXT).strip()} => {draw(_TEXT).strip()}"
+        rows.append(row)
+    return rows
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=_rows(), fmt=st.sampled_from(["csv", "jsonl"]))
+def test_any_well_formed_table_round_trips(tmp_path: Path, rows: list[dict], fmt: str) -> None:
+    source = tmp_path / f"t.{fmt}"
+    _write_table(source, rows, fmt)
+    requests = compile_text(import_file("table", source).text).requests
+    assert len(requests) == len(rows)
+    for row, request in zip(rows, requests):
+        assert (request.subject, request.rewrite_prompt, request.target_new, request.target_true) == (
+            row["subject"], row["prompt"].replace("{subject}", row["subject"]), row["new"], row.get("old"))
+        assert [p for p, _, _ in _probes(request, "paraphrase")] == [
+            row[c].replace("{subject}", row["subject"]) for c in row if c.startswith("paraphrase")]
+        assert [(p, t) for p, t, _ in _probes(request, "neighbour")] == [
+            tuple(row[c].split(" => ")) for c in row if c.startswith("neighbour")]
+
+
+@pytest.mark.parametrize(("template", "name"), [
+    ("The mother tongue of {subject} is", "the_mother_tongue_of_is"), ("{subject} hop", "hop_rel"),
+    ("Où est {subject} ?", "ou_est"), ("{subject} 1990", "r_1990"), ("{subject} ?!", "fact")])
+def test_relation_names_from_templates_parse(template: str, name: str) -> None:
+    assert template_slug(template) == name
+    builder = SpecBuilder()
+    builder.add("S", template, None, "N", "c", builder.by_template(template))
+    assert compile_text(builder.text(["t"])).requests[0].prompt == template.replace("{subject}", "{}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from types import ModuleType
+from typing import Any
 
 from kedit_vc.errors import UsageError
 
@@ -36,9 +37,10 @@ def import_file(kind: str, path: str | os.PathLike[str], limit: int | None = Non
         return table.convert(rows, limit, source, os.fspath(path), problems)
     records = read_records(path)
     try:
+        dicts: list[dict[str, Any]] = list(records)
         if kind in LOCATED:
-            return IMPORTERS[kind].convert(records, limit, source, os.fspath(path))
-        return IMPORTERS[kind].convert(records, limit, source)
+            return IMPORTERS[kind].convert(dicts, limit, source, os.fspath(path))  # type: ignore[no-any-return]
+        return IMPORTERS[kind].convert(dicts, limit, source)  # type: ignore[no-any-return]
     except (KeyError, TypeError, AttributeError, IndexError) as error:
         raise ImportDataError(f"{path} does not look like {kind} data ({type(error).__name__}: {error})") from None
 

@@ -12,11 +12,13 @@ import os
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from kedit_vc.errors import KvcError
 from kedit_vc.lang.format import format_items
+from kedit_vc.lang.grammar import grammar_text
 from kedit_vc.lang.ir import Edit, Item, Portability, Probe, Relation
 from kedit_vc.lang.placeholders import SUBJECT, placeholders
 
@@ -120,9 +122,9 @@ def representable(*texts: str) -> bool:
     return not any(placeholders(t) for t in texts)
 
 
-#: Words the lexer reads as keywords: a relation named so would not parse.
-KEYWORDS = frozenset("model include expect method relation edit prompt paraphrase neighbour neighbor "
-                     "attribute keep portability alias hop reverse multihop group not".split())
+#: Words the lexer reads as keywords (``MODEL.2: /model\\b/`` in the grammar):
+#: a relation named so would not parse.
+KEYWORDS = frozenset(re.findall(r"^_?[A-Z]+\.2: /([a-z]+)\\b/", grammar_text(), re.MULTILINE))
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -135,7 +137,7 @@ def template_slug(template: str) -> str:
     """
     ascii_text = unicodedata.normalize("NFKD", template.replace(SUBJECT, " ")).encode("ascii", "ignore")
     words = re.findall(r"[A-Za-z0-9]+", ascii_text.decode())
-    slug = "_".join(w.lower() for w in words)[:48].strip("_") or "relation"
+    slug = "_".join(w.lower() for w in words)[:48].strip("_") or "fact"
     if slug[0].isdigit():
         slug = "r_" + slug
     return slug + "_rel" if slug in KEYWORDS else slug
@@ -214,7 +216,7 @@ class SpecBuilder:
             name = f"{slug}_{number}"
         return self.relate(name, template)
 
-    def declare_most_common(self, prompts: dict[str, Iterable[str]]) -> None:
+    def declare_most_common(self, prompts: Mapping[str, Iterable[str]]) -> None:
         """Declare each named relation with its most frequent prompt (ties: the first seen)."""
         for name, templates in prompts.items():
             counts = Counter(templates)

@@ -16,7 +16,14 @@ from typing import Any
 
 from kedit_vc.lang.ir import Probe
 
-from .base import ImportResult, SpecBuilder, clean_answer, is_relation_name, representable, templated
+from .base import (
+    ImportResult,
+    SpecBuilder,
+    clean_answer,
+    is_relation_name,
+    representable,
+    templated,
+)
 
 NAME = "counterfact"
 

@@ -15,7 +15,15 @@ from typing import Any
 
 from kedit_vc.lang.ir import Probe
 
-from .base import ImportResult, Problems, Record, SpecBuilder, clean_answer, representable, templated
+from .base import (
+    ImportResult,
+    Problems,
+    Record,
+    SpecBuilder,
+    clean_answer,
+    representable,
+    templated,
+)
 
 NAME = "easyedit"
 REQUIRED = ("subject", "prompt", "target_new")

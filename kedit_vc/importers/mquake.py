@@ -14,7 +14,13 @@ from typing import Any
 
 from kedit_vc.lang.ir import Probe
 
-from .base import ImportResult, SpecBuilder, clean_answer, is_relation_name, representable
+from .base import (
+    ImportResult,
+    SpecBuilder,
+    clean_answer,
+    is_relation_name,
+    representable,
+)
 
 NAME = "mquake"
 

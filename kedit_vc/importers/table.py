@@ -30,6 +30,7 @@ import io
 import json
 import os
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from kedit_vc.errors import UsageError
@@ -37,7 +38,15 @@ from kedit_vc.lang.diagnostics import did_you_mean
 from kedit_vc.lang.ir import Probe
 from kedit_vc.lang.placeholders import SUBJECT, placeholders
 
-from .base import ImportResult, Problems, Record, SpecBuilder, _open_text, is_relation_name, templated
+from .base import (
+    ImportResult,
+    Problems,
+    Record,
+    SpecBuilder,
+    _open_text,
+    is_relation_name,
+    templated,
+)
 
 NAME = "table"
 FORMATS = ("csv", "jsonl")
@@ -150,7 +159,7 @@ def _check_braces(row: Record, column: str, text: str, problems: Problems, allow
     return True
 
 
-def convert(records: list[dict[str, Any]], limit: int | None = None, source: str = "",
+def convert(records: Sequence[dict[str, Any]], limit: int | None = None, source: str = "",
             path: str = "", problems: Problems | None = None) -> ImportResult:
     rows = records[:limit] if limit is not None else records
     problems = problems or Problems(path or source or "<table>")
@@ -213,7 +222,7 @@ def convert(records: list[dict[str, Any]], limit: int | None = None, source: str
         if old == new:
             problems.add(row.line, f"the new object is the old one ({new!r})")
             continue
-        draft = builder.add(subject, template, old, new, f"line {row.line}", name)
+        draft = builder.add(subject, template, old, new, f"{source or 'row'} line {row.line}", name)
         for column in row:
             if column.startswith("paraphrase"):
                 for text in _values(row, column, problems):
