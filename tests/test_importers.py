@@ -327,3 +327,13 @@ def test_relation_names_from_templates_parse(template: str, name: str) -> None:
     builder = SpecBuilder()
     builder.add("S", template, None, "N", "c", builder.by_template(template))
     assert compile_text(builder.text(["t"])).requests[0].prompt == template.replace("{subject}", "{}")
+
+
+def test_broken_easyedit_json_is_located(tmp_path: Path) -> None:
+    easy = tmp_path / "easy.json"
+    easy.write_text('[\n {"subject": "A",\n  "prompt": "A is in" "target_new": "B"}\n]\n')
+    with pytest.raises(ImportDataError, match=r"easy.json:3:\d+: not valid JSON"):
+        import_file("easyedit", easy)
+    easy.write_text('[\n {"subject": "A", "prompt": "A is in", "target_new": "B"},\n 7\n]\n')
+    with pytest.raises(ImportDataError, match=r"easy.json:3: record 1 is a JSON int"):
+        import_file("easyedit", easy)

@@ -2,6 +2,8 @@
 
 Lowering rules (the plan contract is ``kedit_vc.compiler.plan``):
 - Requests use the ROME convention: ``{}`` for the subject, targets without a space.
+- The rewrite template is the edit's own prompt, else its relation's template; the
+  relation's paraphrases apply either way (``edit "S" P131 prompt "..."``).
 - Each edit uses its own ``method``, else its file's, else the includer's, else
   ``DEFAULT_METHOD``. An edit's method of the same name as the file's default adds
   its hyperparameters on top of the default's.

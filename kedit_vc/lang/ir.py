@@ -172,9 +172,9 @@ class Edit(_Located):
     ``edit "S" REL prompt "..." -> "new"``.
 
     At least one of ``relation`` and ``prompt`` is set. With both, the edit is a fact of
-    the relation (its rules and paraphrases apply) written in its own wording: the
-    prompt is the rewrite template (CounterFact words one Wikidata relation many ways). ``body`` keeps the written
-    order so the formatter can reproduce it.
+    the relation (its rules and paraphrases apply) in its own wording: the prompt is
+    the rewrite template (CounterFact words one Wikidata relation many ways).
+    ``body`` keeps the written order so the formatter can reproduce it.
     """
 
     subject: str
