@@ -16,6 +16,7 @@ import click
 from kedit_vc.compiler import compile_file
 from kedit_vc.compiler.summary import summarize
 from kedit_vc.importers import IMPORTERS, import_file
+from kedit_vc.importers import table as table_importer
 from kedit_vc.lang import SpecError, format_spec, parse_text
 
 
@@ -88,14 +89,29 @@ def compile_command(file: str, as_json: bool, output: str | None, brief: bool) -
         click.echo(summarize(plan, probes=not brief), nl=False)
 
 
-@click.command("import")
+def _import_epilog() -> str:
+    """The table importer's column reference, as ``--help`` shows it (click keeps \\b blocks)."""
+    doc = (table_importer.__doc__ or "").strip().split("\n\n", 1)[1]
+    blocks = [block.replace("``", "") for block in doc.split("\n\n")]
+    return "\n\n".join("\b\n" + block for block in blocks)
+
+
+@click.command("import", epilog=_import_epilog())
 @click.argument("kind", type=click.Choice(sorted(IMPORTERS)))
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--limit", type=click.IntRange(min=0), help="Import only the first N records.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the spec here (default: stdout).")
-def import_command(kind: str, file: str, limit: int | None, output: str | None) -> None:
-    """Turn a benchmark FILE (counterfact, zsre, mquake) into a .kedit spec."""
-    result = import_file(kind, file, limit)
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write the spec here, atomically (default: stdout).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]),
+              help="A table's format (default: from the extension: .csv, .jsonl/.ndjson).")
+def import_command(kind: str, file: str, limit: int | None, output: str | None, fmt: str | None) -> None:
+    """Turn FILE into a .kedit spec: a benchmark (counterfact, zsre, mquake), EasyEdit's
+    flat JSON (easyedit) or a table of facts (table: CSV or JSONL, columns below).
+
+    Bad records are reported as FILE:LINE, all in one run; then nothing is written
+    and the exit code is 2.
+    """
+    result = import_file(kind, file, limit, fmt)
     if output:
         write_atomic(output, result.text)
     else:

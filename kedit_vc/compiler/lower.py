@@ -2,6 +2,8 @@
 
 Lowering rules (the plan contract is ``kedit_vc.compiler.plan``):
 - Requests use the ROME convention: ``{}`` for the subject, targets without a space.
+- The rewrite template is the edit's own prompt, else its relation's template; the
+  relation's paraphrases apply either way (``edit "S" P131 prompt "..."``).
 - Each edit uses its own ``method``, else its file's, else the includer's, else
   ``DEFAULT_METHOD``. An edit's method of the same name as the file's default adds
   its hyperparameters on top of the default's.
@@ -91,11 +93,9 @@ def lower(program: Program) -> Plan:
     batches: dict[tuple[str, str], tuple[str, dict[str, Any], list[EditRequest]]] = {}
     for scoped in program.edits:
         edit = scoped.edit
-        if edit.prompt is not None:
-            template, paraphrases = edit.prompt, ()
-        else:
-            relation = relations[edit.relation or ""]
-            template, paraphrases = relation.template, relation.paraphrases
+        relation = relations[edit.relation] if edit.relation is not None else None
+        paraphrases = relation.paraphrases if relation is not None else ()
+        template = edit.prompt if edit.prompt is not None else relation.template  # type: ignore[union-attr]
         method, hparams = resolve_method(edit, scoped.default_method)
         key = (method, json.dumps(hparams, sort_keys=True))
         batch = batches.setdefault(key, (method, hparams, []))

@@ -171,7 +171,7 @@ class _Checker:
             if edit.old is not None and edit.old == edit.new:
                 self.error(edit.at("new"), f"the new object is the old one ('{edit.new}')")
             if edit.relation is not None and edit.relation not in relations:
-                self.error(edit.at("target"), f"unknown relation '{edit.relation}'"
+                self.error(edit.at("relation"), f"unknown relation '{edit.relation}'"
                            f"{did_you_mean(edit.relation, relations)}")
             if edit.prompt is not None:
                 self.text(edit.prompt, edit.at("target"), "the edit prompt", subject="once")

@@ -63,7 +63,10 @@ def format_probe(probe: Probe) -> str:
 
 
 def edit_header(edit: Edit) -> str:
-    target = edit.relation if edit.relation is not None else f"prompt {quote(edit.prompt or '')}"
+    if edit.prompt is None:
+        target = edit.relation or ""
+    else:
+        target = f"{edit.relation + ' ' if edit.relation is not None else ''}prompt {quote(edit.prompt)}"
     if edit.old is not None:
         return f"edit {quote(edit.subject)} {target}: {quote(edit.old)} -> {quote(edit.new)}"
     return f"edit {quote(edit.subject)} {target} -> {quote(edit.new)}"

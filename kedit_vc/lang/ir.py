@@ -168,10 +168,13 @@ class Relation(_Located):
 
 @dataclass(frozen=True)
 class Edit(_Located):
-    """``edit "S" REL: "old" -> "new" { ... }`` or ``edit "S" prompt "..." -> "new"``.
+    """``edit "S" REL: "old" -> "new" { ... }``, ``edit "S" prompt "..." -> "new"``, or
+    ``edit "S" REL prompt "..." -> "new"``.
 
-    Exactly one of ``relation`` and ``prompt`` is set. ``body`` keeps the written
-    order so the formatter can reproduce it.
+    At least one of ``relation`` and ``prompt`` is set. With both, the edit is a fact of
+    the relation (its rules and paraphrases apply) in its own wording: the prompt is
+    the rewrite template (CounterFact words one Wikidata relation many ways).
+    ``body`` keeps the written order so the formatter can reproduce it.
     """
 
     subject: str

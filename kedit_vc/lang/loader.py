@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Mapping
 
@@ -47,9 +48,13 @@ class Program:
     def expectations(self) -> tuple[Expectation, ...]:
         return tuple(i for f in self.files for i in f.items if isinstance(i, Expectation))
 
-    @property
+    @cached_property
     def relations(self) -> dict[str, Relation]:
-        """Relations by name (the first declaration wins; duplicates are errors)."""
+        """Relations by name (the first declaration wins; duplicates are errors).
+
+        Computed once: the checker asks for every edit (a property made 5,000 edits
+        quadratic). Read it, do not change it.
+        """
         table: dict[str, Relation] = {}
         for spec in self.files:
             for relation in spec.relations:

@@ -131,15 +131,15 @@ class _Builder(Transformer):
     def edit(self, children: list[Any]) -> Edit:
         keyword, subject, target, change = children[:4]
         body, end = children[4] if len(children) > 4 else ((), change[-1])
-        kind, value, target_span = target
+        relation, prompt, target_parts = target
         old_token, new_token = change if len(change) == 2 else (None, change[0])
-        parts = {"subject": self._span(subject), "target": target_span, "new": self._span(new_token)}
+        parts = {"subject": self._span(subject), **target_parts, "new": self._span(new_token)}
         if old_token is not None:
             parts["old"] = self._span(old_token)
         return Edit(
             subject=self._str(subject),
-            relation=value if kind == "relation" else None,
-            prompt=value if kind == "prompt" else None,
+            relation=relation,
+            prompt=prompt,
             old=self._str(old_token) if old_token is not None else None,
             new=self._str(new_token),
             body=tuple(body),
@@ -147,10 +147,17 @@ class _Builder(Transformer):
             parts=parts,
         )
 
-    def edit_target(self, children: list[Token]) -> tuple[str, str, Span]:
+    def edit_target(self, children: list[Token]) -> tuple[str | None, str | None, dict[str, Span]]:
+        """(relation, prompt, spans): ``target`` is the prompt's span when one is written."""
+        relation = children[0].value if children[0].type == "NAME" else None
         if len(children) == 1:
-            return "relation", children[0].value, self._span(children[0])
-        return "prompt", self._str(children[1]), self._span(children[1])
+            span = self._span(children[0])
+            return relation, None, {"target": span, "relation": span} if relation else {"target": span}
+        prompt = children[-1]
+        parts = {"target": self._span(prompt)}
+        if relation is not None:
+            parts["relation"] = self._span(children[0])
+        return relation, self._str(prompt), parts
 
     def change(self, children: list[Token]) -> list[Token]:
         return children
