@@ -6,7 +6,9 @@ Each command parses flags, calls one function of ``kedit_vc.ops`` and prints a t
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -84,13 +86,16 @@ def init_command(directory: str, model_ref: str, progress: bool | None) -> None:
               help="Refuse the commit unless reliability >= 0.9 (or the --min-METRIC thresholds given).")
 @threshold_options
 @click.option("--supersede", is_flag=True, help="Replace live edits of the same subject and relation.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Commit in chunks of N edits, one commit each; run again after a stop to resume "
+                   "after the last finished chunk.")
 @wait_option
 @eval_batch_option
 @json_option
 @progress_option
 def commit_command(spec: str, message: str | None, method: str | None, hparams: tuple[str, ...], gate: bool,
-                   supersede: bool, wait: bool, eval_batch_size: int, as_json: bool, progress: bool | None,
-                   **thresholds: Any) -> int:
+                   supersede: bool, batch_size: int | None, wait: bool, eval_batch_size: int, as_json: bool,
+                   progress: bool | None, **thresholds: Any) -> int:
     """Compile SPEC, edit HEAD's weights, evaluate before and after, and commit.
 
     The spec's `expect` lines always gate; --gate and --min-METRIC add thresholds. A
@@ -101,12 +106,15 @@ def commit_command(spec: str, message: str | None, method: str | None, hparams: 
       kvc commit specs/demo.kedit -m "demo facts"
       kvc commit facts.kedit --method memit --gate --min-locality 0.95
       kvc commit facts.kedit --method auto --hparam 'candidates=["rome","memit"]'
+      kvc commit table.kedit --method ultraedit --batch-size 100   # thousands of facts, resumable
     """
     from kedit_vc.ops import CommitOptions, CommitRefused, commit_spec
 
     options = CommitOptions(message=message, method=method, hparams=parse_hparams(hparams),
                             minimums=collect_minimums(thresholds), gate=gate, supersede=supersede, wait=wait,
                             progress=resolve_progress(progress), eval_batch_size=eval_batch_size)
+    if batch_size is not None:
+        return _commit_batches(spec, batch_size, options, as_json)
     with _open() as store:
         try:
             result = commit_spec(store, spec, options)
@@ -137,6 +145,63 @@ def commit_command(spec: str, message: str | None, method: str | None, hparams: 
                f"edit {result.timings.get('edit_s', 0):.1f}s, total {result.timings.get('total_s', 0):.1f}s")
     if result.gate is not None:
         click.echo(result.gate.summary())
+    return 0
+
+
+def _commit_batches(spec: str, size: int, options: Any, as_json: bool) -> int:
+    """``kvc commit --batch-size``: a bar over facts with an ETA, a line per chunk, resumable."""
+    from kedit_vc.ops import CommitRefused
+    from kedit_vc.ops.batches import ChunkEvent, commit_in_batches, eta_seconds
+
+    events: list[ChunkEvent] = []
+
+    def report(event: ChunkEvent) -> None:
+        events.append(event)
+        if as_json:
+            return
+        eta = eta_seconds(events)
+        left = f", ETA {eta / 60:.1f} min" if eta is not None and event.done_edits < event.total_edits else ""
+        if event.status == "skipped":
+            line = f"chunk {event.index + 1}/{event.chunks}: {event.edits} edit(s) already live, skipped"
+        else:
+            assert event.result is not None and event.result.sha is not None
+            rel = event.result.report.metrics.get("reliability")
+            line = (f"chunk {event.index + 1}/{event.chunks}: [{event.result.sha[:10]}] {event.edits} edit(s) "
+                    f"in {event.seconds:.1f}s" + (f", reliability {rel:.3f}" if rel is not None else ""))
+        text = f"{line}  ({event.done_edits}/{event.total_edits} facts{left})"
+        if bar is not None:
+            bar.console.print(text, highlight=False)
+            bar.update(task, completed=event.done_edits, total=event.total_edits)
+        else:
+            click.echo(text, err=True)
+
+    bar = None
+    if options.progress and not as_json and sys.stderr.isatty():
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        bar = Progress(TextColumn("facts"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                       console=Console(stderr=True), transient=True)
+        task = bar.add_task("facts", total=None)
+    with _open() as store, (bar if bar is not None else contextlib.nullcontext()):
+        try:
+            commit_in_batches(store, spec, size, options, on_event=report)
+        except CommitRefused as refused:
+            click.echo(_report_table(refused.result.report))
+            done = sum(e.edits for e in events)
+            click.secho(f"error: {refused}; the {len(events)} chunk(s) before it ({done} edits) stay committed, "
+                        "and running the same command again resumes here", fg="red", err=True)
+            return 1
+    committed = [e for e in events if e.status == "committed"]
+    if as_json:
+        _echo_json({"chunks": [{"chunk": e.index + 1, "status": e.status, "edits": e.edits,
+                                "committed": e.result.sha if e.result else None,
+                                "seconds": round(e.seconds, 3),
+                                "metrics": e.result.report.to_json() if e.result else None} for e in events]})
+        return 0
+    skipped = len(events) - len(committed)
+    click.echo(f"{len(committed)} chunk(s) committed, {skipped} already live; "
+               f"{events[-1].total_edits if events else 0} edit(s) in all")
     return 0
 
 

@@ -134,18 +134,37 @@ def _joined(a: "Mapping[int, torch.Tensor]", b: "Mapping[int, torch.Tensor]") ->
 
 def commit_spec(store: "Store", spec: str | Path, options: CommitOptions = CommitOptions()) -> CommitResult:
     """Edit, evaluate and record ``spec``; raises ``CommitRefused`` (nothing written) if the gate fails."""
+    started = time.perf_counter()
+    with store.lock(options.wait):
+        plan, spec_text = compile_for(store, spec, options)
+        return commit_plan(store, plan, spec_text, Path(spec).name, options, started=started)
+
+
+def compile_for(store: "Store", spec: str | Path, options: CommitOptions) -> tuple[Plan, str]:
+    """``spec``'s plan with the options' method/hparams, checked against the store's model."""
+    plan = override(compile_file(spec), options.method, options.hparams)
+    spec_text = Path(spec).read_text(encoding="utf-8")
+    if not plan.requests:
+        raise UsageError(f"{spec} has no edits to commit")
+    if plan.model is not None and plan.model != store.model_ref:
+        raise UsageError(f"{spec} is written for model {plan.model!r}, but this store's base model is "
+                         f"{store.model_ref!r}; edit its `model` line or use a store for that model")
+    return plan, spec_text
+
+
+def commit_plan(store: "Store", plan: Plan, spec_text: str, spec_name: str,
+                options: CommitOptions = CommitOptions(), *, started: float | None = None,
+                extra: Mapping[str, Any] | None = None, evaluator: Evaluator | None = None) -> CommitResult:
+    """Edit, evaluate, gate and record an already compiled ``plan`` (the lock is taken here).
+
+    ``extra`` goes into the manifest beside the usual facts (``--batch-size`` records its
+    chunk there); ``evaluator`` lets consecutive commits share one loaded model.
+    """
     from kedit_vc.eval.efficiency import measure
 
     timings: dict[str, float] = {}
-    started = time.perf_counter()
+    started = time.perf_counter() if started is None else started
     with store.lock(options.wait):
-        plan = override(compile_file(spec), options.method, options.hparams)
-        spec_text = Path(spec).read_text(encoding="utf-8")
-        if not plan.requests:
-            raise UsageError(f"{spec} has no edits to commit")
-        if plan.model is not None and plan.model != store.model_ref:
-            raise UsageError(f"{spec} is written for model {plan.model!r}, but this store's base model is "
-                             f"{store.model_ref!r}; edit its `model` line or use a store for that model")
         head = store.head()
         live = live_edits(store, head)
         conflicts = find_conflicts(live, plan.requests)
@@ -154,7 +173,8 @@ def commit_spec(store: "Store", spec: str | Path, options: CommitOptions = Commi
         thresholds = gate_thresholds(plan, options)
         timings["compile_s"] = time.perf_counter() - started
 
-        evaluator = Evaluator(store, progress=options.progress, batch_size=options.eval_batch_size)
+        if evaluator is None:
+            evaluator = Evaluator(store, progress=options.progress, batch_size=options.eval_batch_size)
         mark = time.perf_counter()
         evaluator.loaded
         timings["load_s"] = time.perf_counter() - mark
@@ -183,10 +203,10 @@ def commit_spec(store: "Store", spec: str | Path, options: CommitOptions = Commi
             "calls": [{"method": c.method, "hparams": dict(c.hparams)} for c in plan.calls]}
         timings["total_s"] = time.perf_counter() - started
         payload = CommitInput(
-            message=options.message or default_message(plan, str(spec)),
+            message=options.message or default_message(plan, spec_name),
             delta=delta,
             spec_text=spec_text,
-            spec_name=Path(spec).name,
+            spec_name=spec_name,
             plan=plan.to_json(),
             metrics=report.to_json(),
             method=",".join(methods),
@@ -201,6 +221,7 @@ def commit_spec(store: "Store", spec: str | Path, options: CommitOptions = Commi
                 "editor_info": infos,
                 "supersedes": sorted({old.request.edit_id for old in superseded}),
                 "gate": [t.__dict__ for t in thresholds],
+                **dict(extra or {}),
             },
         )
         sha = store.write_commit(payload, expected_head=head)

@@ -21,6 +21,13 @@ _CACHE: "weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[int, int, int], t
     weakref.WeakKeyDictionary())
 
 
+def forget_templates(model: torch.nn.Module) -> None:
+    """Drop ``model``'s cached templates: its weights changed, and a fresh process would
+    generate them from the new weights (``kvc commit --batch-size`` calls this between
+    chunks so a resumed run equals an uninterrupted one)."""
+    _CACHE.pop(model, None)
+
+
 def context_templates(model: torch.nn.Module, tokenizer: Any, count: int, length: int,
                       seed: int = 0) -> tuple[str, ...]:
     """``"{}"`` plus ``count`` generated prefixes of ``length`` tokens, each ``"<prefix>. {}"``."""
