@@ -11,6 +11,14 @@ PNG curve, and redraws ``sequential.png`` over every method's results found.
 
     python bench/sequential.py --method alphaedit --n 40 --every 10 --stats-tokens 20000
     python bench/sequential.py --method memit --n 500 --every 50          # the full run
+    python bench/sequential.py --benchmark counterfact5k --method ultraedit --n 1000 --batch 100 --every 1
+
+Mass editing (issue 15): ``--benchmark counterfact5k`` reads CounterFact in EasyEdit's flat
+format; each evaluation also scores raw prompts (no prefix token, as a user prompts the
+exported model: ``raw_*``) and, with ``--generative``, greedy continuations (``gen_*``).
+Method state carried by the history (UltraEdit's normalisation statistics) is summed
+over the commits so far and handed to each edit, as ``kvc commit`` does. ``--resume``
+re-applies the saved deltas of a stopped run (``<name>.deltas/``) and goes on after them.
 """
 
 from __future__ import annotations
@@ -26,6 +34,9 @@ from common import parser, save, setup
 
 METRICS = ("reliability_cf", "generalization_cf", "locality_cf")
 LABELS = {"reliability_cf": "efficacy", "generalization_cf": "paraphrase", "locality_cf": "neighbourhood"}
+#: Also recorded at each evaluation (not drawn): raw-prompt and generative forms.
+EXTRA = ("raw_reliability_cf", "raw_generalization_cf", "raw_locality_cf", "gen_reliability", "gen_generalization",
+         "gen_locality", "raw_gen_reliability")
 
 
 def _value(text: str) -> Any:
@@ -37,7 +48,11 @@ def _value(text: str) -> Any:
 
 def arguments() -> argparse.Namespace:
     p = parser(__doc__)
-    p.add_argument("--method", required=True, choices=["rome", "memit", "alphaedit", "ft"])
+    p.add_argument("--method", required=True, help="a registered editing method (kvc bench --help lists them)")
+    p.add_argument("--benchmark", default="counterfact", choices=["counterfact", "counterfact5k"],
+                   help="counterfact_500 (default) or the flat 5k file for scale")
+    p.add_argument("--generative", action="store_true", help="also judge greedy continuations (gen_*)")
+    p.add_argument("--resume", action="store_true", help="go on after the commits a stopped run saved")
     p.add_argument("--n", type=int, default=40, help="edits in all")
     p.add_argument("--every", type=int, default=10, help="evaluate all edits so far every K commits")
     p.add_argument("--batch", type=int, default=1, help="edits per commit")
@@ -51,15 +66,15 @@ def arguments() -> argparse.Namespace:
     return p.parse_args()
 
 
-def evaluate(lm: Any, requests: list, pre: Any, prompts: list[str]) -> dict[str, Any]:
+def evaluate(lm: Any, requests: list, pre: Any, prompts: list[str], generative: bool = False) -> dict[str, Any]:
     """Scores of ``requests`` on the current weights, with their pre-edit values."""
     from kedit_vc.eval import score_requests, summarize
     from kedit_vc.eval.fluency import fluency
 
-    post = score_requests(lm.model, lm.tokenizer, requests)
+    post = score_requests(lm.model, lm.tokenizer, requests, prompts="both", generative=generative)
     report = summarize(post, pre)
-    row = {name: report.metrics.get(name) for name in METRICS}
-    row["pre"] = {name: report.pre_metrics.get(name) for name in METRICS}
+    row = {name: report.metrics.get(name) for name in METRICS + EXTRA}
+    row["pre"] = {name: report.pre_metrics.get(name) for name in METRICS + EXTRA}
     if prompts:
         row["fluency"] = fluency(lm.model, lm.tokenizer, prompts)
     return row
@@ -82,21 +97,41 @@ def main() -> None:
     overrides = {k: _value(v) for k, v in overrides.items()}
     if args.stats_tokens is not None:
         overrides["stats_tokens"] = args.stats_tokens
+    from kedit_vc.delta import Delta
+    from kedit_vc.eval.efficiency import peak_rss_bytes
+
     hparams = build_hparams(args.method, overrides)
     lm = load_model(args.model, progress=False)
-    cases = load_cases("counterfact")[args.start:args.start + args.n]
+    cases = load_cases(args.benchmark)[args.start:args.start + args.n]
     requests = [r for case in cases for r in case.requests]
     prompts = [p for case in cases for p in case.generation_prompts][:args.fluency]
-    pre_all = score_requests(lm.model, lm.tokenizer, requests)
+    if args.fluency and not prompts:  # the flat file has no generation prompts: use the rewrite prompts
+        prompts = [r.prompt.replace("{}", r.subject, 1) for r in requests][:args.fluency]
+    pre_all = score_requests(lm.model, lm.tokenizer, requests, prompts="both", generative=args.generative)
     pre_fluency = fluency(lm.model, lm.tokenizer, prompts) if prompts else None
     editor = get_editor(args.method)
     preserved: dict[int, torch.Tensor] = {}
+    carried: dict[str, torch.Tensor] = {}
     curve, seconds = [], []
     name = f"sequential_{args.method}{args.tag}"
-    for start in range(0, len(requests), args.batch):
+    saved = Path(args.results_dir or Path(__file__).resolve().parent / "results") / f"{name}.deltas"
+    first = 0
+    if args.resume and (saved / "state.json").is_file():
+        state = json.loads((saved / "state.json").read_text())
+        curve, seconds, first = state["curve"], state["seconds"], state["done"]
+        for k in range(state["commits"]):
+            Delta.load(saved / f"{k:05d}.safetensors").apply(lm.model)
+        from safetensors.torch import load_file
+
+        extra_state = load_file(str(saved / "history.safetensors")) if (saved / "history.safetensors").is_file() else {}
+        preserved = {int(k.split("/")[1]): v for k, v in extra_state.items() if k.startswith("keys/")}
+        carried = {k.removeprefix("carried/"): v for k, v in extra_state.items() if k.startswith("carried/")}
+        print(f"resumed after {first} edits ({state['commits']} commits)", flush=True)
+    saved.mkdir(parents=True, exist_ok=True)
+    for start in range(first, len(requests), args.batch):
         chunk = requests[start:start + args.batch]
         context = EditContext(fingerprint=lm.fingerprint, progress=False,
-                              preserved_keys={} if args.no_history else dict(preserved))
+                              preserved_keys={} if args.no_history else dict(preserved), carried=dict(carried))
         began = time.perf_counter()
         result = editor.edit(lm.model, lm.tokenizer, chunk, hparams, context)
         delta = result.delta
@@ -107,10 +142,16 @@ def main() -> None:
         for layer, keys in result.written_keys.items():
             keys = keys.detach().float()
             preserved[layer] = torch.cat([preserved[layer], keys]) if layer in preserved else keys
+        for key, value in result.carried.items():
+            value = value.detach().double()
+            carried[key] = carried[key] + value if key in carried else value
+        delta.save(saved / f"{commits - 1:05d}.safetensors")
         if commits % args.every == 0 or done == len(requests):
             so_far = requests[:done]
-            pre = ProbeScores(pre_all.edits[:done])
-            row = {"edits": done, "commits": commits, **evaluate(lm, so_far, pre, prompts)}
+            pre = ProbeScores(pre_all.edits[:done], pre_all.forms)
+            row = {"edits": done, "commits": commits, "peak_rss_bytes": peak_rss_bytes(),
+                   "seconds_per_fact": round(sum(seconds) / done, 3),
+                   **evaluate(lm, so_far, pre, prompts, args.generative)}
             curve.append(row)
             print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()
                               if k != "pre"}), flush=True)
@@ -118,10 +159,18 @@ def main() -> None:
             path = save(name, {
                 "method": args.method, "model": args.model, "hparams": overrides,
                 "resolved_hparams": asdict(resolve_hparams(args.method, lm.model, hparams)), "n": len(requests),
-                "batch": args.batch, "every": args.every, "start": args.start,
+                "batch": args.batch, "every": args.every, "start": args.start, "benchmark": args.benchmark,
                 "history": not args.no_history, "complete": done == len(requests),
                 "pre_fluency": pre_fluency, "seconds_per_commit": round(sum(seconds) / len(seconds), 2),
                 "curve": curve}, args.results_dir)
+            from safetensors.torch import save_file
+
+            history = {f"keys/{layer}": t.contiguous() for layer, t in preserved.items()}
+            history.update({f"carried/{k}": t.contiguous() for k, t in carried.items()})
+            if history:
+                save_file(history, str(saved / "history.safetensors"))
+            (saved / "state.json").write_text(json.dumps({"done": done, "commits": commits, "curve": curve,
+                                                          "seconds": seconds}))
             plot([path], path.with_suffix(".png"))
             plot(sorted(path.parent.glob("sequential_*.json")), path.parent / "sequential.png")
     print(f"wrote {path}")

@@ -39,7 +39,7 @@ def _hparam_value(text: str) -> object:
 
 
 @click.command("bench")
-@click.argument("benchmark", type=click.Choice(["counterfact", "zsre", "mquake"]))
+@click.argument("benchmark", type=click.Choice(["counterfact", "counterfact5k", "zsre", "mquake"]))
 @click.option("--n", "n", type=click.IntRange(min=1), default=100, show_default=True, help="Number of cases.")
 @method_option(DEFAULT_METHOD, "Editing method.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,

@@ -43,6 +43,7 @@ REFERENCE: Mapping[str, tuple[str, ...]] = {
                "raw_portability_multihop", "raw_reliability", "raw_reliability_cf",
                "raw_gen_portability_multihop", "raw_gen_reliability"),
 }
+REFERENCE = {**REFERENCE, "counterfact5k": REFERENCE["counterfact"]}  # the same definitions, flat records
 
 #: How every benchmark scores probes: teacher-forced and generative, prefixed and raw prompts.
 SCORING: Mapping[str, Any] = {"prompts": "both", "generative": True}

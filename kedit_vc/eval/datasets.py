@@ -5,6 +5,8 @@
 - zsRE (EasyEdit): rewrite ``src -> alt``, paraphrase ``rephrase -> alt``, locality
   ``loc -> loc_ans`` (scored as agreement with the unedited model), portability
   ``New Question -> New Answer``.
+- CounterFact 5k (EasyEdit's flat format, the file for scale): the same definitions with
+  ``ground_truth`` as the true object, one ``rephrase_prompt`` and one ``locality_prompt``.
 - MQuAKE-CF: one request per requested rewrite (all applied together); the case's
   questions, with ``new_answer`` and each alias as targets, are multihop probes of one
   group, so a case counts as answered when any question gets any answer exactly.
@@ -25,6 +27,7 @@ FILES: Mapping[str, str] = {
     "counterfact": "counterfact_500.json",
     "zsre": "zsre_eval_portability_1037.json",
     "mquake": "mquake_cf_354.json",
+    "counterfact5k": "counterfact_edit_5k.json",
 }
 
 
@@ -68,6 +71,22 @@ def counterfact_case(record: Mapping[str, Any]) -> BenchCase:
     return BenchCase(str(record["case_id"]), (request,), gen)
 
 
+def counterfact_flat_case(record: Mapping[str, Any]) -> BenchCase:
+    """CounterFact in EasyEdit's flat format: one paraphrase, one neighbour (same scoring)."""
+    subject, new, true = record["subject"], record["target_new"], record["ground_truth"]
+    prompt = record["prompt"]
+    if subject not in prompt:
+        raise ValueError(f"CounterFact record {record.get('case_id')}: subject {subject!r} not in {prompt!r}")
+    probes = [Probe("rewrite", prompt, new, true)]
+    if record.get("rephrase_prompt"):
+        probes.append(Probe("paraphrase", record["rephrase_prompt"], new, true))
+    if record.get("locality_prompt"):
+        probes.append(Probe("neighbour", record["locality_prompt"], record["locality_ground_truth"], new))
+    request = EditRequest(f"cf5k-{record['case_id']}", subject, prompt.replace(subject, "{}", 1), new, true,
+                          tuple(probes))
+    return BenchCase(str(record["case_id"]), (request,))
+
+
 def zsre_case(record: Mapping[str, Any], index: int) -> BenchCase:
     subject, src, alt = record["subject"], record["src"], record["alt"]
     if subject not in src:
@@ -103,6 +122,7 @@ _CONVERTERS: Mapping[str, Callable[[Sequence[Mapping[str, Any]]], list[BenchCase
     "counterfact": lambda records: [counterfact_case(r) for r in records],
     "zsre": lambda records: [zsre_case(r, i) for i, r in enumerate(records)],
     "mquake": lambda records: [mquake_case(r) for r in records],
+    "counterfact5k": lambda records: [counterfact_flat_case(r) for r in records],
 }
 
 
