@@ -77,7 +77,8 @@ def depth_layer(model: torch.nn.Module, fraction: float) -> int:
     from kedit_vc.models.families import dimensions, family_of
 
     family_of(model)
-    return max(0, round(dimensions(model).n_layers * fraction))
+    n_layers = dimensions(model).n_layers
+    return min(n_layers - 1, max(0, round(n_layers * fraction)))
 
 
 def depth_layers(model: torch.nn.Module, fractions: tuple[float, float]) -> tuple[int, ...]:
