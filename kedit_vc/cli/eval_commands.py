@@ -70,7 +70,7 @@ def bench_command(benchmark: str, n: int, method: str, batch: int, sequential: b
 
     from kedit_vc.editors.base import get_editor
     from kedit_vc.editors.registry import build_hparams, check_hparams, require_method
-    from kedit_vc.eval.bench import run_bench, run_facts
+    from kedit_vc.ops.bench import run_bench, run_facts
     from kedit_vc.eval.datasets import load_cases
     from kedit_vc.models import load_model
 

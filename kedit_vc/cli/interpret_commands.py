@@ -91,7 +91,7 @@ def explain_command(rev: str | None, edit_id: str | None, spec: str | None, mode
     """
     from kedit_vc.interpret.plots import plot_explanation
     from kedit_vc.interpret.render import render_explanation
-    from kedit_vc.interpret.sources import explain_plan, explain_revision
+    from kedit_vc.ops.explain import explain_plan, explain_revision
     from kedit_vc.models import load_model
 
     if spec and rev:
