@@ -13,6 +13,7 @@ import click
 from kedit_vc.cli.options import collect_minimums, threshold_options
 from kedit_vc.editors.defaults import DEFAULT_METHOD
 from kedit_vc.errors import UsageError
+from kedit_vc.eval.registry import CF_HEADLINES, CF_SCORE, GENERATIVE, HEADLINES, RAW
 
 from .options import method_option
 
@@ -165,10 +166,9 @@ def eval_command(rev: str, spec_path: str | None, history: bool, plot_path: str 
                 click.echo(json.dumps([{"commit": p.record.sha, "op": p.record.op, "live_edits": p.n_live,
                                         **p.evaluation.report.to_json()} for p in points], indent=2, sort_keys=True))
             else:
-                names = ["reliability", "generalization", "locality", "portability"]
-                click.echo(f"{'commit':<11} {'op':<7} {'live':>5} " + " ".join(f"{n[:11]:>11}" for n in names))
+                click.echo(f"{'commit':<11} {'op':<7} {'live':>5} " + " ".join(f"{n[:11]:>11}" for n in HEADLINES))
                 for p in points:
-                    values = [p.evaluation.report.metrics.get(n) for n in names]
+                    values = [p.evaluation.report.metrics.get(n) for n in HEADLINES]
                     click.echo(f"{p.record.short:<11} {p.record.op:<7} {p.n_live:>5} "
                                + " ".join(f"{'-' if v is None else f'{v:.4f}':>11}" for v in values))
             if plot_path:
@@ -189,12 +189,10 @@ def eval_command(rev: str, spec_path: str | None, history: bool, plot_path: str 
     click.echo(f"{evaluation.sha[:10]}: {report.n_edits} live edit(s); pre = base model, post = this commit")
     if not report.rows:
         return 0
-    names = ("reliability", "generalization", "locality", "portability",
-             "gen_reliability", "gen_generalization", "gen_locality", "gen_portability",
-             "reliability_cf", "generalization_cf", "locality_cf", "cf_score")
-    show = prompts if report.forms != "prefixed" else "prefixed"
-    prefix = "raw_" if show == "raw" else ""
-    click.echo(report.forms_table([n for n in names if prefix + n in report.metrics], show))
+    names = (*HEADLINES, *GENERATIVE, *CF_HEADLINES.values(), CF_SCORE)
+    forms = prompts if report.forms != "prefixed" else "prefixed"
+    prefix = RAW if forms == "raw" else ""
+    click.echo(report.forms_table([n for n in names if prefix + n in report.metrics], forms))
     return 0
 
 

@@ -9,6 +9,7 @@ from typing import Any, Callable
 import click
 
 from kedit_vc.errors import UsageError
+from kedit_vc.eval.registry import GENERATIVE, HEADLINES, RAW
 
 F = Callable[..., Any]
 
@@ -31,8 +32,7 @@ def resolve_progress(progress: bool | None) -> bool:
 
 
 #: Metrics with their own ``--min-NAME`` flag (``_`` written ``-``); any other: ``--min METRIC=X``.
-THRESHOLD_METRICS = ("reliability", "generalization", "locality", "portability", "fluency",
-                     "gen_reliability", "gen_generalization", "gen_locality", "gen_portability", "raw_reliability")
+THRESHOLD_METRICS = (*HEADLINES, "fluency", *GENERATIVE, RAW + "reliability")
 
 
 def threshold_options(f: F) -> F:

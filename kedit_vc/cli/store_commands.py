@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from kedit_vc.eval.registry import GENERATIVE, HEADLINES
+
 from .options import (
     collect_minimums, eval_batch_option, hparam_option, json_option, message_option, method_option, parse_hparams,
     progress_option, resolve_progress, threshold_options, wait_option,
@@ -21,8 +23,6 @@ if TYPE_CHECKING:
     from kedit_vc.eval.report import EvalReport
 
 DEFAULT_MODEL = "smollm2"
-HEADLINES = ["reliability", "generalization", "locality", "portability"]
-GENERATIVE = ["gen_reliability", "gen_generalization", "gen_locality", "gen_portability"]
 COST = ["seconds", "peak_rss_bytes", "delta_bytes"]
 
 
@@ -41,7 +41,7 @@ def _report_table(report: "EvalReport", extra: list[str] | None = None) -> str:
     def present(names: list[str]) -> list[str]:
         return [n for n in names if n in report.metrics or n in report.pre_metrics]
 
-    names, extras = present(HEADLINES + GENERATIVE), present(extra or [])
+    names, extras = present([*HEADLINES, *GENERATIVE]), present(extra or [])
     if not names and not extras:
         return "(no probes to score)"
     parts = [report.forms_table(names, "prefixed" if report.forms == "prefixed" else "both")] if names else []

@@ -9,19 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from kedit_vc.eval.registry import CF_HEADLINES, CF_SCORE, GENERATIVE, HEADLINES, RAW, raw
 from kedit_vc.eval.report import FORMS_NOTE, EvalReport
 
-#: The reference summary of each benchmark, in display order.
+#: CounterFact's summary: efficacy, paraphrase and neighbourhood scores and their harmonic mean.
+_CF = (*CF_HEADLINES.values(), CF_SCORE)
+#: Generative metrics of every family but portability (CounterFact has no portability probes).
+_GEN_DIRECT = tuple(name for name, family in GENERATIVE.items() if family != "portability")
+
+#: The reference summary of each benchmark, in display order (names from ``eval.registry``).
 REFERENCE: Mapping[str, tuple[str, ...]] = {
-    "counterfact": ("reliability_cf", "generalization_cf", "locality_cf", "cf_score",
-                    "reliability_cf_magnitude", "generalization_cf_magnitude", "locality_cf_magnitude", "fluency",
-                    "gen_reliability", "gen_generalization", "gen_locality",
-                    "raw_reliability_cf", "raw_generalization_cf", "raw_locality_cf", "raw_cf_score",
-                    "raw_gen_reliability", "raw_gen_generalization", "raw_gen_locality"),
-    "zsre": ("reliability_acc", "generalization_acc", "locality_agree", "portability_acc",
-             "gen_reliability", "gen_generalization", "gen_locality", "gen_locality_agree", "gen_portability",
-             "raw_reliability", "raw_generalization", "raw_locality", "raw_portability",
-             "raw_gen_reliability", "raw_gen_generalization", "raw_gen_locality", "raw_gen_portability"),
+    "counterfact": (*_CF, *(f"{name}_magnitude" for name in CF_HEADLINES.values()), "fluency",
+                    *_GEN_DIRECT, *raw((*_CF, *_GEN_DIRECT))),
+    "zsre": (*HEADLINES.values(), *_GEN_DIRECT, "gen_locality_agree", "gen_portability",
+             *raw(HEADLINES), *raw(GENERATIVE)),
     "mquake": ("portability_multihop", "reliability_acc", "reliability_cf",
                "gen_portability_multihop", "gen_reliability",
                "raw_portability_multihop", "raw_reliability", "raw_reliability_cf",
@@ -30,20 +31,17 @@ REFERENCE: Mapping[str, tuple[str, ...]] = {
 
 #: How the reference papers name them.
 LABELS: Mapping[str, str] = {
-    "reliability_cf": "efficacy score", "generalization_cf": "paraphrase score",
-    "locality_cf": "neighbourhood score", "cf_score": "score (hmean)",
-    "reliability_cf_magnitude": "efficacy magnitude", "generalization_cf_magnitude": "paraphrase magnitude",
-    "locality_cf_magnitude": "neighbourhood magnitude", "fluency": "fluency (n-gram entropy)",
+    **{definition: f"{name} score" for name, definition in CF_HEADLINES.items()}, CF_SCORE: "score (hmean)",
+    **{f"{definition}_magnitude": f"{name} magnitude" for name, definition in CF_HEADLINES.items()},
+    "fluency": "fluency (n-gram entropy)",
     "reliability_acc": "reliability (token acc)", "generalization_acc": "generalization (token acc)",
     "locality_agree": "locality (agreement)", "portability_acc": "portability (token acc)",
     "portability_multihop": "multi-hop accuracy",
-    "gen_reliability": "reliability (generative)", "gen_generalization": "generalization (generative)",
-    "gen_locality": "locality (generative)", "gen_portability": "portability (generative)",
+    **{name: f"{family} (generative)" for name, family in GENERATIVE.items()},
     "gen_portability_multihop": "multi-hop (generative)", "gen_locality_agree": "locality (generation unchanged)",
 }
-LABELS = {**LABELS, **{f"raw_{k}": f"{v}, raw" for k, v in LABELS.items()},
-          "raw_reliability": "reliability (token acc), raw", "raw_generalization": "generalization (token acc), raw",
-          "raw_locality": "locality (agreement), raw", "raw_portability": "portability (token acc), raw"}
+LABELS = {**LABELS, **{RAW + k: f"{v}, raw" for k, v in LABELS.items()},
+          **{RAW + name: f"{LABELS[definition]}, raw" for name, definition in HEADLINES.items()}}
 
 
 @dataclass(frozen=True)

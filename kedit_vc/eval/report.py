@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from kedit_vc.eval.registry import DERIVED, METRICS
+from kedit_vc.eval.registry import DERIVED, METRICS, RAW
 from kedit_vc.eval.scores import EditScores, ProbeScores
 
 REPORT_VERSION = 1
@@ -90,7 +90,7 @@ class EvalReport:
         "prefixed", "raw" or "both" (which column pairs to print). A line under the
         table says what "raw" means for this report's model.
         """
-        pairs = {"prefixed": [("", "pre", "post")], "raw": [("raw_", "raw pre", "raw post")]}
+        pairs = {"prefixed": [("", "pre", "post")], "raw": [(RAW, "raw pre", "raw post")]}
         columns = pairs["prefixed"] + pairs["raw"] if show == "both" else pairs[show]
         head = f"{'metric':<22}" + "".join(f" {pre:>9} {post:>9}" for _, pre, post in columns) + f" {'n':>6}"
         lines = [head]
@@ -98,7 +98,7 @@ class EvalReport:
             cells = ""
             for prefix, _, _ in columns:
                 cells += f" {_fmt(self.pre_metrics.get(prefix + name)):>9} {_fmt(self.metrics.get(prefix + name)):>9}"
-            count = self.counts.get(name, self.counts.get("raw_" + name, ""))
+            count = self.counts.get(name, self.counts.get(RAW + name, ""))
             lines.append(f"{name:<22}{cells} {count:>6}")
         if show != "prefixed":
             lines.append(FORMS_NOTE.get(self.forms, FORMS_NOTE["prefixed"]))
