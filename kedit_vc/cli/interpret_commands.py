@@ -15,7 +15,7 @@ import click
 from kedit_vc.errors import UsageError
 from kedit_vc.interpret.defaults import DEFAULT_SAMPLES, DEFAULT_WINDOW, KINDS, NOISE_FACTOR
 
-MODEL_HELP = "Embedded alias (smollm2), HuggingFace folder, or .gguf file."
+from .options import DEFAULT_MODEL, model_option
 
 
 @click.command("trace")
@@ -24,7 +24,7 @@ MODEL_HELP = "Embedded alias (smollm2), HuggingFace folder, or .gguf file."
 @click.option("-t", "--target", help="The answer to trace (default: the model's own top next token).")
 @click.option("--kind", type=click.Choice(KINDS), default="residual", show_default=True,
               help="Restore block outputs (residual) or a window of MLP / attention outputs.")
-@click.option("--model", "model_ref", default="smollm2", show_default=True, help=MODEL_HELP)
+@model_option()
 @click.option("--samples", type=click.IntRange(min=1), default=DEFAULT_SAMPLES, show_default=True,
               help="Noise draws averaged per cell.")
 @click.option("--window", type=click.IntRange(min=1), default=DEFAULT_WINDOW, show_default=True,
@@ -77,7 +77,7 @@ def _output_for(output: str, edit_id: str, many: bool) -> Path:
 @click.option("--edit", "edit_id", help="Only this edit id (a prefix is enough).")
 @click.option("--spec", type=click.Path(exists=True, dir_okay=False),
               help="Run this .kedit spec's edits in memory and explain them (instead of a commit).")
-@click.option("--model", "model_ref", help="With --spec: the model (default: the spec's, else smollm2). " + MODEL_HELP)
+@model_option(None, f"With --spec: the model (default: the spec's, else {DEFAULT_MODEL}).")
 @click.option("--layer", type=click.IntRange(min=0), help="Layer of the SelfIE readout (default: a few above the edit).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Write the before/after PNG (1200x900) here; several edits get -EDITID suffixes.")
@@ -100,7 +100,7 @@ def explain_command(rev: str | None, edit_id: str | None, spec: str | None, mode
         from kedit_vc.compiler import compile_file
 
         plan = compile_file(spec)
-        loaded = load_model(model_ref or plan.model or "smollm2")
+        loaded = load_model(model_ref or plan.model or DEFAULT_MODEL)
         explanations = explain_plan(plan, loaded, edit_id=edit_id, selfie_layer=layer)
     else:
         from kedit_vc.ops.weights import load_base

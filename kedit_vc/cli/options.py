@@ -22,6 +22,17 @@ hparam_option = click.option("--hparam", "hparams", multiple=True, metavar="KEY=
                              help="Override a hyperparameter (JSON value), e.g. --hparam v_steps=20.")
 
 
+#: The model a command loads when none is named.
+DEFAULT_MODEL = "smollm2"
+MODEL_HELP = "Embedded alias (smollm2, gemma3-270m), HuggingFace folder, or .gguf file."
+
+
+def model_option(default: str | None = DEFAULT_MODEL, lead: str = "") -> Callable[[F], F]:
+    """``--model REF`` (into ``model_ref``): ``lead`` says what the model is for, then what REF may be."""
+    return click.option("--model", "model_ref", default=default, show_default=default is not None,
+                        help=f"{lead} {MODEL_HELP}".strip())
+
+
 def progress_option(f: F) -> F:
     return click.option("--progress/--no-progress", default=None,
                         help="Show progress bars (default: when stderr is a terminal).")(f)

@@ -15,14 +15,13 @@ import click
 from kedit_vc.eval.registry import GENERATIVE, HEADLINES
 
 from .options import (
-    collect_minimums, eval_batch_option, hparam_option, json_option, message_option, method_option, parse_hparams,
-    progress_option, resolve_progress, threshold_options, wait_option,
+    collect_minimums, eval_batch_option, hparam_option, json_option, message_option, method_option, model_option,
+    parse_hparams, progress_option, resolve_progress, threshold_options, wait_option,
 )
 
 if TYPE_CHECKING:
     from kedit_vc.eval.report import EvalReport
 
-DEFAULT_MODEL = "smollm2"
 COST = ["seconds", "peak_rss_bytes", "delta_bytes"]
 
 
@@ -58,8 +57,7 @@ def _human_bytes(n: float) -> str:
 
 @click.command("init")
 @click.argument("directory", type=click.Path(file_okay=False), default=".")
-@click.option("--model", "model_ref", default=DEFAULT_MODEL, show_default=True,
-              help="Embedded alias, HuggingFace folder or .gguf file: the base model every edit applies to.")
+@model_option(lead="The base model every edit applies to.")
 @progress_option
 def init_command(directory: str, model_ref: str, progress: bool | None) -> None:
     """Create a store in DIRECTORY (default: here) recording the base model (never copied).
