@@ -13,7 +13,6 @@ exported model: the tokenizer's own encoding, nothing added.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Sequence
 
 import torch
@@ -78,14 +77,12 @@ def greedy_continuations(
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             ids, mask = _left_pad([encoded[i] for i in chunk], pad)
-            with warnings.catch_warnings():  # transformers warns about its own generate()'s cache argument
-                warnings.filterwarnings("ignore", message=".*past_key_values.*", category=FutureWarning)
-                generated = model.generate(
-                    input_ids=ids.to(device), attention_mask=mask.to(device),
-                    max_new_tokens=max(budgets[i] for i in chunk), min_new_tokens=0,
-                    do_sample=False, num_beams=1, top_k=None, top_p=None, temperature=None,
-                    pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
-                )[:, ids.shape[1]:]  # [b, new]
+            generated = model.generate(
+                input_ids=ids.to(device), attention_mask=mask.to(device),
+                max_new_tokens=max(budgets[i] for i in chunk), min_new_tokens=0,
+                do_sample=False, num_beams=1, top_k=None, top_p=None, temperature=None,
+                pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
+            )[:, ids.shape[1]:]  # [b, new]
             for row, i in enumerate(chunk):
                 new = generated[row, : budgets[i]].tolist()
                 if tokenizer.eos_token_id is not None and tokenizer.eos_token_id in new:

@@ -7,6 +7,8 @@ head only at the positions a loss or metric reads.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any
 
 import torch
@@ -26,6 +28,21 @@ def final_hidden(model: torch.nn.Module, input_ids: torch.Tensor,
     base = get_module(model, family_of(model).base)
     out = base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     return out[0] if isinstance(out, tuple) else out.last_hidden_state
+
+
+@functools.cache
+def _cache_keyword(model_class: type) -> str:
+    """The name ``model_class.forward`` takes the KV cache under: ``cache`` (transformers 5,
+    where ``past_key_values`` is deprecated and warns) or ``past_key_values`` (earlier)."""
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
+def decode_step(model: torch.nn.Module, input_ids: torch.Tensor, cache: Any = None) -> tuple[torch.Tensor, Any]:
+    """One incremental forward with a KV cache: logits [b, t, vocab] of ``input_ids`` [b, t]
+    read after the tokens ``cache`` holds (None: none yet), and the grown cache."""
+    keyword = _cache_keyword(type(unwrap(model)))
+    out = model(input_ids=input_ids, use_cache=True, **({} if cache is None else {keyword: cache}))
+    return out.logits, out.cache if keyword == "cache" else out.past_key_values
 
 
 def logits_from_hidden(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
