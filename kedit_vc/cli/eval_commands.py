@@ -15,8 +15,16 @@ from kedit_vc.errors import UsageError
 from kedit_vc.eval.registry import CF_HEADLINES, CF_SCORE, GENERATIVE, HEADLINES, RAW
 
 from .options import (
-    collect_minimums, eval_batch_option, hparam_option, json_option, method_option, model_option, parse_hparams,
-    progress_option, resolve_progress, threshold_options,
+    collect_minimums,
+    eval_batch_option,
+    hparam_option,
+    json_option,
+    method_option,
+    model_option,
+    parse_hparams,
+    progress_option,
+    resolve_progress,
+    threshold_options,
 )
 
 
@@ -52,9 +60,9 @@ def bench_command(benchmark: str, n: int, method: str, batch: int, sequential: b
 
     from kedit_vc.editors.base import get_editor
     from kedit_vc.editors.registry import build_hparams, check_hparams, require_method
-    from kedit_vc.ops.bench import run_bench, run_facts
     from kedit_vc.eval.datasets import load_cases
     from kedit_vc.models import load_model
+    from kedit_vc.ops.bench import run_bench, run_facts
 
     overrides = parse_hparams(hparams)
     method = require_method(method).name
@@ -102,7 +110,8 @@ def _store_report(rev: str, progress: bool) -> tuple[object, tuple]:
 @click.argument("rev", default="HEAD")
 @click.option("--spec", "spec_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Score this spec's probes at REV instead of the live edits' stored probes.")
-@click.option("--history", is_flag=True, help="Metrics of all live edits after each commit (the sequential-editing curve).")
+@click.option("--history", is_flag=True,
+              help="Metrics of all live edits after each commit (the sequential-editing curve).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="With --history: also draw the curve to this PNG.")
 @json_option

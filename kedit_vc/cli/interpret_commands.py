@@ -78,7 +78,8 @@ def _output_for(output: str, edit_id: str, many: bool) -> Path:
 @click.option("--spec", type=click.Path(exists=True, dir_okay=False),
               help="Run this .kedit spec's edits in memory and explain them (instead of a commit).")
 @model_option(None, f"With --spec: the model (default: the spec's, else {DEFAULT_MODEL}).")
-@click.option("--layer", type=click.IntRange(min=0), help="Layer of the SelfIE readout (default: a few above the edit).")
+@click.option("--layer", type=click.IntRange(min=0),
+              help="Layer of the SelfIE readout (default: a few above the edit).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Write the before/after PNG (1200x900) here; several edits get -EDITID suffixes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the explanations as JSON.")
@@ -91,8 +92,8 @@ def explain_command(rev: str | None, edit_id: str | None, spec: str | None, mode
     """
     from kedit_vc.interpret.plots import plot_explanation
     from kedit_vc.interpret.render import render_explanation
-    from kedit_vc.ops.explain import explain_plan, explain_revision
     from kedit_vc.models import load_model
+    from kedit_vc.ops.explain import explain_plan, explain_revision
 
     if spec and rev:
         raise UsageError("give either a revision or --spec, not both")

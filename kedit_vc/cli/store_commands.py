@@ -15,8 +15,18 @@ import click
 from kedit_vc.eval.registry import GENERATIVE, HEADLINES
 
 from .options import (
-    collect_minimums, eval_batch_option, hparam_option, json_option, message_option, method_option, model_option,
-    parse_hparams, progress_option, resolve_progress, threshold_options, wait_option,
+    collect_minimums,
+    eval_batch_option,
+    hparam_option,
+    json_option,
+    message_option,
+    method_option,
+    model_option,
+    parse_hparams,
+    progress_option,
+    resolve_progress,
+    threshold_options,
+    wait_option,
 )
 
 if TYPE_CHECKING:

@@ -260,8 +260,10 @@ def _hmean(values: Sequence[float]) -> float:
 def _register_builtins() -> None:
     for family in ("reliability", "generalization", "locality"):
         cf_kinds = ("neighbour", "keep") if family == "locality" else FAMILY_KINDS[family]
-        register_metric(Metric(f"{family}_cf", family, "CounterFact score: target beats foil by mean NLL", cf_success(cf_kinds)))
-        register_metric(Metric(f"{family}_cf_magnitude", family, "CounterFact magnitude: p(target) - p(foil)", cf_magnitude(cf_kinds)))
+        register_metric(Metric(f"{family}_cf", family, "CounterFact score: target beats foil by mean NLL",
+                               cf_success(cf_kinds)))
+        register_metric(Metric(f"{family}_cf_magnitude", family, "CounterFact magnitude: p(target) - p(foil)",
+                               cf_magnitude(cf_kinds)))
     for family, kinds in FAMILY_KINDS.items():
         register_metric(Metric(f"{family}_acc", family, "EasyEdit teacher-forced token accuracy", token_acc(kinds)))
     register_metric(Metric("locality_agree", "locality", "argmax agreement with the pre-edit model",
@@ -270,7 +272,8 @@ def _register_builtins() -> None:
                            any_correct_per_group(("multihop",)), pool=True))
     for headline, definition in {**HEADLINES, **CF_HEADLINES}.items():
         base = METRICS[definition]
-        register_metric(Metric(headline, base.family, f"headline: {definition}", base.samples, base.pool, base.needs_pre))
+        register_metric(Metric(headline, base.family, f"headline: {definition}", base.samples, base.pool,
+                               base.needs_pre))
     register_derived(Derived(CF_SCORE, tuple(CF_HEADLINES.values()),
                              "CounterFact Score: harmonic mean of efficacy, paraphrase and neighbourhood scores",
                              _hmean))

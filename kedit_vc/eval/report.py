@@ -65,7 +65,8 @@ class EvalReport:
             metrics={k: float(v) for k, v in data["metrics"].items()},
             pre_metrics={k: float(v) for k, v in data.get("pre_metrics", {}).items()},
             counts={k: int(v) for k, v in data.get("counts", {}).items()},
-            rows=tuple(EditRow(r["edit_id"], {k: float(v) for k, v in r["metrics"].items()}) for r in data.get("rows", ())),
+            rows=tuple(EditRow(r["edit_id"], {k: float(v) for k, v in r["metrics"].items()})
+                       for r in data.get("rows", ())),
             forms=str(data.get("forms", "prefixed")),
         )
 

@@ -213,8 +213,8 @@ def causal_trace(
             with ExitStack() as stack:
                 stack.enter_context(edit_output(embed, corrupt))
                 stack.enter_context(start_at(model, span.start, lower, template))
-                for l in span:
-                    stack.enter_context(edit_output(kind_modules[l], lambda h, _l=l: restore(h, _l)))
+                for layer in span:
+                    stack.enter_context(edit_output(kind_modules[layer], lambda h, _l=layer: restore(h, _l)))
                 recovered = target_prob(final_hidden(model, ids.repeat(len(cols), 1)))
             for i, t in enumerate(run):
                 scores[t][j] = float(recovered[i * samples:(i + 1) * samples].mean())

@@ -17,8 +17,21 @@ from lark.exceptions import UnexpectedInput, VisitError
 from .diagnostics import Diagnostic, SpecError
 from .grammar import grammar_text
 from .ir import (
-    Comment, Edit, Expectation, Include, ListValue, MapValue, MethodChoice, Model, Param,
-    Portability, Probe, Range, Relation, Span, Spec,
+    Comment,
+    Edit,
+    Expectation,
+    Include,
+    ListValue,
+    MapValue,
+    MethodChoice,
+    Model,
+    Param,
+    Portability,
+    Probe,
+    Range,
+    Relation,
+    Span,
+    Spec,
 )
 from .strings import EscapeError, unquote
 

@@ -83,7 +83,8 @@ FAMILIES: tuple[Family, ...] = (
         model_types=("gpt_neox",),
         base="gpt_neox", blocks="gpt_neox.layers", mlp="mlp", attn="attention",
         mlp_out="mlp.dense_4h_to_h", mlp_in="mlp.dense_h_to_4h",
-        embed="gpt_neox.embed_in", final_norm="gpt_neox.final_layer_norm", unembed="lm_head",  # embed_out before transformers 5
+        # unembed was "embed_out" before transformers 5
+        embed="gpt_neox.embed_in", final_norm="gpt_neox.final_layer_norm", unembed="lm_head",
     ),
 )
 

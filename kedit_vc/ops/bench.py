@@ -112,7 +112,8 @@ def run_bench(
                 print(f"\redited {done}/{len(chunks)} editor call(s)", end="\n" if done == len(chunks) else "",
                       file=sys.stderr)
         if sequential:
-            post_edits = list(score_requests(model, tokenizer, all_requests, batch_size=eval_batch_size, **SCORING).edits)
+            post_edits = list(score_requests(model, tokenizer, all_requests, batch_size=eval_batch_size,
+                                             **SCORING).edits)
             if fluency_tokens:
                 post_fluency = _fluency(model, tokenizer, cases, fluency_tokens)
     finally:  # back to the base weights, whatever happened

@@ -156,7 +156,7 @@ def commit_spec(store: "Store", spec: str | Path, options: CommitOptions = Commi
 
         evaluator = Evaluator(store, progress=options.progress, batch_size=options.eval_batch_size)
         mark = time.perf_counter()
-        evaluator.loaded
+        evaluator.load()
         timings["load_s"] = time.perf_counter() - mark
         requests = plan.requests
         mark = time.perf_counter()

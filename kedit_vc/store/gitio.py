@@ -126,7 +126,7 @@ def _fast_ref_value(repo: git.Repo, ref: str) -> str | None:
         if (kind.decode() if isinstance(kind, bytes) else kind) != "commit":
             return None
         return sha
-    except Exception:  # missing object, odd ref file, ...: let git answer
+    except Exception:  # noqa: BLE001 - missing object, odd ref file, ...: let git answer
         return None
 
 

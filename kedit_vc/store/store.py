@@ -152,7 +152,8 @@ class Store:
         """The full sha of ``rev``: HEAD, HEAD~n, a sha prefix, a tag or a branch."""
         sha = None if rev.startswith("-") else gitio.ref_value(self.repo, rev)
         if sha is None:
-            raise StoreError(f"unknown revision {rev!r}; try HEAD, HEAD~1, a sha prefix or a tag (see `kvc log --oneline`)")
+            raise StoreError(f"unknown revision {rev!r}; "
+                             "try HEAD, HEAD~1, a sha prefix or a tag (see `kvc log --oneline`)")
         return sha
 
     def chain(self, rev: str = "HEAD") -> list[str]:
@@ -441,11 +442,13 @@ class Store:
             target = manifests[sha].get("reverts")
             if target and target not in inside:
                 raise StoreError(
-                    f"{sha[:10]} in the range reverts {target[:10]}, which is before it; start the range before {target[:10]}"
+                    f"{sha[:10]} in the range reverts {target[:10]}, which is before it; "
+                    f"start the range before {target[:10]}"
                 )
         for sha in after:
             if manifests[sha].get("reverts") in inside:
-                raise StoreError(f"{sha[:10]}, after the range, reverts a commit inside it; extend the range to {sha[:10]}")
+                raise StoreError(f"{sha[:10]}, after the range, reverts a commit inside it; "
+                                 f"extend the range to {sha[:10]}")
         kept = SQUASHED_REF_PREFIX + head
         squash = {"base": base, "tip": tip, "commits": inside, "kept_at": kept}
         new = self._write_object(payload, parent=base, squash=squash)
