@@ -7,6 +7,7 @@ stays instant.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -26,6 +27,10 @@ from .options import (
     resolve_progress,
     threshold_options,
 )
+
+if TYPE_CHECKING:
+    from kedit_vc.compiler.plan import Expectation
+    from kedit_vc.eval.report import EvalReport
 
 
 @click.command("bench")
@@ -90,7 +95,7 @@ def bench_command(benchmark: str, n: int, method: str, batch: int, sequential: b
     return 0
 
 
-def _store_report(rev: str, progress: bool) -> tuple[object, tuple]:
+def _store_report(rev: str, progress: bool) -> "tuple[EvalReport, tuple[Expectation, ...]]":
     """Evaluate the live edits at ``rev``; expectations are the `expect` lines of their commits' plans."""
     from kedit_vc.compiler.plan import Plan
     from kedit_vc.ops import Evaluator
@@ -215,7 +220,7 @@ def check_command(report_path: str | None, rev: str, plan_path: str | None, as_j
     from kedit_vc.eval.report import EvalReport
 
     flags = collect_minimums(dict(thresholds))
-    expectations = ()
+    expectations: tuple[Expectation, ...] = ()
     if plan_path:
         try:
             expectations = Plan.loads(Path(plan_path).read_text(encoding="utf-8")).expectations

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -47,7 +48,7 @@ def trace_command(prompt: str, subject: str, target: str | None, kind: str, mode
     from kedit_vc.models import load_model
 
     loaded = load_model(model_ref)
-    options = dict(window=window, samples=samples, noise_factor=noise_factor, seed=seed)
+    options: dict[str, Any] = dict(window=window, samples=samples, noise_factor=noise_factor, seed=seed)
     result = causal_trace(loaded.model, loaded.tokenizer, prompt, subject, target, kind=kind, **options)
     if kind == "mlp":
         suggestion = result

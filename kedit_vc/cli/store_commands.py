@@ -134,6 +134,7 @@ def commit_command(spec: str, message: str | None, method: str | None, hparams: 
                     "timings": dict(result.timings), "delta": result.delta.summary().to_json()["totals"]})
         return 0
     n = len(result.plan.requests)
+    assert result.sha is not None  # only a refused commit has none, and that raised above
     click.echo(f"[{result.sha[:10]}] {n} edit(s) with {result.method.replace(',', ', ')}")
     for old in result.superseded:
         click.echo(f"  supersedes {old.request.edit_id} ({old.request.subject} -> {old.request.target_new}) "

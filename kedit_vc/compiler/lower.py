@@ -91,6 +91,7 @@ def lower(program: Program) -> Plan:
     batches: dict[tuple[str, str], tuple[str, dict[str, Any], list[EditRequest]]] = {}
     for scoped in program.edits:
         edit = scoped.edit
+        paraphrases: tuple[Probe, ...]
         if edit.prompt is not None:
             template, paraphrases = edit.prompt, ()
         else:

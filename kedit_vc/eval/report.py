@@ -137,10 +137,10 @@ def _aggregate(
         rows.append(EditRow(edit.edit_id, values))
     metrics, counts = {}, {}
     for name, metric in METRICS.items():
-        values = pooled[name] if metric.pool else per_edit[name]
-        if values:
-            metrics[name] = sum(values) / len(values)
-            counts[name] = len(values)
+        aggregated = pooled[name] if metric.pool else per_edit[name]
+        if aggregated:
+            metrics[name] = sum(aggregated) / len(aggregated)
+            counts[name] = len(aggregated)
     for name, derived in DERIVED.items():
         if all(i in metrics for i in derived.inputs):
             metrics[name] = derived.combine([metrics[i] for i in derived.inputs])

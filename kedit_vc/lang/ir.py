@@ -23,11 +23,11 @@ class Span:
 
 
 def _span() -> Span | None:
-    return field(default=None, compare=False, repr=False)  # type: ignore[return-value]
+    return field(default=None, compare=False, repr=False)
 
 
 def _parts() -> Mapping[str, Span]:
-    return field(default_factory=dict, compare=False, repr=False)  # type: ignore[return-value]
+    return field(default_factory=dict, compare=False, repr=False)
 
 
 class _Located:

@@ -46,7 +46,7 @@ def _fluency(model: torch.nn.Module, tokenizer: Any, cases: Sequence[BenchCase],
     return [ngram_entropy(generate(model, tokenizer, prompts, max_new_tokens, sample=True))] if prompts else []
 
 
-def _restore(params: dict[str, torch.Tensor], saved: dict[str, torch.Tensor]) -> None:
+def _restore(params: Mapping[str, torch.Tensor], saved: dict[str, torch.Tensor]) -> None:
     """Copy saved base values back into the parameters (bit-exact) and forget them."""
     with torch.no_grad():
         for name, value in saved.items():
@@ -95,6 +95,7 @@ def run_bench(
             with measure() as watch:
                 delta = editor.edit(model, tokenizer, requests, hparams,
                                     EditContext(fingerprint=fingerprint, progress=progress)).delta
+            assert watch.result is not None
             edit_seconds += watch.result.seconds
             call_seconds.append(watch.result.seconds)
             if watch.result.peak_gpu_bytes is not None:
@@ -142,6 +143,7 @@ def run_facts(model: torch.nn.Module, method: str, hparams: Any, model_ref: str,
     from kedit_vc.editors.registry import resolve_hparams
 
     resolved = resolve_hparams(method, model, hparams)
-    settings = dataclasses.asdict(resolved) if dataclasses.is_dataclass(resolved) else {}
+    is_instance = dataclasses.is_dataclass(resolved) and not isinstance(resolved, type)
+    settings = dataclasses.asdict(resolved) if is_instance else {}
     return {**machine_facts(), "model": model_ref, "fingerprint": fingerprint,
             "hparams": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}}

@@ -205,4 +205,4 @@ def commit_spec(store: "Store", spec: str | Path, options: CommitOptions = Commi
         )
         sha = store.write_commit(payload, expected_head=head)
         evaluator.cache.put(sha, requests, after)
-    return CommitResult(sha, plan, report, gate, delta, timings, superseded, payload.method)
+    return CommitResult(sha, plan, report, gate, delta, timings, superseded, ",".join(methods))

@@ -76,6 +76,12 @@ def read_files(repo: git.Repo, sha: str) -> dict[str, git.Blob]:
     return {blob.name: blob for blob in repo.commit(sha).tree.blobs}
 
 
+def message_text(commit: git.Commit) -> str:
+    """A commit's message as text (GitPython types it str | bytes)."""
+    message = commit.message
+    return message if isinstance(message, str) else message.decode("utf-8", "replace")
+
+
 def blob_bytes(blob: git.Blob) -> bytes:
     return blob.data_stream.read()
 

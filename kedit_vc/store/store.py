@@ -202,7 +202,7 @@ class Store:
         return CommitRecord(
             sha=sha,
             parents=tuple(p.hexsha for p in commit.parents),
-            message=commit.message.rstrip("\n"),
+            message=gitio.message_text(commit).rstrip("\n"),
             time=commit.committed_date,
             author=f"{commit.author.name} <{commit.author.email}>",
             manifest=manifest,
@@ -462,10 +462,12 @@ class Store:
     def _replay(self, sha: str, manifest: dict[str, Any], parent: str, renamed: Mapping[str, str]) -> str:
         """Copy a commit onto a new parent: same files, manifest re-pointed."""
         files = {name: gitio.blob_bytes(blob) for name, blob in gitio.read_files(self.repo, sha).items()}
-        manifest = dict(manifest, parent=parent, reverts=renamed.get(manifest.get("reverts"), manifest.get("reverts")))
+        reverts = manifest.get("reverts")
+        manifest = dict(manifest, parent=parent, reverts=renamed.get(reverts, reverts) if reverts else reverts)
         files[MANIFEST_FILE] = dumps(manifest)
         original = self.repo.commit(sha)
-        return gitio.write_commit(self.repo, gitio.write_tree(self.repo, files), [parent], original.message, original)
+        tree = gitio.write_tree(self.repo, files)
+        return gitio.write_commit(self.repo, tree, [parent], gitio.message_text(original), original)
 
     def _write_object(self, payload: CommitInput, parent: str, squash: Mapping[str, Any] | None = None) -> str:
         """Write the commit's files, tree and commit objects (no ref moves); returns its sha."""

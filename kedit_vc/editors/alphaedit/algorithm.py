@@ -54,6 +54,7 @@ class AlphaeditEditor:
         fingerprint = base_fingerprint(model, context)
 
         def prepare(layers: tuple[int, ...]) -> tuple[LayerSolver, dict[str, Any]]:
+            assert hp.stats_tokens is not None  # resolve() fills the model's default
             projections = null_space_projections(model, tokenizer, fingerprint, layers,
                                                  hp.stats_tokens, hp.nullspace_threshold,
                                                  stats_dir=context.stats_dir, progress=context.progress)

@@ -60,6 +60,7 @@ class RomeEditor:
         hp = resolve(model, hparams)
         family = family_of(model)
         layer = hp.layer
+        assert layer is not None and hp.stats_tokens is not None  # resolve() fills the model's defaults
         name = family.mlp_out_weight_name(layer)
         started = time.perf_counter()
         fingerprint = base_fingerprint(model, context)
