@@ -17,9 +17,9 @@ from common import save
 
 from kedit_vc.editors.base import get_editor
 from kedit_vc.editors.registry import build_hparams
-from kedit_vc.eval.bench import run_bench
 from kedit_vc.eval.datasets import load_cases
 from kedit_vc.models import load_model
+from kedit_vc.ops.bench import run_bench
 
 CF_NAMES = {"efficacy": "reliability_cf", "paraphrase": "generalization_cf",
             "neighbourhood": "locality_cf"}

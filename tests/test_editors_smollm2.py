@@ -9,10 +9,10 @@ from kedit_vc.compiler import compile_file
 from kedit_vc.editors.base import EditContext, get_editor
 from kedit_vc.editors.registry import build_hparams
 from kedit_vc.eval import score_requests, summarize
-from kedit_vc.eval.bench import run_bench
 from kedit_vc.eval.datasets import load_cases
 from kedit_vc.models import load_model
 from kedit_vc.models.prompting import encode_prompts
+from kedit_vc.ops.bench import run_bench
 
 pytestmark = pytest.mark.slow
 

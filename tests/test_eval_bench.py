@@ -18,10 +18,10 @@ from kedit_vc.editors import registry
 from kedit_vc.editors.base import EditResult
 from kedit_vc.editors.registry import MethodSpec
 from kedit_vc.errors import UsageError
-from kedit_vc.eval.bench import run_bench
 from kedit_vc.eval.datasets import data_dir, load_cases
 from kedit_vc.models.forward import final_hidden
 from kedit_vc.models.prompting import encode_continuation, encode_text
+from kedit_vc.ops.bench import run_bench
 from test_eval_fixtures import tiny_model, tiny_tokenizer
 
 BOOST = 30.0

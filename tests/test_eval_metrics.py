@@ -120,6 +120,23 @@ def test_registry_rejects_duplicates_and_unknown_names():
     assert check_metric_name("fluency") == "fluency"
 
 
+def test_every_metric_name_the_package_lists_is_registered():
+    """The spec language, the CLI's flags and tables, the gate's default, benchmark summaries
+    and auto's weights all read their names from the registry: none may name an unknown metric."""
+    from kedit_vc.cli.options import THRESHOLD_METRICS
+    from kedit_vc.editors.auto.choose import DEFAULT_WEIGHTS
+    from kedit_vc.eval.bench import REFERENCE
+    from kedit_vc.eval.registry import known_metric_names
+    from kedit_vc.lang.metrics import METRICS as SPEC_METRICS
+    from kedit_vc.ops.commit import DEFAULT_GATE
+    from kedit_vc.ops.plot import CURVES
+
+    listed = {*THRESHOLD_METRICS, *DEFAULT_WEIGHTS, *SPEC_METRICS, *DEFAULT_GATE, *CURVES,
+              *(name for names in REFERENCE.values() for name in names)}
+    assert sorted(listed - set(known_metric_names())) == []
+    assert set(SPEC_METRICS) >= {"reliability", "efficacy", "gen_locality", "raw_gen_portability", "perplexity"}
+
+
 def test_word_tokens_split_punctuation_and_contractions():
     assert word_tokens("Don't stop, it's 3.5 km.") == ["Do", "n't", "stop", ",", "it", "'s", "3.5", "km", "."]
 

@@ -7,35 +7,30 @@ stays instant.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from kedit_vc.cli.options import collect_minimums, threshold_options
 from kedit_vc.editors.defaults import DEFAULT_METHOD
 from kedit_vc.errors import UsageError
+from kedit_vc.eval.registry import CF_HEADLINES, CF_SCORE, GENERATIVE, HEADLINES, RAW
 
-from .options import method_option
+from .options import (
+    collect_minimums,
+    eval_batch_option,
+    hparam_option,
+    json_option,
+    method_option,
+    model_option,
+    parse_hparams,
+    progress_option,
+    resolve_progress,
+    threshold_options,
+)
 
-DEFAULT_MODEL = "smollm2"
-
-
-def _parse_pairs(pairs: tuple[str, ...], flag: str) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key or not value:
-            raise UsageError(f"{flag} expects KEY=VALUE, got {pair!r}")
-        out[key.strip()] = value.strip()
-    return out
-
-
-def _hparam_value(text: str) -> object:
-    import json
-
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
+if TYPE_CHECKING:
+    from kedit_vc.compiler.plan import Expectation
+    from kedit_vc.eval.report import EvalReport
 
 
 @click.command("bench")
@@ -45,11 +40,11 @@ def _hparam_value(text: str) -> object:
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="Cases per editor call (--batch N: one batch).")
 @click.option("--sequential", is_flag=True, help="Keep each edit applied; evaluate all cases at the end.")
-@click.option("--hparam", "hparams", multiple=True, metavar="KEY=VALUE", help="Override a hyperparameter.")
-@click.option("--model", "model_ref", default=DEFAULT_MODEL, show_default=True, help="Model alias, HF folder or .gguf file.")
+@hparam_option
+@model_option()
 @click.option("--data", "data", type=click.Path(file_okay=False), default=None,
               help="Folder with the benchmark files (default: $KVC_DATA or <repo>/../shared/data).")
-@click.option("--eval-batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@eval_batch_option
 @click.option("--fluency-tokens", type=click.IntRange(min=0), default=0, show_default=True,
               help="Also measure fluency from generations of this many tokens (CounterFact).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, allow_dash=True), default=None,
@@ -70,11 +65,11 @@ def bench_command(benchmark: str, n: int, method: str, batch: int, sequential: b
 
     from kedit_vc.editors.base import get_editor
     from kedit_vc.editors.registry import build_hparams, check_hparams, require_method
-    from kedit_vc.eval.bench import run_bench, run_facts
     from kedit_vc.eval.datasets import load_cases
     from kedit_vc.models import load_model
+    from kedit_vc.ops.bench import run_bench, run_facts
 
-    overrides = {k: _hparam_value(v) for k, v in _parse_pairs(hparams, "--hparam").items()}
+    overrides = parse_hparams(hparams)
     method = require_method(method).name
     try:
         hp = build_hparams(method.lower(), overrides)
@@ -100,7 +95,7 @@ def bench_command(benchmark: str, n: int, method: str, batch: int, sequential: b
     return 0
 
 
-def _store_report(rev: str, progress: bool) -> tuple[object, tuple]:
+def _store_report(rev: str, progress: bool) -> "tuple[EvalReport, tuple[Expectation, ...]]":
     """Evaluate the live edits at ``rev``; expectations are the `expect` lines of their commits' plans."""
     from kedit_vc.compiler.plan import Plan
     from kedit_vc.ops import Evaluator
@@ -120,16 +115,17 @@ def _store_report(rev: str, progress: bool) -> tuple[object, tuple]:
 @click.argument("rev", default="HEAD")
 @click.option("--spec", "spec_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Score this spec's probes at REV instead of the live edits' stored probes.")
-@click.option("--history", is_flag=True, help="Metrics of all live edits after each commit (the sequential-editing curve).")
+@click.option("--history", is_flag=True,
+              help="Metrics of all live edits after each commit (the sequential-editing curve).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="With --history: also draw the curve to this PNG.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines instead of a table.")
-@click.option("--eval-batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@json_option
+@eval_batch_option
 @click.option("--prompts", type=click.Choice(["prefixed", "raw", "both"]), default="both", show_default=True,
               help="Prompt forms to show: as the editor saw them (prefix token) or raw, as a user types them.")
 @click.option("--generative/--no-generative", default=True, show_default=True,
               help="Also judge greedy continuations (gen_* metrics).")
-@click.option("--progress/--no-progress", default=None, help="Show progress (default: when stderr is a terminal).")
+@progress_option
 def eval_command(rev: str, spec_path: str | None, history: bool, plot_path: str | None, as_json: bool,
                  eval_batch_size: int, prompts: str, generative: bool, progress: bool | None) -> int:
     """Evaluate every live edit at REV (default HEAD) against the base model; results are cached.
@@ -146,7 +142,6 @@ def eval_command(rev: str, spec_path: str | None, history: bool, plot_path: str 
     each on prefixed and raw prompts (raw_* in --json).
     """
     import json
-    import sys
 
     from kedit_vc.ops import Evaluator, evaluate_history
     from kedit_vc.store import open_store
@@ -155,9 +150,8 @@ def eval_command(rev: str, spec_path: str | None, history: bool, plot_path: str 
         raise UsageError("--plot draws the --history curve; pass --history too")
     if spec_path and history:
         raise UsageError("--spec and --history do not combine: --history evaluates the stored edits of each commit")
-    show = sys.stderr.isatty() if progress is None else progress
     with open_store() as store:
-        evaluator = Evaluator(store, progress=show, batch_size=eval_batch_size, prompts=prompts,
+        evaluator = Evaluator(store, progress=resolve_progress(progress), batch_size=eval_batch_size, prompts=prompts,
                               generative=generative)
         if history:
             points = evaluate_history(evaluator, rev)
@@ -165,10 +159,9 @@ def eval_command(rev: str, spec_path: str | None, history: bool, plot_path: str 
                 click.echo(json.dumps([{"commit": p.record.sha, "op": p.record.op, "live_edits": p.n_live,
                                         **p.evaluation.report.to_json()} for p in points], indent=2, sort_keys=True))
             else:
-                names = ["reliability", "generalization", "locality", "portability"]
-                click.echo(f"{'commit':<11} {'op':<7} {'live':>5} " + " ".join(f"{n[:11]:>11}" for n in names))
+                click.echo(f"{'commit':<11} {'op':<7} {'live':>5} " + " ".join(f"{n[:11]:>11}" for n in HEADLINES))
                 for p in points:
-                    values = [p.evaluation.report.metrics.get(n) for n in names]
+                    values = [p.evaluation.report.metrics.get(n) for n in HEADLINES]
                     click.echo(f"{p.record.short:<11} {p.record.op:<7} {p.n_live:>5} "
                                + " ".join(f"{'-' if v is None else f'{v:.4f}':>11}" for v in values))
             if plot_path:
@@ -189,12 +182,10 @@ def eval_command(rev: str, spec_path: str | None, history: bool, plot_path: str 
     click.echo(f"{evaluation.sha[:10]}: {report.n_edits} live edit(s); pre = base model, post = this commit")
     if not report.rows:
         return 0
-    names = ("reliability", "generalization", "locality", "portability",
-             "gen_reliability", "gen_generalization", "gen_locality", "gen_portability",
-             "reliability_cf", "generalization_cf", "locality_cf", "cf_score")
-    show = prompts if report.forms != "prefixed" else "prefixed"
-    prefix = "raw_" if show == "raw" else ""
-    click.echo(report.forms_table([n for n in names if prefix + n in report.metrics], show))
+    names = (*HEADLINES, *GENERATIVE, *CF_HEADLINES.values(), CF_SCORE)
+    forms = prompts if report.forms != "prefixed" else "prefixed"
+    prefix = RAW if forms == "raw" else ""
+    click.echo(report.forms_table([n for n in names if prefix + n in report.metrics], forms))
     return 0
 
 
@@ -229,7 +220,7 @@ def check_command(report_path: str | None, rev: str, plan_path: str | None, as_j
     from kedit_vc.eval.report import EvalReport
 
     flags = collect_minimums(dict(thresholds))
-    expectations = ()
+    expectations: tuple[Expectation, ...] = ()
     if plan_path:
         try:
             expectations = Plan.loads(Path(plan_path).read_text(encoding="utf-8")).expectations

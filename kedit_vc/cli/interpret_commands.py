@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
 from kedit_vc.errors import UsageError
 from kedit_vc.interpret.defaults import DEFAULT_SAMPLES, DEFAULT_WINDOW, KINDS, NOISE_FACTOR
 
-MODEL_HELP = "Embedded alias (smollm2), HuggingFace folder, or .gguf file."
+from .options import DEFAULT_MODEL, model_option
 
 
 @click.command("trace")
@@ -24,7 +25,7 @@ MODEL_HELP = "Embedded alias (smollm2), HuggingFace folder, or .gguf file."
 @click.option("-t", "--target", help="The answer to trace (default: the model's own top next token).")
 @click.option("--kind", type=click.Choice(KINDS), default="residual", show_default=True,
               help="Restore block outputs (residual) or a window of MLP / attention outputs.")
-@click.option("--model", "model_ref", default="smollm2", show_default=True, help=MODEL_HELP)
+@model_option()
 @click.option("--samples", type=click.IntRange(min=1), default=DEFAULT_SAMPLES, show_default=True,
               help="Noise draws averaged per cell.")
 @click.option("--window", type=click.IntRange(min=1), default=DEFAULT_WINDOW, show_default=True,
@@ -47,7 +48,7 @@ def trace_command(prompt: str, subject: str, target: str | None, kind: str, mode
     from kedit_vc.models import load_model
 
     loaded = load_model(model_ref)
-    options = dict(window=window, samples=samples, noise_factor=noise_factor, seed=seed)
+    options: dict[str, Any] = dict(window=window, samples=samples, noise_factor=noise_factor, seed=seed)
     result = causal_trace(loaded.model, loaded.tokenizer, prompt, subject, target, kind=kind, **options)
     if kind == "mlp":
         suggestion = result
@@ -77,8 +78,9 @@ def _output_for(output: str, edit_id: str, many: bool) -> Path:
 @click.option("--edit", "edit_id", help="Only this edit id (a prefix is enough).")
 @click.option("--spec", type=click.Path(exists=True, dir_okay=False),
               help="Run this .kedit spec's edits in memory and explain them (instead of a commit).")
-@click.option("--model", "model_ref", help="With --spec: the model (default: the spec's, else smollm2). " + MODEL_HELP)
-@click.option("--layer", type=click.IntRange(min=0), help="Layer of the SelfIE readout (default: a few above the edit).")
+@model_option(None, f"With --spec: the model (default: the spec's, else {DEFAULT_MODEL}).")
+@click.option("--layer", type=click.IntRange(min=0),
+              help="Layer of the SelfIE readout (default: a few above the edit).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Write the before/after PNG (1200x900) here; several edits get -EDITID suffixes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the explanations as JSON.")
@@ -91,8 +93,8 @@ def explain_command(rev: str | None, edit_id: str | None, spec: str | None, mode
     """
     from kedit_vc.interpret.plots import plot_explanation
     from kedit_vc.interpret.render import render_explanation
-    from kedit_vc.interpret.sources import explain_plan, explain_revision
     from kedit_vc.models import load_model
+    from kedit_vc.ops.explain import explain_plan, explain_revision
 
     if spec and rev:
         raise UsageError("give either a revision or --spec, not both")
@@ -100,7 +102,7 @@ def explain_command(rev: str | None, edit_id: str | None, spec: str | None, mode
         from kedit_vc.compiler import compile_file
 
         plan = compile_file(spec)
-        loaded = load_model(model_ref or plan.model or "smollm2")
+        loaded = load_model(model_ref or plan.model or DEFAULT_MODEL)
         explanations = explain_plan(plan, loaded, edit_id=edit_id, selfie_layer=layer)
     else:
         from kedit_vc.ops.weights import load_base

@@ -11,8 +11,6 @@ from typing import Any
 
 import click
 
-MODEL_HELP = "Embedded alias (smollm2, gemma3-270m), HuggingFace folder, or .gguf file."
-
 trust_pickle_option = click.option(
     "--trust-pickle", is_flag=True,
     help="Allow pickled .bin/.pt weights (they can run code when loaded; only for trusted sources).")

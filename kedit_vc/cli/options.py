@@ -9,6 +9,7 @@ from typing import Any, Callable
 import click
 
 from kedit_vc.errors import UsageError
+from kedit_vc.eval.registry import GENERATIVE, HEADLINES, RAW
 
 F = Callable[..., Any]
 
@@ -21,6 +22,17 @@ hparam_option = click.option("--hparam", "hparams", multiple=True, metavar="KEY=
                              help="Override a hyperparameter (JSON value), e.g. --hparam v_steps=20.")
 
 
+#: The model a command loads when none is named.
+DEFAULT_MODEL = "smollm2"
+MODEL_HELP = "Embedded alias (smollm2, gemma3-270m), HuggingFace folder, or .gguf file."
+
+
+def model_option(default: str | None = DEFAULT_MODEL, lead: str = "") -> Callable[[F], F]:
+    """``--model REF`` (into ``model_ref``): ``lead`` says what the model is for, then what REF may be."""
+    return click.option("--model", "model_ref", default=default, show_default=default is not None,
+                        help=f"{lead} {MODEL_HELP}".strip())
+
+
 def progress_option(f: F) -> F:
     return click.option("--progress/--no-progress", default=None,
                         help="Show progress bars (default: when stderr is a terminal).")(f)
@@ -31,8 +43,7 @@ def resolve_progress(progress: bool | None) -> bool:
 
 
 #: Metrics with their own ``--min-NAME`` flag (``_`` written ``-``); any other: ``--min METRIC=X``.
-THRESHOLD_METRICS = ("reliability", "generalization", "locality", "portability", "fluency",
-                     "gen_reliability", "gen_generalization", "gen_locality", "gen_portability", "raw_reliability")
+THRESHOLD_METRICS = (*HEADLINES, "fluency", *GENERATIVE, RAW + "reliability")
 
 
 def threshold_options(f: F) -> F:

@@ -14,17 +14,26 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from kedit_vc.eval.registry import GENERATIVE, HEADLINES
+
 from .options import (
-    collect_minimums, eval_batch_option, hparam_option, json_option, message_option, method_option, parse_hparams,
-    progress_option, resolve_progress, threshold_options, wait_option,
+    collect_minimums,
+    eval_batch_option,
+    hparam_option,
+    json_option,
+    message_option,
+    method_option,
+    model_option,
+    parse_hparams,
+    progress_option,
+    resolve_progress,
+    threshold_options,
+    wait_option,
 )
 
 if TYPE_CHECKING:
     from kedit_vc.eval.report import EvalReport
 
-DEFAULT_MODEL = "smollm2"
-HEADLINES = ["reliability", "generalization", "locality", "portability"]
-GENERATIVE = ["gen_reliability", "gen_generalization", "gen_locality", "gen_portability"]
 COST = ["seconds", "peak_rss_bytes", "delta_bytes"]
 
 
@@ -43,7 +52,7 @@ def _report_table(report: "EvalReport", extra: list[str] | None = None) -> str:
     def present(names: list[str]) -> list[str]:
         return [n for n in names if n in report.metrics or n in report.pre_metrics]
 
-    names, extras = present(HEADLINES + GENERATIVE), present(extra or [])
+    names, extras = present([*HEADLINES, *GENERATIVE]), present(extra or [])
     if not names and not extras:
         return "(no probes to score)"
     parts = [report.forms_table(names, "prefixed" if report.forms == "prefixed" else "both")] if names else []
@@ -60,8 +69,7 @@ def _human_bytes(n: float) -> str:
 
 @click.command("init")
 @click.argument("directory", type=click.Path(file_okay=False), default=".")
-@click.option("--model", "model_ref", default=DEFAULT_MODEL, show_default=True,
-              help="Embedded alias, HuggingFace folder or .gguf file: the base model every edit applies to.")
+@model_option(lead="The base model every edit applies to.")
 @progress_option
 def init_command(directory: str, model_ref: str, progress: bool | None) -> None:
     """Create a store in DIRECTORY (default: here) recording the base model (never copied).
@@ -134,6 +142,7 @@ def commit_command(spec: str, message: str | None, method: str | None, hparams: 
                     "timings": dict(result.timings), "delta": result.delta.summary().to_json()["totals"]})
         return 0
     n = len(result.plan.requests)
+    assert result.sha is not None  # only a refused commit has none, and that raised above
     click.echo(f"[{result.sha[:10]}] {n} edit(s) with {result.method.replace(',', ', ')}")
     for old in result.superseded:
         click.echo(f"  supersedes {old.request.edit_id} ({old.request.subject} -> {old.request.target_new}) "

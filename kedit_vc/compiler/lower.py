@@ -94,8 +94,12 @@ def lower(program: Program) -> Plan:
     for scoped in program.edits:
         edit = scoped.edit
         relation = relations[edit.relation] if edit.relation is not None else None
-        paraphrases = relation.paraphrases if relation is not None else ()
-        template = edit.prompt if edit.prompt is not None else relation.template  # type: ignore[union-attr]
+        paraphrases: tuple[Probe, ...] = relation.paraphrases if relation is not None else ()
+        if edit.prompt is not None:
+            template = edit.prompt
+        else:
+            assert relation is not None  # the checker refuses an edit with neither
+            template = relation.template
         method, hparams = resolve_method(edit, scoped.default_method)
         key = (method, json.dumps(hparams, sort_keys=True))
         batch = batches.setdefault(key, (method, hparams, []))

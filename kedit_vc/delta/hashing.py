@@ -22,7 +22,7 @@ HASH_FORMAT = b"kvc-delta-hash/1\0"
 def tensor_bytes(tensor: torch.Tensor) -> memoryview:
     """The raw bytes of a tensor in row-major order (any dtype, bfloat16 included)."""
     flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-    return memoryview(flat.view(torch.uint8).numpy())
+    return flat.view(torch.uint8).numpy().data  # the array's buffer, no copy
 
 
 def content_hash(updates: Mapping[str, Update], meta: Mapping[str, str]) -> str:

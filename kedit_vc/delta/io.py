@@ -115,7 +115,7 @@ def from_bytes(
         updates = group_parts(st_load(data))
     except DeltaError:
         raise
-    except Exception as error:  # safetensors, json and validation errors alike
+    except Exception as error:  # noqa: BLE001 - safetensors, json and validation errors alike
         raise DeltaError(f"{source} is not a valid kvc delta file: {error}") from None
     actual = content_hash(updates, meta)
     recorded = metadata.get("content_hash")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Union
+from typing import ClassVar
 
 import torch
 
@@ -108,7 +108,7 @@ class Dense:
         return float(torch.linalg.vector_norm(self.value.double()))
 
 
-Update = Union[LowRank, Dense]
+Update = LowRank | Dense
 
 #: Part names of each kind, in the order they are hashed and stored.
 PARTS: dict[str, tuple[str, ...]] = {LowRank.kind: ("left", "right"), Dense.kind: ("value",)}

@@ -126,7 +126,8 @@ _CONVERTERS: Mapping[str, Callable[[Sequence[Mapping[str, Any]]], list[BenchCase
 }
 
 
-def load_cases(benchmark: str, n: int | None = None, directory: str | os.PathLike[str] | None = None) -> list[BenchCase]:
+def load_cases(benchmark: str, n: int | None = None,
+               directory: str | os.PathLike[str] | None = None) -> list[BenchCase]:
     """The first ``n`` cases of ``benchmark`` (all if None), converted to requests."""
     records = load_records(benchmark, directory)
     return _CONVERTERS[benchmark](records[:n] if n is not None else records)

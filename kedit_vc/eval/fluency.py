@@ -77,7 +77,8 @@ def generate(
         torch.manual_seed(seed)
         for prompt in prompts:
             ids, mask = encode_prompts(tokenizer, [prompt])
-            out = model.generate(
+            generate: Any = model.generate  # transformers' GenerationMixin
+            out = generate(
                 input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
                 do_sample=sample, top_k=top_k if sample else None, top_p=None, temperature=None,
                 pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,

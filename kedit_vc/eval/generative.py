@@ -13,7 +13,6 @@ exported model: the tokenizer's own encoding, nothing added.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Sequence
 
 import torch
@@ -65,27 +64,26 @@ def greedy_continuations(
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     encoded = [encode_prompt(tokenizer, p, prefixed) for p in prompts]
-    for prompt, ids in zip(prompts, encoded):
-        if not ids:
+    for prompt, prompt_ids in zip(prompts, encoded):
+        if not prompt_ids:
             raise ValueError(f"prompt {prompt!r} encodes to nothing: no token to continue from")
     order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), budgets[i]))
     pad = pad_id(tokenizer)
     device = next(model.parameters()).device
     out: list[str] = [""] * len(encoded)
+    generate: Any = model.generate  # transformers' GenerationMixin
     was_training = model.training
     model.eval()
     try:
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             ids, mask = _left_pad([encoded[i] for i in chunk], pad)
-            with warnings.catch_warnings():  # transformers warns about its own generate()'s cache argument
-                warnings.filterwarnings("ignore", message=".*past_key_values.*", category=FutureWarning)
-                generated = model.generate(
-                    input_ids=ids.to(device), attention_mask=mask.to(device),
-                    max_new_tokens=max(budgets[i] for i in chunk), min_new_tokens=0,
-                    do_sample=False, num_beams=1, top_k=None, top_p=None, temperature=None,
-                    pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
-                )[:, ids.shape[1]:]  # [b, new]
+            generated = generate(
+                input_ids=ids.to(device), attention_mask=mask.to(device),
+                max_new_tokens=max(budgets[i] for i in chunk), min_new_tokens=0,
+                do_sample=False, num_beams=1, top_k=None, top_p=None, temperature=None,
+                pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
+            )[:, ids.shape[1]:]  # [b, new]
             for row, i in enumerate(chunk):
                 new = generated[row, : budgets[i]].tolist()
                 if tokenizer.eos_token_id is not None and tokenizer.eos_token_id in new:

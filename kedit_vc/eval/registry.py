@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from kedit_vc.errors import UsageError
 from kedit_vc.eval.answers import contains_answer, normalise
@@ -95,6 +95,17 @@ CF_HEADLINES: Mapping[str, str] = {
     "paraphrase": "generalization_cf",
     "neighbourhood": "locality_cf",
 }
+
+#: CounterFact's score: the harmonic mean of the three ``CF_HEADLINES`` definitions.
+CF_SCORE = "cf_score"
+
+#: Prefix of a metric's twin computed on raw prompts (no prefix token).
+RAW = "raw_"
+
+
+def raw(names: Iterable[str]) -> tuple[str, ...]:
+    """The raw-prompt twins of ``names``, in order."""
+    return tuple(RAW + name for name in names)
 
 
 def register_metric(metric: Metric) -> None:
@@ -238,9 +249,7 @@ GENERATIVE: Mapping[str, str] = {
 
 #: Metrics that get a ``raw_`` twin computed on raw prompts.
 RAW_TWINNED: tuple[str, ...] = (
-    "reliability", "generalization", "locality", "portability",
-    "reliability_cf", "generalization_cf", "locality_cf", "portability_multihop",
-    "gen_reliability", "gen_generalization", "gen_locality", "gen_portability", "gen_portability_multihop",
+    *HEADLINES, *CF_HEADLINES.values(), "portability_multihop", *GENERATIVE, "gen_portability_multihop",
 )
 
 
@@ -251,8 +260,10 @@ def _hmean(values: Sequence[float]) -> float:
 def _register_builtins() -> None:
     for family in ("reliability", "generalization", "locality"):
         cf_kinds = ("neighbour", "keep") if family == "locality" else FAMILY_KINDS[family]
-        register_metric(Metric(f"{family}_cf", family, "CounterFact score: target beats foil by mean NLL", cf_success(cf_kinds)))
-        register_metric(Metric(f"{family}_cf_magnitude", family, "CounterFact magnitude: p(target) - p(foil)", cf_magnitude(cf_kinds)))
+        register_metric(Metric(f"{family}_cf", family, "CounterFact score: target beats foil by mean NLL",
+                               cf_success(cf_kinds)))
+        register_metric(Metric(f"{family}_cf_magnitude", family, "CounterFact magnitude: p(target) - p(foil)",
+                               cf_magnitude(cf_kinds)))
     for family, kinds in FAMILY_KINDS.items():
         register_metric(Metric(f"{family}_acc", family, "EasyEdit teacher-forced token accuracy", token_acc(kinds)))
     register_metric(Metric("locality_agree", "locality", "argmax agreement with the pre-edit model",
@@ -261,8 +272,9 @@ def _register_builtins() -> None:
                            any_correct_per_group(("multihop",)), pool=True))
     for headline, definition in {**HEADLINES, **CF_HEADLINES}.items():
         base = METRICS[definition]
-        register_metric(Metric(headline, base.family, f"headline: {definition}", base.samples, base.pool, base.needs_pre))
-    register_derived(Derived("cf_score", ("reliability_cf", "generalization_cf", "locality_cf"),
+        register_metric(Metric(headline, base.family, f"headline: {definition}", base.samples, base.pool,
+                               base.needs_pre))
+    register_derived(Derived(CF_SCORE, tuple(CF_HEADLINES.values()),
                              "CounterFact Score: harmonic mean of efficacy, paraphrase and neighbourhood scores",
                              _hmean))
 
@@ -278,10 +290,9 @@ def _register_generative_and_raw() -> None:
                            generated_any_per_group(("multihop",)), pool=True))
     for name in RAW_TWINNED:
         base = METRICS[name]
-        register_metric(Metric(f"raw_{name}", base.family, f"{name} on raw prompts (no prefix token)",
+        register_metric(Metric(RAW + name, base.family, f"{name} on raw prompts (no prefix token)",
                                on_raw_prompts(base.samples), base.pool, base.needs_pre))
-    register_derived(Derived("raw_cf_score", ("raw_reliability_cf", "raw_generalization_cf", "raw_locality_cf"),
-                             "cf_score on raw prompts", _hmean))
+    register_derived(Derived(RAW + CF_SCORE, raw(CF_HEADLINES.values()), f"{CF_SCORE} on raw prompts", _hmean))
 
 
 _register_builtins()

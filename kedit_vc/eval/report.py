@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from kedit_vc.eval.registry import DERIVED, METRICS
+from kedit_vc.eval.registry import DERIVED, METRICS, RAW
 from kedit_vc.eval.scores import EditScores, ProbeScores
 
 REPORT_VERSION = 1
@@ -65,7 +65,8 @@ class EvalReport:
             metrics={k: float(v) for k, v in data["metrics"].items()},
             pre_metrics={k: float(v) for k, v in data.get("pre_metrics", {}).items()},
             counts={k: int(v) for k, v in data.get("counts", {}).items()},
-            rows=tuple(EditRow(r["edit_id"], {k: float(v) for k, v in r["metrics"].items()}) for r in data.get("rows", ())),
+            rows=tuple(EditRow(r["edit_id"], {k: float(v) for k, v in r["metrics"].items()})
+                       for r in data.get("rows", ())),
             forms=str(data.get("forms", "prefixed")),
         )
 
@@ -90,7 +91,7 @@ class EvalReport:
         "prefixed", "raw" or "both" (which column pairs to print). A line under the
         table says what "raw" means for this report's model.
         """
-        pairs = {"prefixed": [("", "pre", "post")], "raw": [("raw_", "raw pre", "raw post")]}
+        pairs = {"prefixed": [("", "pre", "post")], "raw": [(RAW, "raw pre", "raw post")]}
         columns = pairs["prefixed"] + pairs["raw"] if show == "both" else pairs[show]
         head = f"{'metric':<22}" + "".join(f" {pre:>9} {post:>9}" for _, pre, post in columns) + f" {'n':>6}"
         lines = [head]
@@ -98,7 +99,7 @@ class EvalReport:
             cells = ""
             for prefix, _, _ in columns:
                 cells += f" {_fmt(self.pre_metrics.get(prefix + name)):>9} {_fmt(self.metrics.get(prefix + name)):>9}"
-            count = self.counts.get(name, self.counts.get("raw_" + name, ""))
+            count = self.counts.get(name, self.counts.get(RAW + name, ""))
             lines.append(f"{name:<22}{cells} {count:>6}")
         if show != "prefixed":
             lines.append(FORMS_NOTE.get(self.forms, FORMS_NOTE["prefixed"]))
@@ -136,10 +137,10 @@ def _aggregate(
         rows.append(EditRow(edit.edit_id, values))
     metrics, counts = {}, {}
     for name, metric in METRICS.items():
-        values = pooled[name] if metric.pool else per_edit[name]
-        if values:
-            metrics[name] = sum(values) / len(values)
-            counts[name] = len(values)
+        aggregated = pooled[name] if metric.pool else per_edit[name]
+        if aggregated:
+            metrics[name] = sum(aggregated) / len(aggregated)
+            counts[name] = len(aggregated)
     for name, derived in DERIVED.items():
         if all(i in metrics for i in derived.inputs):
             metrics[name] = derived.combine([metrics[i] for i in derived.inputs])

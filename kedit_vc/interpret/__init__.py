@@ -2,7 +2,8 @@
 
 Each tool returns plain data (frozen dataclasses with ``to_json``); ``plots`` draws
 them and ``render`` prints them. Everything encodes through ``models.prompting`` so
-positions agree with the editors'.
+positions agree with the editors'. This package reads models and never opens a store:
+explaining a commit of the store is an op (``kedit_vc.ops.explain``).
 
 >>> trace = causal_trace(model, tok, "The Eiffel Tower is located in the city of", "Eiffel Tower", "Paris")
 >>> plot_trace(trace, "trace.png"); trace.suggested_layer
@@ -24,7 +25,6 @@ _EXPORTS = {
     "selfie": "readout", "selfie_readout": "readout", "subject_state": "readout", "SelfieResult": "readout",
     "explain_edit": "explain", "edited_layers": "explain", "applied": "explain",
     "Explanation": "explain", "Reading": "explain",
-    "explain_plan": "sources", "explain_revision": "sources",
     "plot_trace": "plots", "plot_lens": "plots", "plot_explanation": "plots",
     "KINDS": "defaults",
 }

@@ -141,7 +141,8 @@ def plot_explanation(explanation: "Explanation", path: str | os.PathLike[str]) -
                 series[f"{side}: {target}"] = lens.ranks[target]
         axes = figure.add_subplot(grid[0, column])
         token = (explanation.before.lens_subject if position == "subject" else explanation.before.lens_last).token
-        _rank_lines(axes, series, f"logit lens at {token!r} ({'subject' if position == 'subject' else 'prompt'}'s last token)")
+        whose = "subject" if position == "subject" else "prompt"
+        _rank_lines(axes, series, f"logit lens at {token!r} ({whose}'s last token)")
         for layer in explanation.edited_layers:
             axes.axvline(layer, color="grey", linewidth=0.8, linestyle=":")
     for column, (side, reading) in enumerate((("before", explanation.before), ("after", explanation.after))):

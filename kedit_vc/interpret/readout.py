@@ -16,7 +16,7 @@ import torch
 
 from kedit_vc.errors import UsageError
 from kedit_vc.models.families import family_of, get_module, num_layers
-from kedit_vc.models.forward import final_hidden
+from kedit_vc.models.forward import decode_step, final_hidden
 from kedit_vc.models.hooks import edit_output, record_outputs
 from kedit_vc.models.prompting import encode_text
 
@@ -131,13 +131,13 @@ def greedy(model: torch.nn.Module, ids: Sequence[int], max_new_tokens: int, stop
     """Greedy continuation of ``ids`` with a KV cache, under ``patch`` (a hook context)."""
     generated: list[int] = []
     with torch.no_grad(), patch or nullcontext():
-        out = model(input_ids=torch.tensor([list(ids)]), use_cache=True)
+        logits, cache = decode_step(model, torch.tensor([list(ids)]))
         for _ in range(max_new_tokens):
-            token = int(out.logits[0, -1].argmax())
+            token = int(logits[0, -1].argmax())
             if token in stops:
                 break
             generated.append(token)
-            out = model(input_ids=torch.tensor([[token]]), past_key_values=out.past_key_values, use_cache=True)
+            logits, cache = decode_step(model, torch.tensor([[token]]), cache)
     return generated
 
 

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import torch
 
-from kedit_vc.models.families import family_of, get_module
+from kedit_vc.models.families import blocks_of
 
 
 @contextmanager
@@ -27,7 +27,7 @@ def start_at(model: torch.nn.Module, start: int, hidden: torch.Tensor | None, te
     if start <= 0 or hidden is None:
         yield
         return
-    blocks = get_module(model, family_of(model).blocks)
+    blocks = blocks_of(model)
     patched = []
 
     def wrap(tensor: torch.Tensor) -> Any:
@@ -39,7 +39,7 @@ def start_at(model: torch.nn.Module, start: int, hidden: torch.Tensor | None, te
     try:
         for index in range(start):
             block = blocks[index]
-            block.forward = (lambda *a, **k: wrap(hidden)) if index == start - 1 else passthrough  # type: ignore[method-assign]
+            block.forward = (lambda *a, **k: wrap(hidden)) if index == start - 1 else passthrough
             patched.append(block)
         yield
     finally:

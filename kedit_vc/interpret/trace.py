@@ -13,6 +13,7 @@ Each score is averaged over ``samples`` noise draws from a seeded generator.
 
 from __future__ import annotations
 
+import functools
 import math
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 
 from kedit_vc.errors import UsageError
-from kedit_vc.models.families import family_of, get_module, num_layers
+from kedit_vc.models.families import family_of, get_module, num_layers, weight_of
 from kedit_vc.models.forward import final_hidden, logits_from_hidden
 from kedit_vc.models.hooks import edit_output, record_outputs
 
@@ -171,9 +172,9 @@ def causal_trace(
             logp = torch.log_softmax(logits_from_hidden(model, hidden[:, reads]).float(), dim=-1)
             return logp[:, torch.arange(len(goal)), goal_t].sum(-1).exp()
 
-        noise_std = noise_factor * float(embed.weight.float().std())
+        noise_std = noise_factor * float(weight_of(embed).float().std())
         generator = torch.Generator().manual_seed(seed)
-        d_model = embed.weight.shape[1]
+        d_model = weight_of(embed).shape[1]
         noise = torch.randn(samples, loc.end - loc.start, d_model, generator=generator) * noise_std
 
         def corrupt(hidden: torch.Tensor) -> torch.Tensor:  # [b, t, d], b a multiple of samples
@@ -213,8 +214,8 @@ def causal_trace(
             with ExitStack() as stack:
                 stack.enter_context(edit_output(embed, corrupt))
                 stack.enter_context(start_at(model, span.start, lower, template))
-                for l in span:
-                    stack.enter_context(edit_output(kind_modules[l], lambda h, _l=l: restore(h, _l)))
+                for layer in span:
+                    stack.enter_context(edit_output(kind_modules[layer], functools.partial(restore, _l=layer)))
                 recovered = target_prob(final_hidden(model, ids.repeat(len(cols), 1)))
             for i, t in enumerate(run):
                 scores[t][j] = float(recovered[i * samples:(i + 1) * samples].mean())

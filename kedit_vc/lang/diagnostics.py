@@ -51,7 +51,7 @@ class SpecError(KvcError):
     exit_code = 2
     label = ""  # each rendered diagnostic already reads "file:line:col: error: ..."
 
-    def __init__(self, diagnostics: Iterable[Diagnostic], sources: Mapping[str, str] | None = None):
+    def __init__(self, diagnostics: Iterable[Diagnostic], sources: Mapping[str, str] | None = None) -> None:
         self.diagnostics = tuple(diagnostics)
         self.sources = dict(sources or {})
         super().__init__(self.report())

@@ -11,8 +11,22 @@ import math
 from typing import Iterable
 
 from .ir import (
-    Comment, Edit, Expectation, Include, Item, ListValue, MapValue, MethodChoice, Model, Param,
-    Portability, Probe, Range, Relation, Span, Spec, Value,
+    Comment,
+    Edit,
+    Expectation,
+    Include,
+    Item,
+    ListValue,
+    MethodChoice,
+    Model,
+    Param,
+    Portability,
+    Probe,
+    Range,
+    Relation,
+    Span,
+    Spec,
+    Value,
 )
 from .strings import quote
 

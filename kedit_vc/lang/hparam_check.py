@@ -14,7 +14,7 @@ import math
 import types
 import typing
 from collections.abc import Mapping as AbcMapping
-from functools import lru_cache
+from functools import cache
 from typing import Any, Callable
 
 from kedit_vc.editors.common.hparams import METHOD_HPARAMS, METHODS, PROBE_WEIGHTS
@@ -55,7 +55,7 @@ def schema(method: str) -> dict[str, frozenset[str]]:
     return _schema(method_spec(method).hparams_class)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _schema(cls: type) -> dict[str, frozenset[str]]:
     hints = typing.get_type_hints(cls)
     return {f.name: frozenset(_kinds(hints[f.name])) for f in dataclasses.fields(cls)}

@@ -8,7 +8,7 @@ which is what lets ``parse(format(spec)) == spec`` hold.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Union
+from typing import Mapping
 
 
 @dataclass(frozen=True)
@@ -23,11 +23,11 @@ class Span:
 
 
 def _span() -> Span | None:
-    return field(default=None, compare=False, repr=False)  # type: ignore[return-value]
+    return field(default=None, compare=False, repr=False)
 
 
 def _parts() -> Mapping[str, Span]:
-    return field(default_factory=dict, compare=False, repr=False)  # type: ignore[return-value]
+    return field(default_factory=dict, compare=False, repr=False)
 
 
 class _Located:
@@ -68,7 +68,7 @@ class MapValue:
     params: tuple["Param", ...]
 
 
-Value = Union[int, float, str, Range, ListValue, MapValue]
+Value = int | float | str | Range | ListValue | MapValue
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ class Portability(_Located):
     parts: Mapping[str, Span] = _parts()
 
 
-BodyItem = Union[Probe, Portability, MethodChoice]
+BodyItem = Probe | Portability | MethodChoice
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,7 @@ class Edit(_Located):
         return tuple(item for item in self.body if isinstance(item, MethodChoice))
 
 
-Item = Union[Model, MethodChoice, Expectation, Relation, Edit, Include]
+Item = Model | MethodChoice | Expectation | Relation | Edit | Include
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,22 @@ from lark.exceptions import UnexpectedInput, VisitError
 from .diagnostics import Diagnostic, SpecError
 from .grammar import grammar_text
 from .ir import (
-    Comment, Edit, Expectation, Include, ListValue, MapValue, MethodChoice, Model, Param,
-    Portability, Probe, Range, Relation, Span, Spec,
+    Comment,
+    Edit,
+    Expectation,
+    Include,
+    Item,
+    ListValue,
+    MapValue,
+    MethodChoice,
+    Model,
+    Param,
+    Portability,
+    Probe,
+    Range,
+    Relation,
+    Span,
+    Spec,
 )
 from .strings import EscapeError, unquote
 
@@ -33,6 +47,18 @@ class _Value:
         self.span = span
 
 
+def _start(token: Token) -> tuple[int, int]:
+    """Line and column where ``token`` starts (lark's lexer positions every token it makes)."""
+    assert token.line is not None and token.column is not None, "a token without a position"
+    return token.line, token.column
+
+
+def _end(token: Token) -> tuple[int, int]:
+    """Line and column just after ``token``."""
+    assert token.end_line is not None and token.end_column is not None, "a token without a position"
+    return token.end_line, token.end_column
+
+
 class _Builder(Transformer):
     """Builds IR nodes bottom-up; per-parse state lives in ``file``/``diagnostics``."""
 
@@ -45,22 +71,17 @@ class _Builder(Transformer):
     # -- helpers -------------------------------------------------------------------
     def _span(self, first: Token | Span, last: Token | Span | None = None) -> Span:
         last = first if last is None else last
-        start = first if isinstance(first, Span) else None
-        end = last if isinstance(last, Span) else None
-        return Span(
-            self.file,
-            start.line if start else first.line,  # type: ignore[union-attr]
-            start.column if start else first.column,  # type: ignore[union-attr]
-            end.end_line if end else last.end_line,  # type: ignore[union-attr]
-            end.end_column if end else last.end_column,  # type: ignore[union-attr]
-        )
+        line, column = (first.line, first.column) if isinstance(first, Span) else _start(first)
+        end_line, end_column = (last.end_line, last.end_column) if isinstance(last, Span) else _end(last)
+        return Span(self.file, line, column, end_line, end_column)
 
     def _str(self, token: Token) -> str:
         try:
             return unquote(token.value)
         except EscapeError as error:
-            column = token.column + error.offset
-            span = Span(self.file, token.line, column, token.line, column + 2)
+            line, start = _start(token)
+            column = start + error.offset
+            span = Span(self.file, line, column, line, column + 2)
             self.diagnostics.append(Diagnostic(span, str(error)))
             return token.value[1:-1]
 
@@ -78,7 +99,7 @@ class _Builder(Transformer):
         low, high = children
         return _Value(Range(int(low.value), int(high.value)), self._span(low, high))
 
-    def list(self, children: list[Any]) -> _Value:
+    def list_value(self, children: list[Any]) -> _Value:
         items = tuple(c.value for c in children[1:-1] if c is not None)
         return _Value(ListValue(items), self._span(children[0], children[-1]))
 
@@ -224,6 +245,10 @@ class _Builder(Transformer):
     def portability(self, children: list[Any]) -> Portability:
         return Portability(tuple(children[2:-1]), self._span(children[0], children[-1]))
 
+    # The grammar's rule "list", bound last: a method named ``list`` above this line would
+    # shadow the builtin in every annotation of the class.
+    list = list_value
+
 
 class _Parser:
     """One lark parser and its builder; parses are serialised by a lock."""
@@ -241,7 +266,7 @@ class _Parser:
         self.lock = threading.RLock()
 
     def _comment(self, token: Token) -> Token:
-        self.builder.comments.append(Comment(token.line, token.column, token.value.rstrip()))
+        self.builder.comments.append(Comment(*_start(token), token.value.rstrip()))
         return token
 
     def raw_parse(self, text: str) -> Any:
@@ -263,7 +288,7 @@ def parse_source(text: str, path: str = "<spec>") -> tuple[Spec | None, list[Dia
         builder = state.builder
         builder.file, builder.diagnostics, builder.comments = path, [], []
         try:
-            items = state.lark.parse(text)
+            items: list[Item] = state.lark.parse(text)  # type: ignore[assignment]  # the builder's list, not a Tree
         except UnexpectedInput as error:
             diagnostic = explain(error, text, path)
             return None, [diagnostic]

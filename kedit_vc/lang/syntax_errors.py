@@ -196,9 +196,16 @@ def _word_at(text: str, pos: int) -> str:
     return match.group(0) if match else ""
 
 
+def _offset(error: UnexpectedCharacters) -> int:
+    """Where in the text the unexpected character is (lark sets it for this error)."""
+    assert error.pos_in_stream is not None, "UnexpectedCharacters without a position"
+    return error.pos_in_stream
+
+
 def _character_message(error: UnexpectedCharacters, text: str) -> str:
-    char = text[error.pos_in_stream] if error.pos_in_stream < len(text) else ""
-    word = _word_at(text, error.pos_in_stream)
+    pos = _offset(error)
+    char = text[pos] if pos < len(text) else ""
+    word = _word_at(text, pos)
     if word:
         allowed = set(error.allowed or ())
         suggestion = _unknown_word(Token("NAME", word), allowed)
@@ -232,11 +239,11 @@ def _state(error: UnexpectedInput) -> object:
 
 
 @lru_cache(maxsize=1)
-def _example_table() -> dict[tuple[int, str], str]:
+def _example_table() -> dict[tuple[object, str], str]:
     """(parser state, token type) -> message, from parsing every example once."""
     from .parse import parser
 
-    table: dict[tuple[int, str], str] = {}
+    table: dict[tuple[object, str], str] = {}
     for message, examples in EXAMPLES.items():
         for example in examples:
             try:
@@ -252,12 +259,12 @@ def explain(error: UnexpectedInput, text: str, path: str) -> Diagnostic:
     """One diagnostic for a syntax error, pointing at the offending token."""
     if isinstance(error, UnexpectedCharacters):
         span = Span(path, error.line, error.column, error.line,
-                    error.column + max(1, len(_word_at(text, error.pos_in_stream))))
+                    error.column + max(1, len(_word_at(text, _offset(error)))))
         return Diagnostic(span, _character_message(error, text))
 
     token = getattr(error, "token", None)
     at_end = isinstance(error, UnexpectedEOF) or token is None or token.type == "$END"
-    if at_end:
+    if at_end or token is None:
         span = _end_span(text, path)
     else:
         span = Span(path, token.line, token.column, token.end_line or token.line,

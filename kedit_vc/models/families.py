@@ -83,7 +83,8 @@ FAMILIES: tuple[Family, ...] = (
         model_types=("gpt_neox",),
         base="gpt_neox", blocks="gpt_neox.layers", mlp="mlp", attn="attention",
         mlp_out="mlp.dense_4h_to_h", mlp_in="mlp.dense_h_to_4h",
-        embed="gpt_neox.embed_in", final_norm="gpt_neox.final_layer_norm", unembed="lm_head",  # embed_out before transformers 5
+        # unembed was "embed_out" before transformers 5
+        embed="gpt_neox.embed_in", final_norm="gpt_neox.final_layer_norm", unembed="lm_head",
     ),
 )
 
@@ -105,7 +106,8 @@ def family_for_model_type(model_type: str) -> Family:
 
 
 def family_of(model: torch.nn.Module) -> Family:
-    return family_for_model_type(model.config.model_type)
+    config: Any = model.config  # a transformers config (torch types module attributes as Tensor | Module)
+    return family_for_model_type(config.model_type)
 
 
 def get_module(model: torch.nn.Module, path: str) -> torch.nn.Module:
@@ -116,8 +118,25 @@ def get_module(model: torch.nn.Module, path: str) -> torch.nn.Module:
         raise ModelError(f"model has no module {path!r} ({error})") from None
 
 
+def blocks_of(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The decoder blocks, in order."""
+    path = family_of(model).blocks
+    blocks = get_module(model, path)
+    if not isinstance(blocks, torch.nn.ModuleList):
+        raise ModelError(f"model's {path!r} is a {type(blocks).__name__}, not a list of blocks")
+    return blocks
+
+
+def weight_of(module: torch.nn.Module) -> torch.Tensor:
+    """``module.weight`` as the tensor it is (torch types module attributes as Tensor | Module)."""
+    weight = module.weight
+    if not isinstance(weight, torch.Tensor):
+        raise ModelError(f"{type(module).__name__}.weight is a {type(weight).__name__}, not a tensor")
+    return weight
+
+
 def num_layers(model: torch.nn.Module) -> int:
-    return len(get_module(model, family_of(model).blocks))
+    return len(blocks_of(model))
 
 
 @dataclass(frozen=True)
@@ -132,10 +151,10 @@ class Dimensions:
 
 def dimensions(model: torch.nn.Module) -> Dimensions:
     family = family_of(model)
-    weight = get_module(model, family.mlp_out_path(0)).weight
+    weight = weight_of(get_module(model, family.mlp_out_path(0)))
     d_mlp, d_model = (weight.shape[0], weight.shape[1]) if family.mlp_out_transposed else (
         weight.shape[1], weight.shape[0])
-    vocab = get_module(model, family.unembed).weight.shape[0]
+    vocab = weight_of(get_module(model, family.unembed)).shape[0]
     return Dimensions(d_model=d_model, d_mlp=d_mlp, n_layers=num_layers(model), vocab=vocab)
 
 
@@ -152,7 +171,7 @@ def max_positions(model: torch.nn.Module, default: int = 2048) -> int:
 def mlp_out_weight(model: torch.nn.Module, layer: int) -> torch.Tensor:
     """The edited matrix in the Linear convention ``[d_model, d_mlp]`` (a view when possible)."""
     family = family_of(model)
-    weight = get_module(model, family.mlp_out_path(layer)).weight
+    weight = weight_of(get_module(model, family.mlp_out_path(layer)))
     return weight.T if family.mlp_out_transposed else weight
 
 
@@ -160,9 +179,10 @@ def describe(model: torch.nn.Module) -> dict[str, Any]:
     """A JSON-able summary for ``kvc model info``."""
     family = family_of(model)
     dims = dimensions(model)
+    config: Any = model.config
     return {
         "family": family.name,
-        "model_type": model.config.model_type,
+        "model_type": config.model_type,
         "layers": dims.n_layers,
         "d_model": dims.d_model,
         "d_mlp": dims.d_mlp,

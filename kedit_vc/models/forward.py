@@ -7,16 +7,18 @@ head only at the positions a loss or metric reads.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
 
-from .families import family_of, get_module
+from .families import blocks_of, family_of, get_module
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The transformers model inside a wrapper such as peft's ``PeftModel``."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+    get_base_model = getattr(model, "get_base_model", None)
+    return get_base_model() if callable(get_base_model) else model
 
 
 def final_hidden(model: torch.nn.Module, input_ids: torch.Tensor,
@@ -26,6 +28,27 @@ def final_hidden(model: torch.nn.Module, input_ids: torch.Tensor,
     base = get_module(model, family_of(model).base)
     out = base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     return out[0] if isinstance(out, tuple) else out.last_hidden_state
+
+
+_CACHE_KEYWORD: dict[type[torch.nn.Module], str] = {}
+
+
+def _cache_keyword(model: torch.nn.Module) -> str:
+    """The name ``model.forward`` takes the KV cache under: ``cache`` (transformers 5, where
+    ``past_key_values`` is deprecated and warns) or ``past_key_values`` (earlier); per class."""
+    kind = type(model)
+    if kind not in _CACHE_KEYWORD:
+        parameters = inspect.signature(kind.forward).parameters
+        _CACHE_KEYWORD[kind] = "cache" if "cache" in parameters else "past_key_values"
+    return _CACHE_KEYWORD[kind]
+
+
+def decode_step(model: torch.nn.Module, input_ids: torch.Tensor, cache: Any = None) -> tuple[torch.Tensor, Any]:
+    """One incremental forward with a KV cache: logits [b, t, vocab] of ``input_ids`` [b, t]
+    read after the tokens ``cache`` holds (None: none yet), and the grown cache."""
+    keyword = _cache_keyword(unwrap(model))
+    out = model(input_ids=input_ids, use_cache=True, **({} if cache is None else {keyword: cache}))
+    return out.logits, out.cache if keyword == "cache" else out.past_key_values
 
 
 def logits_from_hidden(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
@@ -57,7 +80,7 @@ class LowerBlockReplay:
 
     def __init__(self, model: torch.nn.Module, layer: int) -> None:
         self.layer = layer
-        self.blocks = get_module(model, family_of(model).blocks) if layer > 0 else None
+        self.blocks = blocks_of(model) if layer > 0 else None
         self.recorded: Any = None
         self.current: Any = None
         self.patched: list[torch.nn.Module] = []
@@ -79,9 +102,9 @@ class LowerBlockReplay:
         for index in range(self.layer):
             block = self.blocks[index]
             if index == self.layer - 1:
-                block.forward = lambda *args, **kwargs: self.current  # type: ignore[method-assign]
+                block.forward = lambda *args, **kwargs: self.current
             else:
-                block.forward = self._passthrough  # type: ignore[method-assign]
+                block.forward = self._passthrough
             self.patched.append(block)
 
     def select(self, rows: torch.Tensor, width: int) -> None:

@@ -23,7 +23,7 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 from kedit_vc.errors import ModelError
 
@@ -178,7 +178,7 @@ def _shared_gguf_reader() -> Iterator[None]:
     original = gguf.GGUFReader
     readers: dict[str, Any] = {}
 
-    def shared(path: Any, mode: str = "r") -> Any:
+    def shared(path: Any, mode: Literal["r", "r+", "c"] = "r") -> Any:
         key = f"{Path(path).resolve()}:{mode}"
         if key not in readers:
             readers[key] = original(path, mode)
@@ -297,7 +297,7 @@ def _no_init_weights() -> Any:
     try:
         from transformers.initialization import no_init_weights
     except ImportError:  # transformers 4.x
-        from transformers.modeling_utils import no_init_weights
+        from transformers.modeling_utils import no_init_weights  # type: ignore[attr-defined,no-redef]
     return no_init_weights()
 
 

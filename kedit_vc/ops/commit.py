@@ -176,7 +176,7 @@ def commit_plan(store: "Store", plan: Plan, spec_text: str, spec_name: str,
         if evaluator is None:
             evaluator = Evaluator(store, progress=options.progress, batch_size=options.eval_batch_size)
         mark = time.perf_counter()
-        evaluator.loaded
+        evaluator.load()
         timings["load_s"] = time.perf_counter() - mark
         requests = plan.requests
         mark = time.perf_counter()
@@ -226,4 +226,4 @@ def commit_plan(store: "Store", plan: Plan, spec_text: str, spec_name: str,
         )
         sha = store.write_commit(payload, expected_head=head)
         evaluator.cache.put(sha, requests, after)
-    return CommitResult(sha, plan, report, gate, delta, timings, superseded, payload.method)
+    return CommitResult(sha, plan, report, gate, delta, timings, superseded, ",".join(methods))

@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING, Sequence
 from kedit_vc.errors import KvcError
 
 if TYPE_CHECKING:
+    from kedit_vc.compiler.plan import EditRequest
+
     from .commit import CommitResult
     from .history import LiveEdit
-    from kedit_vc.compiler.plan import EditRequest
 
 
 class CommitRefused(KvcError):
@@ -18,7 +19,8 @@ class CommitRefused(KvcError):
     def __init__(self, result: "CommitResult") -> None:
         self.result = result
         assert result.gate is not None
-        super().__init__(f"commit refused, nothing written: {result.gate.summary()}\n{result.gate.table(only_failed=True)}")
+        super().__init__(f"commit refused, nothing written: {result.gate.summary()}\n"
+                         f"{result.gate.table(only_failed=True)}")
 
 
 class ConflictError(KvcError):

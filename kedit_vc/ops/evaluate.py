@@ -66,6 +66,10 @@ class Evaluator:
 
     @property
     def loaded(self) -> "LoadedModel":
+        return self.load()
+
+    def load(self) -> "LoadedModel":
+        """The base model, loaded (at base weights) on first use."""
         if self._loaded is None:
             from .weights import Weights, load_base
 
@@ -77,7 +81,7 @@ class Evaluator:
 
     @property
     def weights(self) -> "Weights":
-        self.loaded
+        self.load()
         assert self._weights is not None
         return self._weights
 

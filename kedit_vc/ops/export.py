@@ -44,7 +44,8 @@ def _provenance(store: "Store", sha: str, fmt: str, live: list[str]) -> str:
                        "tool": f"kedit_vc {__version__}"}, indent=2, sort_keys=True) + "\n"
 
 
-def export_hf(store: "Store", rev: str, out: str | Path, *, force: bool = False, progress: bool = False) -> ExportResult:
+def export_hf(store: "Store", rev: str, out: str | Path, *, force: bool = False,
+              progress: bool = False) -> ExportResult:
     sha = store.resolve(rev)
     live = store.live_commits(sha)
     evaluator = Evaluator(store, progress=progress)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from kedit_vc.compiler.plan import Plan
 from kedit_vc.compiler.summary import summarize as plan_text
+from kedit_vc.eval.registry import HEADLINES
 
 from .history import LiveEdit, live_edits
 
@@ -132,4 +133,4 @@ def status(store: "Store") -> dict[str, Any]:
 def headline(record: "CommitRecord") -> dict[str, float]:
     """The headline metrics recorded with a commit (post-edit values of its own probes)."""
     metrics = record.metrics.get("metrics", {}) if isinstance(record.metrics, dict) else {}
-    return {k: metrics[k] for k in ("reliability", "generalization", "locality", "portability") if k in metrics}
+    return {k: metrics[k] for k in HEADLINES if k in metrics}

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from kedit_vc.eval.registry import HEADLINES
+
 from .evaluate import HistoryPoint
 
-CURVES = ("reliability", "generalization", "locality", "portability")
+CURVES = tuple(HEADLINES)
 
 
 def plot_history(points: Sequence[HistoryPoint], path: str | Path) -> Path:

@@ -17,6 +17,7 @@ import torch
 
 from kedit_vc.errors import UsageError
 from kedit_vc.models.families import max_positions
+from kedit_vc.models.forward import decode_step
 from kedit_vc.models.prompting import prefix_ids
 
 SAMPLE_LENGTH = 128     # tokens per sampled document
@@ -51,14 +52,13 @@ def sample_documents(model: torch.nn.Module, tokenizer: Any, n_tokens: int, seed
     while produced < n_tokens:
         batch = min(SAMPLE_BATCH, max(1, (n_tokens - produced + length - 1) // length))
         ids = torch.tensor([start] * batch, dtype=torch.long)
-        past = None
+        cache = None
         step_input = ids
         for step in range(length):
             if on_step is not None:
                 on_step(step > 0)
-            out = model(input_ids=step_input, past_key_values=past, use_cache=True)
-            past = out.past_key_values
-            top = out.logits[:, -1].float().topk(SAMPLE_TOP_K, dim=-1)
+            logits, cache = decode_step(model, step_input, cache)
+            top = logits[:, -1].float().topk(SAMPLE_TOP_K, dim=-1)
             choice = torch.multinomial(torch.softmax(top.values, -1), 1, generator=generator)
             step_input = top.indices.gather(-1, choice)
             ids = torch.cat([ids, step_input], dim=-1)

@@ -36,7 +36,7 @@ def _read(path: Path) -> torch.Tensor | None:
     try:
         with safe_open(str(path), framework="pt") as handle:
             return handle.get_tensor("mom2")
-    except Exception:  # a truncated or foreign file: recompute rather than trust it
+    except Exception:  # noqa: BLE001 - a truncated or foreign file: recompute rather than trust it
         return None
 
 

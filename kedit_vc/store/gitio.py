@@ -76,6 +76,12 @@ def read_files(repo: git.Repo, sha: str) -> dict[str, git.Blob]:
     return {blob.name: blob for blob in repo.commit(sha).tree.blobs}
 
 
+def message_text(commit: git.Commit) -> str:
+    """A commit's message as text (GitPython types it str | bytes)."""
+    message = commit.message
+    return message if isinstance(message, str) else message.decode("utf-8", "replace")
+
+
 def blob_bytes(blob: git.Blob) -> bytes:
     return blob.data_stream.read()
 
@@ -126,7 +132,7 @@ def _fast_ref_value(repo: git.Repo, ref: str) -> str | None:
         if (kind.decode() if isinstance(kind, bytes) else kind) != "commit":
             return None
         return sha
-    except Exception:  # missing object, odd ref file, ...: let git answer
+    except Exception:  # noqa: BLE001 - missing object, odd ref file, ...: let git answer
         return None
 
 

@@ -115,7 +115,7 @@ class HeadSum:
                 tensors = {key: handle.get_tensor(key) for key in handle.keys()}
         except OSError:
             raise
-        except Exception as error:  # safetensors' own errors: torn, truncated, not safetensors
+        except Exception as error:  # noqa: BLE001 - safetensors' errors: torn, truncated, not safetensors
             raise StoreError(f"{source} is unreadable ({error})") from None
         recorded = meta.pop("crc32", None)
         if recorded != _checksum(meta, tensors):

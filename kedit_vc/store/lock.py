@@ -38,7 +38,8 @@ def _describe_holder(path: Path) -> str:
         info = {}
     if not info.get("pid"):
         return "another process"
-    return f"process {info['pid']} on {info.get('host', '?')} (since {info.get('since', '?')}: {info.get('command', '?')})"
+    return (f"process {info['pid']} on {info.get('host', '?')} "
+            f"(since {info.get('since', '?')}: {info.get('command', '?')})")
 
 
 class StoreLock:

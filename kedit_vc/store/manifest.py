@@ -145,6 +145,7 @@ def manifest_problems(manifest: Any) -> list[str]:
     if op == "squash" and not isinstance(manifest.get("squash"), dict):
         problems.append("a squash does not record its range")
     delta = manifest["delta"]
-    if delta is not None and not (isinstance(delta, dict) and delta.get("storage") in ("git", "object") and delta.get("hash")):
+    stored = isinstance(delta, dict) and delta.get("storage") in ("git", "object") and delta.get("hash")
+    if delta is not None and not stored:
         problems.append("manifest's delta entry lacks hash or storage")
     return problems

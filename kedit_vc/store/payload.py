@@ -31,7 +31,7 @@ def keys_from_bytes(data: bytes, source: str) -> "dict[int, torch.Tensor]":
     try:
         tensors = load(data)
         return {int(name.removeprefix(KEY_PREFIX)): t for name, t in sorted(tensors.items())}
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - safetensors' errors: torn, truncated, not safetensors
         raise StoreError(f"{source}: unreadable keys file ({error})") from None
 
 

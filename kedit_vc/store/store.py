@@ -152,7 +152,8 @@ class Store:
         """The full sha of ``rev``: HEAD, HEAD~n, a sha prefix, a tag or a branch."""
         sha = None if rev.startswith("-") else gitio.ref_value(self.repo, rev)
         if sha is None:
-            raise StoreError(f"unknown revision {rev!r}; try HEAD, HEAD~1, a sha prefix or a tag (see `kvc log --oneline`)")
+            raise StoreError(f"unknown revision {rev!r}; "
+                             "try HEAD, HEAD~1, a sha prefix or a tag (see `kvc log --oneline`)")
         return sha
 
     def chain(self, rev: str = "HEAD") -> list[str]:
@@ -201,7 +202,7 @@ class Store:
         return CommitRecord(
             sha=sha,
             parents=tuple(p.hexsha for p in commit.parents),
-            message=commit.message.rstrip("\n"),
+            message=gitio.message_text(commit).rstrip("\n"),
             time=commit.committed_date,
             author=f"{commit.author.name} <{commit.author.email}>",
             manifest=manifest,
@@ -441,11 +442,13 @@ class Store:
             target = manifests[sha].get("reverts")
             if target and target not in inside:
                 raise StoreError(
-                    f"{sha[:10]} in the range reverts {target[:10]}, which is before it; start the range before {target[:10]}"
+                    f"{sha[:10]} in the range reverts {target[:10]}, which is before it; "
+                    f"start the range before {target[:10]}"
                 )
         for sha in after:
             if manifests[sha].get("reverts") in inside:
-                raise StoreError(f"{sha[:10]}, after the range, reverts a commit inside it; extend the range to {sha[:10]}")
+                raise StoreError(f"{sha[:10]}, after the range, reverts a commit inside it; "
+                                 f"extend the range to {sha[:10]}")
         kept = SQUASHED_REF_PREFIX + head
         squash = {"base": base, "tip": tip, "commits": inside, "kept_at": kept}
         new = self._write_object(payload, parent=base, squash=squash)
@@ -459,10 +462,12 @@ class Store:
     def _replay(self, sha: str, manifest: dict[str, Any], parent: str, renamed: Mapping[str, str]) -> str:
         """Copy a commit onto a new parent: same files, manifest re-pointed."""
         files = {name: gitio.blob_bytes(blob) for name, blob in gitio.read_files(self.repo, sha).items()}
-        manifest = dict(manifest, parent=parent, reverts=renamed.get(manifest.get("reverts"), manifest.get("reverts")))
+        reverts = manifest.get("reverts")
+        manifest = dict(manifest, parent=parent, reverts=renamed.get(reverts, reverts) if reverts else reverts)
         files[MANIFEST_FILE] = dumps(manifest)
         original = self.repo.commit(sha)
-        return gitio.write_commit(self.repo, gitio.write_tree(self.repo, files), [parent], original.message, original)
+        tree = gitio.write_tree(self.repo, files)
+        return gitio.write_commit(self.repo, tree, [parent], gitio.message_text(original), original)
 
     def _write_object(self, payload: CommitInput, parent: str, squash: Mapping[str, Any] | None = None) -> str:
         """Write the commit's files, tree and commit objects (no ref moves); returns its sha."""

@@ -1,12 +1,13 @@
 """AlphaEdit: null-space-constrained MEMIT (registration only; algorithm and projection
 cache load on first use)."""
 
+from kedit_vc.editors.base import Editor
 from kedit_vc.editors.registry import MethodSpec, register_method
 
 from .hparams import AlphaeditHparams, check, resolve
 
 
-def _editor():
+def _editor() -> Editor:
     from .algorithm import AlphaeditEditor
 
     return AlphaeditEditor()

@@ -1,8 +1,8 @@
 """AlphaEdit (Fang et al., 2025): MEMIT with the update confined to a null space.
 
-Targets ``z`` and keys are MEMIT's (``common/layered.py``); only the per-layer solve differs. With ``P`` the projection onto the null space of the
-layer's key statistics (``projection.py``), keys ``K`` [n, d_mlp], residuals ``R``
-[n, d_model] and keys of live earlier edits ``K_p`` [m, d_mlp]:
+Targets ``z`` and keys are MEMIT's (``common/layered.py``); only the per-layer solve differs.
+With ``P`` the projection onto the null space of the layer's key statistics (``projection.py``),
+keys ``K`` [n, d_mlp], residuals ``R`` [n, d_model] and keys of live earlier edits ``K_p`` [m, d_mlp]:
 
     ΔW = Rᵀ X ᵀ,   X = (P (KᵀK + K_pᵀK_p) + αI)⁻¹ P Kᵀ   [d_mlp, n]
 
@@ -54,6 +54,7 @@ class AlphaeditEditor:
         fingerprint = base_fingerprint(model, context)
 
         def prepare(layers: tuple[int, ...]) -> tuple[LayerSolver, dict[str, Any]]:
+            assert hp.stats_tokens is not None  # resolve() fills the model's default
             projections = null_space_projections(model, tokenizer, fingerprint, layers,
                                                  hp.stats_tokens, hp.nullspace_threshold,
                                                  stats_dir=context.stats_dir, progress=context.progress)

@@ -58,7 +58,7 @@ def _read(path: Path) -> torch.Tensor | None:
     try:
         with safe_open(str(path), framework="pt") as handle:
             return handle.get_tensor("projection")
-    except Exception:  # truncated or foreign: recompute rather than trust it
+    except Exception:  # noqa: BLE001 - truncated or foreign: recompute rather than trust it
         return None
 
 

@@ -1,12 +1,13 @@
 """auto: choose the editing method by a weighted score on the edit's own probes
 (registration only; the choice and the runner load on first use)."""
 
+from kedit_vc.editors.base import Editor
 from kedit_vc.editors.registry import MethodSpec, register_method
 
 from .hparams import AutoHparams, check
 
 
-def _editor():
+def _editor() -> Editor:
     from .algorithm import AutoEditor
 
     return AutoEditor()

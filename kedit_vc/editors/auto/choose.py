@@ -13,13 +13,12 @@ from typing import Any, Collection, Mapping, Sequence
 
 from kedit_vc.editors.registry import build_hparams, check_hparams, method_names, require_method
 from kedit_vc.errors import UsageError
-from kedit_vc.eval.registry import CF_HEADLINES, DERIVED, METRICS
+from kedit_vc.eval.registry import CF_HEADLINES, DERIVED, HEADLINES, METRICS
 
 from .hparams import AutoHparams
 
 #: What ``weights`` default to: the four headline families, equally.
-DEFAULT_WEIGHTS: Mapping[str, float] = {"reliability": 1.0, "generalization": 1.0, "locality": 1.0,
-                                         "portability": 1.0}
+DEFAULT_WEIGHTS: Mapping[str, float] = dict.fromkeys(HEADLINES, 1.0)
 
 
 

@@ -33,7 +33,7 @@ def subject_keys(model: torch.nn.Module, tokenizer: Any, requests: Sequence[Edit
             texts.append(fill(prompt, request.subject))
             lookups.append(subject_last_index(tokenizer, prompt, request.subject))
     modules = {str(layer): get_module(model, family.mlp_out_path(layer)) for layer in layers}
-    sums = {layer: [] for layer in layers}
+    sums: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
     for start in range(0, len(texts), batch_size):
         chunk = texts[start:start + batch_size]
         ids, mask = pad_batch([encode_text(tokenizer, t) for t in chunk], pad_id(tokenizer))

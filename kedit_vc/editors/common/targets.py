@@ -85,9 +85,12 @@ def _build_batch(tokenizer: Any, requests: Sequence[EditRequest], templates: Seq
         seqs.append(encode_text(tokenizer, fill(KL_PROMPT, request.subject)))
         owner.append(r_index)
         lookup.append(subject_last_index(tokenizer, KL_PROMPT, request.subject))
-    ids, mask = pad_batch(seqs, pad_id(tokenizer))
-    as_long = lambda xs: torch.tensor(xs, dtype=torch.long)  # noqa: E731
-    return _Batch(ids, mask, as_long(owner), as_long(lookup), as_long(t_rows), as_long(t_cols),
+    padded, mask = pad_batch(seqs, pad_id(tokenizer))
+
+    def as_long(xs: list[int]) -> torch.Tensor:
+        return torch.tensor(xs, dtype=torch.long)
+
+    return _Batch(padded, mask, as_long(owner), as_long(lookup), as_long(t_rows), as_long(t_cols),
                   as_long(t_ids), as_long(t_rows), torch.tensor(t_len, dtype=torch.float32),
                   n_rewrite, as_long(kl_rows), as_long(first_rows))
 

@@ -1,11 +1,12 @@
 """FT-L: constrained fine-tuning baseline (registration only)."""
 
+from kedit_vc.editors.base import Editor
 from kedit_vc.editors.registry import MethodSpec, register_method
 
 from .hparams import FtHparams, check, resolve
 
 
-def _editor():
+def _editor() -> Editor:
     from .algorithm import FtEditor
 
     return FtEditor()

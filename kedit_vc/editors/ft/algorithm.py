@@ -19,7 +19,7 @@ from kedit_vc.delta import Delta, Dense
 from kedit_vc.editors.base import EditContext, EditResult
 from kedit_vc.editors.common.positions import fill
 from kedit_vc.editors.common.progress import step_reporter
-from kedit_vc.models.families import family_of, get_module
+from kedit_vc.models.families import family_of, get_module, weight_of
 from kedit_vc.models.forward import LowerBlockReplay, final_hidden, logits_from_hidden
 from kedit_vc.models.prompting import encode_continuation, encode_text, pad_batch, pad_id
 
@@ -49,7 +49,8 @@ class FtEditor:
              hparams: FtHparams, context: EditContext) -> EditResult:
         hp = resolve(model, hparams)
         family = family_of(model)
-        weight = get_module(model, family.mlp_out_path(hp.layer)).weight
+        assert hp.layer is not None  # resolve() fills the model's default
+        weight = weight_of(get_module(model, family.mlp_out_path(hp.layer)))
         original = weight.detach().clone()
         input_ids, mask, rows, cols, target_ids, token_weights = _target_positions(tokenizer, requests)
         started = time.perf_counter()

@@ -1,11 +1,12 @@
 """MEMIT: mass-editing memory in a transformer (registration only)."""
 
+from kedit_vc.editors.base import Editor
 from kedit_vc.editors.registry import MethodSpec, register_method
 
 from .hparams import MemitHparams, check, resolve
 
 
-def _editor():
+def _editor() -> Editor:
     from .algorithm import MemitEditor
 
     return MemitEditor()

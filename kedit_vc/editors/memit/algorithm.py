@@ -46,6 +46,7 @@ class MemitEditor:
         fingerprint = base_fingerprint(model, context)
 
         def prepare(layers: tuple[int, ...]) -> tuple[LayerSolver, dict[str, Any]]:
+            assert hp.stats_tokens is not None  # resolve() fills the model's default
             mom2 = key_second_moments(model, tokenizer, fingerprint, layers,
                                       hp.stats_tokens, stats_dir=context.stats_dir, progress=context.progress)
 

@@ -1,11 +1,12 @@
 """ROME: rank-one model editing (registration only; the algorithm loads on first use)."""
 
+from kedit_vc.editors.base import Editor
 from kedit_vc.editors.registry import MethodSpec, register_method
 
 from .hparams import RomeHparams, check, resolve
 
 
-def _editor():
+def _editor() -> Editor:
     from .algorithm import RomeEditor
 
     return RomeEditor()

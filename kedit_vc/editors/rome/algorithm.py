@@ -37,7 +37,6 @@ from kedit_vc.stats import key_second_moments
 from .hparams import RomeHparams, resolve
 
 
-
 def rome_update(weight: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 mom2: torch.Tensor, ridge: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
     """Rank-one factors (left [d_model], right [d_mlp]) with ``(W + left rightᵀ) key = value``.
@@ -61,6 +60,7 @@ class RomeEditor:
         hp = resolve(model, hparams)
         family = family_of(model)
         layer = hp.layer
+        assert layer is not None and hp.stats_tokens is not None  # resolve() fills the model's defaults
         name = family.mlp_out_weight_name(layer)
         started = time.perf_counter()
         fingerprint = base_fingerprint(model, context)

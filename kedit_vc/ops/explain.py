@@ -1,8 +1,9 @@
-"""Where the edits to explain come from: a commit in the store, or a spec run in memory.
+"""Explain an edit: a commit in the store, or a spec's edits made in memory.
 
-Both give ``Explanation``s for the model state just before the edit ("before") and with
-its delta added ("after"). Moving weights through history is ``ops.weights``' job;
-this module only picks the state and the requests.
+Both give ``Explanation``s (``kedit_vc.interpret``, which only reads models) for the
+model state just before the edit ("before") and with its delta added ("after"). Moving
+weights through history is ``ops.weights``' job; this module picks the state and the
+requests.
 """
 
 from __future__ import annotations
@@ -10,9 +11,13 @@ from __future__ import annotations
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any, Sequence
 
+from kedit_vc.editors.base import EditContext, get_editor
+from kedit_vc.editors.registry import build_hparams
 from kedit_vc.errors import UsageError
+from kedit_vc.interpret.explain import Explanation, applied, explain_edit
 
-from .explain import Explanation, applied, explain_edit
+from .history import commit_requests, source_commit
+from .weights import Weights
 
 if TYPE_CHECKING:
     from kedit_vc.compiler.plan import EditRequest, Plan
@@ -40,9 +45,6 @@ def explain_revision(store: "Store", rev: str, loaded: "LoadedModel", *, edit_id
     "after" is the whole commit, read at each edit's own prompt. A revert shows the
     reverted edits going away.
     """
-    from kedit_vc.ops.history import commit_requests, source_commit
-    from kedit_vc.ops.weights import Weights
-
     store.check_base(loaded.fingerprint)
     record = store.read_commit(rev)
     delta = record.delta()
@@ -68,9 +70,6 @@ def explain_plan(plan: "Plan", loaded: "LoadedModel", *, edit_id: str | None = N
     Each call sees the earlier calls' deltas, as ``ops.commit`` runs them; the model's
     weights are unchanged on return.
     """
-    from kedit_vc.editors.base import EditContext, get_editor
-    from kedit_vc.editors.registry import build_hparams
-
     found: list[Explanation] = []
     with ExitStack() as stack:
         for call in plan.calls:
