@@ -39,8 +39,8 @@ def import_file(kind: str, path: str | os.PathLike[str], limit: int | None = Non
     try:
         dicts: list[dict[str, Any]] = list(records)
         if kind in LOCATED:
-            return IMPORTERS[kind].convert(dicts, limit, source, os.fspath(path))  # type: ignore[no-any-return]
-        return IMPORTERS[kind].convert(dicts, limit, source)  # type: ignore[no-any-return]
+            return IMPORTERS[kind].convert(dicts, limit, source, os.fspath(path))
+        return IMPORTERS[kind].convert(dicts, limit, source)
     except (KeyError, TypeError, AttributeError, IndexError) as error:
         raise ImportDataError(f"{path} does not look like {kind} data ({type(error).__name__}: {error})") from None
 

@@ -29,7 +29,7 @@ class ImportDataError(KvcError):
     exit_code = 2
 
 
-class Record(dict):  # type: ignore[type-arg]
+class Record(dict):
     """A record (a dict) that remembers the line of the file it starts on."""
 
     line: int = 0

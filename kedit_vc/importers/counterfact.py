@@ -62,4 +62,5 @@ def convert(records: list[dict[str, Any]], limit: int | None = None, source: str
         notes.append(f"skipped {len(skipped)} record(s) that a spec cannot hold as written "
                      f"(no single {{}}, placeholder-like braces, or a conflicting edit): cases {', '.join(skipped)}")
     header = [f"Imported from CounterFact{' ' + source if source else ''}: {len(chosen)} record(s).", *notes]
-    return ImportResult(builder.text(header, "Relations: one per Wikidata relation id, with its most frequent prompt"), len(builder.drafts), len(chosen), tuple(notes))
+    text = builder.text(header, "Relations: one per Wikidata relation id, with its most frequent prompt")
+    return ImportResult(text, len(builder.drafts), len(chosen), tuple(notes))

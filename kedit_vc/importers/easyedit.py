@@ -102,9 +102,10 @@ def convert(records: list[dict[str, Any]], limit: int | None = None, source: str
             old = None
         merged += builder.find(subject, prompt) is not None
         draft = builder.add(subject, prompt, old, new, f"easyedit case {case}", builder.by_template(prompt))
-        draft.probes += [Probe("paraphrase", templated(p, subject)) for p in _texts(record.get("rephrase_prompt")) or []]
-        draft.probes += [Probe("neighbour", p, clean_answer(a, stripped)) for p, a in
-                         zip(_texts(record.get("locality_prompt")) or [], _texts(record.get("locality_ground_truth")) or [])]
+        rephrases = _texts(record.get("rephrase_prompt")) or []
+        neighbours = zip(_texts(record.get("locality_prompt")) or [], _texts(record.get("locality_ground_truth")) or [])
+        draft.probes += [Probe("paraphrase", templated(p, subject)) for p in rephrases]
+        draft.probes += [Probe("neighbour", p, clean_answer(a, stripped)) for p, a in neighbours]
     problems.raise_if_any()
     notes = []
     if stripped[0]:

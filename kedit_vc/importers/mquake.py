@@ -68,4 +68,5 @@ def convert(records: list[dict[str, Any]], limit: int | None = None, source: str
         notes.append(f"skipped {len(skipped)} case(s) that contradict an earlier case or cannot be "
                      f"written as a spec: cases {', '.join(skipped)}")
     header = [f"Imported from MQuAKE-CF{' ' + source if source else ''}: {len(chosen)} case(s).", *notes]
-    return ImportResult(builder.text(header, "Relations: one per Wikidata relation id"), len(builder.drafts), len(chosen), tuple(notes))
+    text = builder.text(header, "Relations: one per Wikidata relation id")
+    return ImportResult(text, len(builder.drafts), len(chosen), tuple(notes))

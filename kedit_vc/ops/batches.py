@@ -57,13 +57,14 @@ def split_plan(plan: Plan, size: int) -> list[Plan]:
     return chunks
 
 
-def commit_in_batches(store: "Store", spec: str | Path, size: int, options: CommitOptions = CommitOptions(),
+def commit_in_batches(store: "Store", spec: str | Path, size: int, options: CommitOptions | None = None,
                       on_event: Callable[[ChunkEvent], None] | None = None) -> list[ChunkEvent]:
     """Commit ``spec`` in chunks of ``size`` edits, skipping chunks already live at HEAD.
 
     Raises what a single commit raises (``CommitRefused`` for a chunk that misses its gate,
     ``ConflictError``); the chunks committed before it stay, and a rerun resumes there.
     """
+    options = options or CommitOptions()
     events: list[ChunkEvent] = []
     with store.lock(options.wait):
         plan, spec_text = compile_for(store, spec, options)

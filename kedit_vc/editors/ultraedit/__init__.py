@@ -1,12 +1,13 @@
 """UltraEdit: training-free lifelong editing from one hidden state and gradient per token
 (registration only)."""
 
+from kedit_vc.editors.base import Editor
 from kedit_vc.editors.registry import MethodSpec, register_method
 
 from .hparams import UltraEditHparams, check, resolve
 
 
-def _editor():
+def _editor() -> Editor:
     from .algorithm import UltraEditEditor
 
     return UltraEditEditor()
