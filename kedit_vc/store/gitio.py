@@ -22,7 +22,7 @@ from gitdb.db.loose import LooseObjectDB
 
 from kedit_vc.errors import StoreError
 
-from .atomic import atomic_write_text
+from kedit_vc.fsio import atomic_write_text
 
 FILE_MODE = 0o100644
 

@@ -59,8 +59,8 @@ from kedit_vc.delta.hashing import tensor_bytes
 from kedit_vc.delta.io import SEPARATOR, group_parts, storable
 from kedit_vc.delta.materialize import sum_updates
 from kedit_vc.errors import KvcError, StoreError
+from kedit_vc.fsio import atomic_write_bytes
 
-from .atomic import atomic_write_bytes
 
 FORMAT = "kvc-head-cache"
 FORMAT_VERSION = "1"

@@ -24,7 +24,7 @@ import git
 from kedit_vc.errors import StoreError
 
 from . import gitio
-from .atomic import atomic_write_bytes, remove_stray_tmp
+from kedit_vc.fsio import atomic_write_bytes, publish_dir, remove_stray_tmp
 from .history import live_commits
 from .layout import (
     DELTA_FILE,
@@ -541,7 +541,7 @@ def init_store(
         except (OSError, subprocess.CalledProcessError) as error:  # loose objects work too
             log.warning("kvc: packing the new store failed (%s)", error)
         repo.close()
-        os.rename(staging, paths.kvc)
+        publish_dir(staging, paths.kvc)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
