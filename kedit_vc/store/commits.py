@@ -88,7 +88,7 @@ class CommitReader:
         return CommitRecord(
             sha=sha,
             parents=tuple(p.hexsha for p in commit.parents),
-            message=commit.message.rstrip("\n"),
+            message=gitio.message_of(commit).rstrip("\n"),
             time=commit.committed_date,
             author=f"{commit.author.name} <{commit.author.email}>",
             manifest=manifest,

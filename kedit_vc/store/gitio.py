@@ -80,6 +80,12 @@ def blob_bytes(blob: git.Blob) -> bytes:
     return blob.data_stream.read()
 
 
+def message_of(commit: git.Commit) -> str:
+    """A commit's message as text (gitpython types it ``str | bytes``)."""
+    message = commit.message
+    return message if isinstance(message, str) else message.decode("utf-8", "replace")
+
+
 def branch_ref(repo: git.Repo) -> str:
     """The ref HEAD points to (e.g. ``refs/heads/main``); a detached HEAD is refused."""
     try:

@@ -323,7 +323,7 @@ class Store:
         files[MANIFEST_FILE] = dumps(dict(manifest))
         original = self.repo.commit(sha)
         tree = gitio.write_tree(self.repo, files)
-        return gitio.write_commit(self.repo, tree, [manifest["parent"]], original.message, original)
+        return gitio.write_commit(self.repo, tree, [manifest["parent"]], gitio.message_of(original), original)
 
     def _write_object(self, payload: CommitInput, parent: str, squash: Mapping[str, Any] | None = None) -> str:
         """Write the commit's files, tree and commit objects (no ref moves); returns its sha."""
