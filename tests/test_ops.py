@@ -155,3 +155,25 @@ def test_an_editor_sees_the_carried_state_of_the_live_commits(store, monkeypatch
     state = store.carried_state()
     assert state["toy/sum"].tolist() == [110.0, 220.0] and state["toy/count"].tolist() == [2.0]
     assert store.fsck() == []
+
+
+def test_each_call_of_a_plan_sees_the_earlier_calls_carried_state(store, monkeypatch):
+    from dataclasses import replace
+
+    from kedit_vc.editors.rome.algorithm import RomeEditor
+
+    seen: list[dict[str, list[float]]] = []
+    original = RomeEditor.edit
+
+    def carrying(self, model, tokenizer, requests, hparams, context):
+        seen.append({name: tensor.tolist() for name, tensor in context.carried.items()})
+        result = original(self, model, tokenizer, requests, hparams, context)
+        return replace(result, carried={"toy/count": torch.tensor([float(len(requests))])})
+
+    monkeypatch.setattr(RomeEditor, "edit", carrying)
+    two_calls = (f"{EIFFEL}\n" 'edit "France" prompt "The capital of {subject} is": "Paris" -> "Madrid" {\n'
+                 "    method rome { v_steps = 4 }\n}\n")
+    result = commit(store, "two.kedit", two_calls)
+    assert len(result.plan.calls) == 2
+    assert seen == [{}, {"toy/count": [1.0]}]
+    assert store.read_commit("HEAD").carried()["toy/count"].tolist() == [2.0]
