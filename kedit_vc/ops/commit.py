@@ -188,8 +188,9 @@ def commit_spec(store: "Store", spec: str | Path, options: CommitOptions = Commi
         before = evaluator.scores_at(head, requests)  # materialises HEAD unless cached
         evaluator.move_to(head)
         timings["before_s"] = time.perf_counter() - mark
+        carried = store.carried_state(head)
         with measure() as watch:
-            run = execute_plan(evaluator, plan, store.live_keys(head), options.progress, store.carried_state(head))
+            run = execute_plan(evaluator, plan, store.live_keys(head), options.progress, carried)
         delta, keys, infos = run.delta, run.keys, run.infos
         assert watch.result is not None
         timings["edit_s"] = watch.result.seconds
