@@ -126,3 +126,54 @@ def test_method_override_drops_foreign_hparams_and_merges_calls():
     assert len(plan.calls) == 2
     memit = override(plan, "memit", {"v_steps": 3})
     assert [(c.method, dict(c.hparams), len(c.requests)) for c in memit.calls] == [("memit", {"v_steps": 3}, 3)]
+
+
+def test_an_editor_sees_the_carried_state_of_the_live_commits(store, monkeypatch):
+    """A throwaway editor (ROME plus carried contributions) sees, at each commit, the sum of
+    what the live commits carried; a reverted commit's contribution is gone."""
+    from dataclasses import replace
+
+    from kedit_vc.editors.rome.algorithm import RomeEditor
+    from kedit_vc.ops import revert
+
+    seen: list[dict[str, list[float]]] = []
+    original = RomeEditor.edit
+    step = iter([1.0, 10.0, 100.0])
+
+    def carrying(self, model, tokenizer, requests, hparams, context):
+        seen.append({name: tensor.tolist() for name, tensor in context.carried.items()})
+        result = original(self, model, tokenizer, requests, hparams, context)
+        value = next(step)
+        return replace(result, carried={"toy/sum": torch.tensor([value, 2 * value]), "toy/count": torch.ones(1)})
+
+    monkeypatch.setattr(RomeEditor, "edit", carrying)
+    first = commit(store, "a.kedit", EIFFEL)
+    commit(store, "b.kedit", FRANCE)
+    revert(store, first.sha)
+    commit(store, "c.kedit", TOKYO)
+    assert seen == [{}, {"toy/count": [1.0], "toy/sum": [1.0, 2.0]}, {"toy/count": [1.0], "toy/sum": [10.0, 20.0]}]
+    state = store.carried_state()
+    assert state["toy/sum"].tolist() == [110.0, 220.0] and state["toy/count"].tolist() == [2.0]
+    assert store.fsck() == []
+
+
+def test_each_call_of_a_plan_sees_the_earlier_calls_carried_state(store, monkeypatch):
+    from dataclasses import replace
+
+    from kedit_vc.editors.rome.algorithm import RomeEditor
+
+    seen: list[dict[str, list[float]]] = []
+    original = RomeEditor.edit
+
+    def carrying(self, model, tokenizer, requests, hparams, context):
+        seen.append({name: tensor.tolist() for name, tensor in context.carried.items()})
+        result = original(self, model, tokenizer, requests, hparams, context)
+        return replace(result, carried={"toy/count": torch.tensor([float(len(requests))])})
+
+    monkeypatch.setattr(RomeEditor, "edit", carrying)
+    two_calls = (f"{EIFFEL}\n" 'edit "France" prompt "The capital of {subject} is": "Paris" -> "Madrid" {\n'
+                 "    method rome { v_steps = 4 }\n}\n")
+    result = commit(store, "two.kedit", two_calls)
+    assert len(result.plan.calls) == 2
+    assert seen == [{}, {"toy/count": [1.0]}]
+    assert store.read_commit("HEAD").carried()["toy/count"].tolist() == [2.0]

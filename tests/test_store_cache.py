@@ -180,7 +180,7 @@ def test_a_cache_for_another_base_model_is_ignored(store):
     headcache.write(store.paths.head_cache, headcache.HeadSum(state.commit, "other", state.live, state.updates,
                                                               state.owners), store.paths.tmp)
     with Store(store.paths.root) as fresh:
-        assert fresh._head_sum_for(fresh.head()) is None
+        assert fresh.head_cache.for_commit(fresh.head()) is None
         assert_sums_match(head_sums(fresh), chain_sum(fresh))
 
 

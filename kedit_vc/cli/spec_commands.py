@@ -8,31 +8,21 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import click
 
 from kedit_vc.compiler import compile_file
 from kedit_vc.compiler.summary import summarize
+from kedit_vc.fsio import atomic_write_text
 from kedit_vc.importers import IMPORTERS, import_file
 from kedit_vc.importers import table as table_importer
 from kedit_vc.lang import SpecError, format_spec, parse_text
 
 
 def write_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder."""
-    target = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as out:
-            out.write(text)
-        if target.exists():
-            os.chmod(temporary, target.stat().st_mode & 0o777)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write ``text`` to ``path`` through a temporary file in the same folder (``fsio``)."""
+    atomic_write_text(path, text)
 
 
 def _spec_failure(error: SpecError) -> None:

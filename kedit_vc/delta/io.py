@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from kedit_vc.store.atomic import atomic_write_bytes
+from kedit_vc.fsio import atomic_write_bytes
 
 from .errors import DeltaError
 from .hashing import content_hash

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from kedit_vc.fsio import atomic_path
 
 if TYPE_CHECKING:
     from .explain import Explanation
@@ -39,14 +40,8 @@ def _figure(size_px: tuple[int, int]) -> Any:
 def _save(figure: Any, path: str | os.PathLike[str]) -> Path:
     """Write the PNG atomically (temporary file in the same folder, then rename)."""
     target = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".",
-                                         prefix=f".{target.name}.", suffix=".png")
-    os.close(handle)
-    try:
+    with atomic_path(target) as temporary:
         figure.savefig(temporary, dpi=DPI, format="png")
-        os.replace(temporary, target)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
     return target
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 from kedit_vc.errors import ModelError
+from kedit_vc.fsio import atomic_write_text, publish_dir
 
 from .cache import cache_root
 from .fingerprint import fingerprint_state_dict
@@ -221,7 +222,7 @@ def _dequantize_to_cache(gguf: Path, target: Path, source: dict[str, str] | None
         config.to_json_file(str(staging / "config.json"))
         tokenizer.save_pretrained(staging)
         (staging / "kvc-source.json").write_text(json.dumps(source or {"gguf": str(gguf)}, sort_keys=True))
-        os.replace(staging, target)
+        publish_dir(staging, target)
     except OSError as error:
         shutil.rmtree(staging, ignore_errors=True)
         if not (target / "config.json").is_file():
@@ -370,7 +371,5 @@ def cached_fingerprint(folder: Path, model: Any) -> str:
             pass
     fingerprint = fingerprint_state_dict(model.state_dict())
     record.parent.mkdir(parents=True, exist_ok=True)
-    tmp = record.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"fingerprint": fingerprint, "folder": str(folder)}, sort_keys=True))
-    os.replace(tmp, record)
+    atomic_write_text(record, json.dumps({"fingerprint": fingerprint, "folder": str(folder)}, sort_keys=True))
     return fingerprint

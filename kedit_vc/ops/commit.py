@@ -98,22 +98,38 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def run_plan(evaluator: Evaluator, plan: Plan, preserved: "Mapping[int, torch.Tensor]", progress: bool
-             ) -> tuple["Delta", "dict[int, torch.Tensor]", list[dict[str, Any]]]:
+@dataclass(frozen=True)
+class PlanRun:
+    """What running a plan's editor calls produced: the summed ``delta``, the ``keys``
+    written (layer -> [n, d_in]), each call's ``infos``, and the calls' summed ``carried``
+    contributions (name -> tensor; the commit records them)."""
+
+    delta: "Delta"
+    keys: "dict[int, torch.Tensor]"
+    infos: list[dict[str, Any]]
+    carried: "dict[str, torch.Tensor]"
+
+
+def execute_plan(evaluator: Evaluator, plan: Plan, preserved: "Mapping[int, torch.Tensor]", progress: bool,
+                 carried: "Mapping[str, torch.Tensor] | None" = None) -> PlanRun:
     """Run each editor call on the current weights, applying each delta before the next.
 
-    Returns the summed delta, the keys written (layer -> [n, d_in]) and each call's info.
+    ``carried``: the carried state of the history edited on (``Store.carried_state``); each
+    call sees it plus what the earlier calls of this plan contributed.
     """
     from kedit_vc.editors.base import EditContext, get_editor
     from kedit_vc.editors.registry import build_hparams
+    from kedit_vc.store.carried import summed
 
     loaded, weights = evaluator.loaded, evaluator.weights
     total: "Delta | None" = None
     keys: "dict[int, torch.Tensor]" = {}
+    contributions: "list[Mapping[str, torch.Tensor]]" = []
     infos = []
     for call in plan.calls:
         context = EditContext(fingerprint=evaluator.store.fingerprint, progress=progress,
-                              preserved_keys=_joined(preserved, keys))
+                              preserved_keys=_joined(preserved, keys),
+                              carried=summed([carried or {}, *contributions]))
         result = get_editor(call.method).edit(loaded.model, loaded.tokenizer, call.requests,
                                               build_hparams(call.method, call.hparams), context)
         delta = result.delta
@@ -121,9 +137,18 @@ def run_plan(evaluator: Evaluator, plan: Plan, preserved: "Mapping[int, torch.Te
         evaluator.mark_changed()
         total = delta if total is None else total.compose(delta)
         _merge_keys(keys, result.written_keys)
+        if result.carried:
+            contributions.append({name: t.detach().cpu() for name, t in result.carried.items()})
         infos.append({"method": call.method, "edits": len(call.requests), **_jsonable(dict(result.info))})
     assert total is not None
-    return total, keys, infos
+    return PlanRun(total, keys, infos, summed(contributions))
+
+
+def run_plan(evaluator: Evaluator, plan: Plan, preserved: "Mapping[int, torch.Tensor]", progress: bool
+             ) -> tuple["Delta", "dict[int, torch.Tensor]", list[dict[str, Any]]]:
+    """``execute_plan`` without carried state: the summed delta, the keys written and each call's info."""
+    run = execute_plan(evaluator, plan, preserved, progress)
+    return run.delta, run.keys, run.infos
 
 
 def _joined(a: "Mapping[int, torch.Tensor]", b: "Mapping[int, torch.Tensor]") -> "dict[int, torch.Tensor]":
@@ -183,8 +208,10 @@ def commit_plan(store: "Store", plan: Plan, spec_text: str, spec_name: str,
         before = evaluator.scores_at(head, requests)  # materialises HEAD unless cached
         evaluator.move_to(head)
         timings["before_s"] = time.perf_counter() - mark
+        carried = store.carried_state(head)
         with measure() as watch:
-            delta, keys, infos = run_plan(evaluator, plan, store.live_keys(head), options.progress)
+            run = execute_plan(evaluator, plan, store.live_keys(head), options.progress, carried)
+        delta, keys, infos = run.delta, run.keys, run.infos
         assert watch.result is not None
         timings["edit_s"] = watch.result.seconds
         mark = time.perf_counter()
@@ -214,6 +241,7 @@ def commit_plan(store: "Store", plan: Plan, spec_text: str, spec_name: str,
             edit_ids=tuple(r.edit_id for r in requests),
             timings={k: round(v, 4) for k, v in timings.items()},
             keys=keys,
+            carried=run.carried,
             extra={
                 "efficiency": {"seconds": round(efficiency["seconds"], 4),
                                "peak_rss_bytes": int(efficiency["peak_rss_bytes"]),

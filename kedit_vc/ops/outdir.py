@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 from kedit_vc.errors import UsageError
+from kedit_vc.fsio import publish_dir
 
 
 @contextmanager
@@ -30,6 +31,6 @@ def staged_dir(target: str | os.PathLike[str], force: bool = False) -> Iterator[
         yield staging
         if out.exists():
             shutil.rmtree(out)
-        os.replace(staging, out)
+        publish_dir(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

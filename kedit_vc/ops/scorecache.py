@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from kedit_vc.compiler.plan import EditRequest
 from kedit_vc.eval.scores import ProbeScores
-from kedit_vc.store.atomic import atomic_write_text
+from kedit_vc.fsio import atomic_write_text
 
 if TYPE_CHECKING:
     from kedit_vc.store import Store

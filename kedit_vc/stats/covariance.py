@@ -17,6 +17,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from kedit_vc.fsio import atomic_path
 from kedit_vc.models.cache import cache_root
 from kedit_vc.models.families import family_of, get_module, max_positions
 
@@ -126,10 +127,9 @@ def _compute(model: torch.nn.Module, tokenizer: Any, fingerprint: str, layers: S
         mom2 = (accumulator.sums[layer] / count).float().contiguous()
         path = _cache_file(root, fingerprint, layer, cid, n_tokens)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        save_file({"mom2": mom2}, str(tmp), metadata={
-            "tokens": str(accumulator.tokens), "seconds": f"{seconds:.2f}",
-            "layers_in_pass": ",".join(map(str, layers)), "corpus": cid, "fingerprint": fingerprint})
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file({"mom2": mom2}, str(tmp), metadata={
+                "tokens": str(accumulator.tokens), "seconds": f"{seconds:.2f}",
+                "layers_in_pass": ",".join(map(str, layers)), "corpus": cid, "fingerprint": fingerprint})
         result[layer] = mom2
     return result

@@ -12,7 +12,8 @@ copied.
 Each commit's tree holds ``store.json``, ``manifest.json`` (sorted JSON; see
 ``manifest``), ``spec.kedit``, ``plan.json``, ``metrics.json``, the delta
 (``delta.safetensors``, or ``delta.pointer.json`` naming a content-addressed file in
-``.kvc/objects/`` for large dense deltas) and optionally ``keys.safetensors``.
+``.kvc/objects/`` for large dense deltas) and optionally ``keys.safetensors`` and
+``carried.safetensors`` (carried method state, see ``carried``).
 
 Sharing the history (CI gating)
 -------------------------------
@@ -46,9 +47,10 @@ not for HEAD) and packs the new loose objects (``gitio.pack``: ``git repack
 ref moved and neither can fail the commit.
 """
 
+from .create import init_store, open_store
 from .layout import KVC_DIR
 from .manifest import CommitInput, StoreConfig
 from .records import CommitRecord
-from .store import Store, init_store, open_store
+from .store import Store
 
 __all__ = ["KVC_DIR", "CommitInput", "CommitRecord", "Store", "StoreConfig", "init_store", "open_store"]

@@ -52,6 +52,7 @@ def _commit_problems(store: "Store", chain: list[str], index: int) -> list[str]:
         delta = record.delta()
         if record.manifest.get("keys"):
             record.keys()
+        record.carried()  # checked against the manifest's names and hash
     except KvcError as error:
         return problems + [f"{tag}: {error}"]
     if record.op == "revert":

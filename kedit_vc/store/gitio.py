@@ -21,8 +21,7 @@ from gitdb import IStream
 from gitdb.db.loose import LooseObjectDB
 
 from kedit_vc.errors import StoreError
-
-from .atomic import atomic_write_text
+from kedit_vc.fsio import atomic_write_text
 
 FILE_MODE = 0o100644
 
@@ -209,3 +208,10 @@ def pack_temporaries(repo: git.Repo) -> list[Path]:
     """Temporary files an interrupted ``git repack`` leaves (delete only under the writer lock)."""
     folder = Path(repo.git_dir) / "objects" / "pack"
     return [p for pattern in (".tmp-*", "tmp_*") for p in folder.glob(pattern) if p.is_file()]
+
+
+def stray_files(repo: git.Repo) -> list[Path]:
+    """What killed writers leave in the repository: gitdb's temporary objects and an
+    interrupted repack's files. Only safe to delete under the store's writer lock."""
+    loose = [p for p in (Path(repo.git_dir) / "objects").glob("obj*") if p.is_file()]
+    return loose + pack_temporaries(repo)

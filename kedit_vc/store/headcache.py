@@ -35,10 +35,11 @@ partial sum after n steps: the same drift as adding the deltas to the weights on
 (the naive re-application). ``TOLERANCE`` is what ``kvc fsck`` accepts between the cache and
 a fresh sum; ``kvc fsck --repair`` rebuilds the cache from the history.
 
-The store advances the cache after each write, under the writer lock, once the branch ref
-has moved (see ``Store.write_commit``): an edit, or a revert of a commit that is not live,
-adds its delta; a revert of a live commit drops the target's columns (or adds its inverse to
-a dense sum); a squash, or a cache that is not for the parent, is rebuilt from the history.
+``HeadCache`` owns the cache of one store. The store advances it after each write, under
+the writer lock, once the branch ref has moved (see ``Store.write_commit``): an edit, or a
+revert of a commit that is not live, adds its delta; a revert of a live commit drops the
+target's columns (or adds its inverse to a dense sum); a squash, or a cache that is not for
+the parent, is rebuilt from the history.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ import os
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import torch
 from safetensors import safe_open
@@ -59,8 +60,7 @@ from kedit_vc.delta.hashing import tensor_bytes
 from kedit_vc.delta.io import SEPARATOR, group_parts, storable
 from kedit_vc.delta.materialize import sum_updates
 from kedit_vc.errors import KvcError, StoreError
-
-from .atomic import atomic_write_bytes
+from kedit_vc.fsio import atomic_write_bytes
 
 FORMAT = "kvc-head-cache"
 FORMAT_VERSION = "1"
@@ -318,3 +318,59 @@ def differences(cached: HeadSum, fresh: HeadSum) -> list[str]:
         if not error <= TOLERANCE * scale:  # also catches NaN
             problems.append(f"its update of {name} differs from the history's by up to {error:.3g}")
     return problems
+
+
+class HeadCache:
+    """The HEAD cache of one store: its file, and the sum last read or written (which stays
+    valid for its own commit whatever HEAD is now).
+
+    ``fingerprint()`` gives the store's base fingerprint and ``live_pairs(sha)`` the live
+    ``(sha, delta)`` pairs at a commit, oldest first; both are asked at each use, so this
+    object never holds history of its own. Writing is for callers that hold the writer lock.
+    """
+
+    def __init__(self, path: Path, tmp_dir: Path, fingerprint: Callable[[], str],
+                 live_pairs: Callable[[str], Iterable[tuple[str, Delta]]]) -> None:
+        self.path = path
+        self._tmp_dir = tmp_dir
+        self._fingerprint = fingerprint
+        self._live_pairs = live_pairs
+        self._state: HeadSum | None = None
+
+    def for_commit(self, sha: str) -> HeadSum | None:
+        """The cached sum if it is for commit ``sha`` and this base model, else None."""
+        state = self._state
+        if state is None or state.commit != sha:
+            state = read(self.path)
+        if state is None or state.commit != sha or state.fingerprint != self._fingerprint():
+            return None
+        self._state = state
+        return state
+
+    def sum_at(self, sha: str) -> tuple[HeadSum, bool]:
+        """The sum at commit ``sha`` and whether it was built afresh (from the history)."""
+        state = self.for_commit(sha)
+        if state is not None:
+            return state, False
+        return build(sha, self._fingerprint(), self._live_pairs(sha)), True
+
+    def save(self, state: HeadSum) -> None:
+        """Remember ``state`` and write it as the cache file (under the writer lock)."""
+        self._state = state
+        write(self.path, state, self._tmp_dir)
+
+    def rebuild(self, head: str) -> None:
+        """Sum ``head``'s live deltas from the history and rewrite the cache."""
+        self.save(build(head, self._fingerprint(), self._live_pairs(head)))
+
+    def advance(self, old_head: str, new_head: str, op: str, delta: Delta, reverts: str | None) -> None:
+        """The cache for ``new_head``: the one for ``old_head`` plus this write, or rebuilt
+        (a squash, or a cache that is not for ``old_head``)."""
+        state = self.for_commit(old_head)
+        if state is None or op == "squash":
+            self.rebuild(new_head)
+        elif op == "revert" and reverts in state.live:
+            assert reverts is not None
+            self.save(reverted(state, new_head, reverts, delta))
+        else:
+            self.save(added(state, new_head, delta))

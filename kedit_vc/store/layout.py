@@ -28,6 +28,7 @@ DELTA_FILE = "delta.safetensors"
 DELTA_POINTER_FILE = "delta.pointer.json"
 METRICS_FILE = "metrics.json"
 KEYS_FILE = "keys.safetensors"
+CARRIED_FILE = "carried.safetensors"
 
 SQUASHED_REF_PREFIX = "refs/kvc/squashed/"
 

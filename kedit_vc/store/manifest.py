@@ -13,6 +13,7 @@ Manifest (``manifest.json``), format_version 1::
      "spec_name": "demo.kedit" | null,
      "delta": {"hash": "<sha256>", "storage": "git" | "object", "bytes": 8600} | null,
      "keys": {"layers": [4]} | null,
+     "carried": {"names": [...], "hash": "<sha256>"},   (only when the commit carries state)
      "reverts": "<sha>" | null,
      "squash": {"base": "<sha>", "tip": "<sha>", "commits": [...], "kept_at": "refs/kvc/squashed/<sha>"} | null,
      "extra": {...}}
@@ -77,8 +78,11 @@ class CommitInput:
 
     ``delta``: the weight change (None for a revert: the store writes the exact inverse
     of ``reverts``' delta itself). ``plan``: ``Plan.to_json()``. ``keys``: layer -> keys
-    [n, d_in] written by the edit, for history-aware editors. ``squash_range``: (base,
-    tip), the commits after ``base`` up to ``tip`` that a squash replaces.
+    [n, d_in] written by the edit, for history-aware editors. ``carried``: name -> tensor,
+    this commit's additive contribution to carried method state (see ``carried``; a
+    revert's is computed by the store, a squash's defaults to its range's sum); none
+    writes no file. ``squash_range``: (base, tip), the commits after ``base`` up to
+    ``tip`` that a squash replaces.
     """
 
     message: str
@@ -96,6 +100,7 @@ class CommitInput:
     reverts: str | None = None
     squash_range: tuple[str, str] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    carried: "Mapping[str, torch.Tensor]" = field(default_factory=dict)
 
 
 def build_manifest(
@@ -106,7 +111,7 @@ def build_manifest(
     delta: Mapping[str, Any] | None,
     squash: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    return {
+    manifest: dict[str, Any] = {
         "format": MANIFEST_FORMAT,
         "format_version": MANIFEST_VERSION,
         "tool_version": __version__,
@@ -124,6 +129,11 @@ def build_manifest(
         "squash": dict(squash) if squash is not None else None,
         "extra": dict(payload.extra),
     }
+    if payload.carried:  # absent otherwise: commits without carried state keep their bytes
+        from .carried import manifest_entry
+
+        manifest["carried"] = manifest_entry(payload.carried)
+    return manifest
 
 
 def manifest_problems(manifest: Any) -> list[str]:
@@ -148,4 +158,8 @@ def manifest_problems(manifest: Any) -> list[str]:
     stored = isinstance(delta, dict) and delta.get("storage") in ("git", "object") and delta.get("hash")
     if delta is not None and not stored:
         problems.append("manifest's delta entry lacks hash or storage")
+    carried = manifest.get("carried")
+    if carried is not None and not (isinstance(carried, dict) and isinstance(carried.get("names"), list)
+                                    and carried.get("hash")):
+        problems.append("manifest's carried entry lacks names or hash")
     return problems

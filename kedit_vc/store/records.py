@@ -17,7 +17,8 @@ class CommitRecord:
 
     ``manifest`` is the parsed manifest.json (see ``manifest``); ``plan`` the stored
     ``Plan.to_json()``; ``delta()`` loads and verifies the delta against the manifest's
-    hash (None for the initial commit); ``keys()`` gives layer -> keys [n, d_in] or {}.
+    hash (None for the initial commit); ``keys()`` gives layer -> keys [n, d_in] or {};
+    ``carried()`` the commit's carried method state, name -> tensor, or {} (see ``carried``).
     """
 
     sha: str
@@ -32,6 +33,7 @@ class CommitRecord:
     files: tuple[str, ...]
     load_delta: Callable[[], "Delta | None"] = field(repr=False, compare=False)
     load_keys: Callable[[], "dict[int, torch.Tensor]"] = field(repr=False, compare=False)
+    load_carried: Callable[[], "dict[str, torch.Tensor]"] = field(default=dict, repr=False, compare=False)
 
     @property
     def short(self) -> str:
@@ -71,3 +73,6 @@ class CommitRecord:
 
     def keys(self) -> "dict[int, torch.Tensor]":
         return self.load_keys()
+
+    def carried(self) -> "dict[str, torch.Tensor]":
+        return self.load_carried()

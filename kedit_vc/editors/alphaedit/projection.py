@@ -28,6 +28,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from kedit_vc.fsio import atomic_path
 from kedit_vc.models.cache import cache_root
 from kedit_vc.stats import key_second_moments
 from kedit_vc.stats.corpus import corpus_id
@@ -78,8 +79,7 @@ def null_space_projections(model: torch.nn.Module, tokenizer: Any, fingerprint: 
             found[layer] = projection.float().contiguous()
             path = paths[layer]
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            save_file({"projection": found[layer]}, str(tmp),
-                      metadata={"threshold": f"{threshold:g}", "null_dim": str(dim), "fingerprint": fingerprint})
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                save_file({"projection": found[layer]}, str(tmp),
+                          metadata={"threshold": f"{threshold:g}", "null_dim": str(dim), "fingerprint": fingerprint})
     return {layer: found[layer] for layer in layers}
