@@ -66,10 +66,10 @@ def commit_in_batches(store: "Store", spec: str | Path, size: int, options: Comm
     """
     events: list[ChunkEvent] = []
     with store.lock(options.wait):
-        plan, spec_text = compile_for(store, spec, options)
+        evaluator = Evaluator(store, progress=options.progress, batch_size=options.eval_batch_size)
+        plan, spec_text = compile_for(store, spec, options, evaluator)
         chunks = split_plan(plan, size)
         live_ids = {edit.request.edit_id for edit in live_edits(store, store.head())}
-        evaluator = Evaluator(store, progress=options.progress, batch_size=options.eval_batch_size)
         total, done = len(plan.requests), 0
         base_message = options.message or f"{Path(spec).name}"
         for index, chunk in enumerate(chunks):
