@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY_ROME, run_kvc, write_spec
+
 from kedit_vc.compiler import Answer, derive, lower, should_derive
 from kedit_vc.compiler.plan import Plan
 from kedit_vc.lang import SpecError, format_spec, load_text, parse_text
@@ -196,7 +196,7 @@ def store(project, tiny_model_dir):
 
 
 def test_derived_provenance_survives_commit_show_log_revert_and_squash(store) -> None:
-    from kedit_vc.ops import CommitOptions, commit_spec, live_edits, revert, squash
+    from kedit_vc.ops import CommitOptions, commit_spec, live_edits
 
     result = commit_spec(store, write_spec(store.paths.root, "carry.kedit", CARRY), CommitOptions(derive=True))
     kinds = sorted(r.derived.kind for r in result.plan.derived)

@@ -118,7 +118,7 @@ class EditRequest:
         return self.prompt.format(self.subject)
 
     def to_json(self) -> dict[str, Any]:
-        data = {
+        data: dict[str, Any] = {
             "edit_id": self.edit_id,
             "subject": self.subject,
             "prompt": self.prompt,

@@ -126,6 +126,8 @@ class _Checker:
         self.rule_text(rule.source or "", rule.at("source"), "a rule's 'from' prompt", "object")
 
     def rules(self) -> None:
+        """Rule texts, ``rules for`` targets and ``derive`` values (an included file's
+        ``derive`` is checked but only the root file's decides)."""
         relations = self.program.relations
         for spec in self.program.files:
             for item in spec.items:
@@ -133,8 +135,6 @@ class _Checker:
                     if item.value not in DERIVE_VALUES:
                         self.error(item.at("value"), f"derive takes true or false, not '{item.value}'"
                                    f"{did_you_mean(item.value, DERIVE_VALUES)}")
-                    elif spec is not self.program.files[0]:
-                        pass  # a library's setting is allowed and ignored (the root decides)
                 elif isinstance(item, Relation):
                     for rule in item.implications:
                         self.implication(rule)

@@ -134,7 +134,7 @@ def _at(span: Span | None, where: str) -> Span | None:
     return Span(span.file, line, 1, line, 1)
 
 
-def _one_line(item: Item | Probe) -> int | None:
+def _one_line(item: Item | Probe | Implication | Also) -> int | None:
     return item.span.end_line if item.span is not None else None
 
 
