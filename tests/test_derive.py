@@ -261,3 +261,13 @@ def test_compile_derive_needs_a_model_outside_a_store(project) -> None:
     spec = write_spec(project, "carry.kedit", CARRY, TINY_ROME)
     out = run_kvc("compile", str(spec), "--derive")
     assert out.exit_code == 2 and "--derive needs a model" in out.output
+
+
+def test_batches_keep_derived_requests_with_their_parent() -> None:
+    from kedit_vc.ops.batches import split_plan
+
+    plan = derived(RULES + EDIT + '\nedit "Louvre" located_in: "Paris" -> "Rome"')
+    chunks = split_plan(plan, 1)
+    assert [[r.subject for r in c.requests] for c in chunks] == [
+        ["Eiffel Tower", "Eiffel Tower", "Rome"], ["Louvre", "Louvre"]]
+    assert [r for c in chunks for r in c.requests] == list(plan.requests)
