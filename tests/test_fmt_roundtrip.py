@@ -11,11 +11,12 @@ from hypothesis import strategies as st
 from kedit_vc.cli.main import cli
 from kedit_vc.lang import format_spec, parse_text
 from kedit_vc.lang.ir import (
-    Edit, Expectation, Include, ListValue, MapValue, MethodChoice, Model, Param, Portability, Probe,
-    Range, Relation, Spec,
+    Also, DeriveSetting, Edit, Expectation, Implication, Include, ListValue, MapValue, MethodChoice, Model, Param,
+    Portability, Probe, Range, Relation, Rules, Spec,
 )
 
-KEYWORDS = ["edit", "relation", "method", "group", "not", "hop", "keep", "model"]
+KEYWORDS = ["edit", "relation", "method", "group", "not", "hop", "keep", "model", "implies", "from", "rules",
+            "for", "derive"]
 names = st.one_of(st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True), st.sampled_from(KEYWORDS))
 relation_names = names.filter(lambda n: n != "prompt")
 texts = st.text(st.characters(exclude_categories=("Cs",)), max_size=20)
@@ -48,6 +49,12 @@ body_items = st.one_of(
     probes(("paraphrase", "neighbour", "keep", "attribute")),
     st.builds(Portability, st.lists(probes(("alias", "hop", "reverse", "multihop")), max_size=3).map(tuple)),
     methods,
+    st.builds(Also, texts),
+)
+implications = st.one_of(
+    st.builds(lambda n, t, f: Implication("compose", t, n, f), relation_names.filter(lambda n: n != "reverse"),
+              texts, texts),
+    st.builds(lambda t: Implication("reverse", t), texts),
 )
 edits = st.builds(
     lambda subject, target, old, new, body: Edit(
@@ -59,7 +66,10 @@ items = st.one_of(
     st.builds(Model, texts),
     methods,
     st.builds(Expectation, names, st.sampled_from([">=", ">", "<=", "<"]), numbers),
-    st.builds(Relation, relation_names, texts, st.lists(probes(("paraphrase",)), max_size=2).map(tuple)),
+    st.builds(Relation, relation_names, texts, st.lists(probes(("paraphrase",)), max_size=2).map(tuple),
+              st.lists(implications, max_size=2).map(tuple)),
+    st.builds(Rules, names, st.lists(implications, max_size=2).map(tuple)),
+    st.builds(DeriveSetting, names),
     edits,
     st.builds(Include, texts),
 )
@@ -127,7 +137,7 @@ def test_layout_and_comments() -> None:
 
 
 def test_shipped_specs_are_formatted() -> None:
-    for path in (Path(__file__).resolve().parents[1] / "specs").glob("*.kedit"):
+    for path in (Path(__file__).resolve().parents[1] / "specs").rglob("*.kedit"):
         text = path.read_text()
         assert format_spec(parse_text(text, str(path))) == text, path
 

@@ -14,6 +14,7 @@ import click
 
 from kedit_vc.compiler import compile_file
 from kedit_vc.compiler.summary import summarize
+from kedit_vc.errors import KvcError, UsageError
 from kedit_vc.fsio import atomic_write_text
 from kedit_vc.importers import IMPORTERS, import_file
 from kedit_vc.importers import table as table_importer
@@ -63,10 +64,20 @@ def fmt_command(files: tuple[str, ...], check: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (the editors' input).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the JSON plan to this file.")
 @click.option("--brief", is_flag=True, help="List requests without their probes.")
-def compile_command(file: str, as_json: bool, output: str | None, brief: bool) -> None:
-    """Check FILE and show its plan: editor calls, batches and every probe."""
+@click.option("--derive", "derive_edits", is_flag=True,
+              help="Also derive the edits the spec's rules imply, each with its rule and evidence "
+                   "(asks a model: --model, else the store's base model).")
+@click.option("--model", "model_ref", default=None, metavar="REF",
+              help="With --derive: the model that answers (alias, HF folder or .gguf; default: the store's).")
+def compile_command(file: str, as_json: bool, output: str | None, brief: bool, derive_edits: bool,
+                    model_ref: str | None) -> None:
+    """Check FILE and show its plan: editor calls, batches and every probe.
+
+    Without --derive no model is loaded (compiling is instant); `kvc commit` derives
+    by default when the spec has rules.
+    """
     try:
-        plan = compile_file(file)
+        plan = _compiled(file, derive_edits, model_ref)
     except SpecError as error:
         _spec_failure(error)
         return
@@ -77,6 +88,28 @@ def compile_command(file: str, as_json: bool, output: str | None, brief: bool) -
         click.echo(plan.dumps(), nl=False)
     elif not output:
         click.echo(summarize(plan, probes=not brief), nl=False)
+
+
+def _compiled(file: str, derive_edits: bool, model_ref: str | None):  # noqa: ANN202
+    if not derive_edits:
+        if model_ref is not None:
+            raise UsageError("--model is only used with --derive")
+        return compile_file(file)
+    from kedit_vc.ops.derive import derived_plan
+
+    program_model = model_ref
+    if program_model is None:
+        from kedit_vc.store import open_store
+
+        try:
+            with open_store() as store:
+                program_model = store.model_ref
+        except KvcError as error:
+            raise UsageError(f"--derive needs a model: pass --model REF or run inside a store ({error})") from None
+    from kedit_vc.models import load_model
+
+    loaded = load_model(program_model, progress=False)
+    return derived_plan(file, loaded.model, loaded.tokenizer, True)
 
 
 def _import_epilog() -> str:

@@ -94,6 +94,11 @@ def init_command(directory: str, model_ref: str, progress: bool | None) -> None:
               help="Refuse the commit unless reliability >= 0.9 (or the --min-METRIC thresholds given).")
 @threshold_options
 @click.option("--supersede", is_flag=True, help="Replace live edits of the same subject and relation.")
+@click.option("--derive/--no-derive", "derive", default=None,
+              help="Add the edits the spec's rules imply (each recorded with its parent edit, rule and "
+                   "evidence). Default: the spec's `derive = true|false`, else derive when the spec has "
+                   "rules or aliases -- rules are opt-in (you wrote or included them), so writing them is "
+                   "the request; `kvc compile --derive` previews.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, metavar="N",
               help="Commit in chunks of N edits, one commit each; run again after a stop to resume "
                    "after the last finished chunk.")
@@ -102,8 +107,8 @@ def init_command(directory: str, model_ref: str, progress: bool | None) -> None:
 @json_option
 @progress_option
 def commit_command(spec: str, message: str | None, method: str | None, hparams: tuple[str, ...], gate: bool,
-                   supersede: bool, batch_size: int | None, wait: bool, eval_batch_size: int, as_json: bool,
-                   progress: bool | None, **thresholds: Any) -> int:
+                   supersede: bool, derive: bool | None, batch_size: int | None, wait: bool, eval_batch_size: int,
+                   as_json: bool, progress: bool | None, **thresholds: Any) -> int:
     """Compile SPEC, edit HEAD's weights, evaluate before and after, and commit.
 
     The spec's `expect` lines always gate; --gate and --min-METRIC add thresholds. A
@@ -120,7 +125,8 @@ def commit_command(spec: str, message: str | None, method: str | None, hparams: 
 
     options = CommitOptions(message=message, method=method, hparams=parse_hparams(hparams),
                             minimums=collect_minimums(thresholds), gate=gate, supersede=supersede, wait=wait,
-                            progress=resolve_progress(progress), eval_batch_size=eval_batch_size)
+                            progress=resolve_progress(progress), eval_batch_size=eval_batch_size,
+                            derive=derive)
     if batch_size is not None:
         return _commit_batches(spec, batch_size, options, as_json)
     with _open() as store:
@@ -143,7 +149,15 @@ def commit_command(spec: str, message: str | None, method: str | None, hparams: 
         return 0
     n = len(result.plan.requests)
     assert result.sha is not None  # only a refused commit has none, and that raised above
-    click.echo(f"[{result.sha[:10]}] {n} edit(s) with {result.method.replace(',', ', ')}")
+    derived = len(result.plan.derived)
+    click.echo(f"[{result.sha[:10]}] {n} edit(s)" + (f" ({derived} derived)" if derived else "")
+               + f" with {result.method.replace(',', ', ')}")
+    for request in result.plan.derived:
+        assert request.derived is not None
+        click.echo(f"  derived {request.edit_id} {request.subject!r} -> {request.target_new!r} "
+                   f"from {request.derived.parent} by {request.derived.rule}")
+    for note in result.plan.notes:
+        click.echo(f"  note: {note}")
     for old in result.superseded:
         click.echo(f"  supersedes {old.request.edit_id} ({old.request.subject} -> {old.request.target_new}) "
                    f"of {old.sha[:10]}")
@@ -228,18 +242,22 @@ def log_command(rev: str, oneline: bool, metrics: bool, limit: int | None, as_js
       kvc log --oneline
       kvc log --metrics -n 5
     """
-    from kedit_vc.ops.inspect import headline
+    from kedit_vc.ops.inspect import derived_of, headline
 
     with _open() as store:
         records = store.log(rev, limit)
         live = set(store.live_commits(rev))
+    derived = {r.sha: len(derived_of(r)) for r in records}
     if as_json:
         _echo_json([{"commit": r.sha, "op": r.op, "message": r.message, "time": r.time, "live": r.sha in live,
-                     "edit_ids": list(r.edit_ids), "method": r.method, "metrics": headline(r)} for r in records])
+                     "edit_ids": list(r.edit_ids), "method": r.method, "metrics": headline(r),
+                     "derived": derived[r.sha]} for r in records])
         return
     for r in records:
         marks = f"{r.op:<6}" + (" live" if r.sha in live else "     ")
         title = r.message.splitlines()[0] if r.message else ""
+        if derived[r.sha]:
+            title += f" ({derived[r.sha]} derived)"
         values = "  ".join(f"{k[:3]} {v:.2f}" for k, v in headline(r).items()) if metrics else ""
         if oneline:
             click.echo(f"{r.short}  {marks}  {title}" + (f"  [{values}]" if values else ""))
@@ -251,7 +269,7 @@ def log_command(rev: str, oneline: bool, metrics: bool, limit: int | None, as_js
         if r.reverts:
             click.echo(f"reverts {r.reverts}")
         if r.edit_ids:
-            click.echo(f"edits:  {', '.join(r.edit_ids)}")
+            click.echo(f"edits:  {', '.join(r.edit_ids)}" + (f"  ({derived[r.sha]} derived)" if derived[r.sha] else ""))
         if values:
             click.echo(f"metrics: {values}")
         click.echo("\n    " + "\n    ".join(r.message.splitlines() or [""]) + "\n")
@@ -277,7 +295,9 @@ def show_command(rev: str, as_json: bool) -> None:
         return
     m = info["manifest"]
     click.secho(f"commit {info['commit']}", fg="yellow")
-    click.echo(f"op {m['op']}, method {m.get('method')}, parent {str(m.get('parent'))[:10]}")
+    n_derived = len(info.get("derived", ()))
+    click.echo(f"op {m['op']}, method {m.get('method')}, parent {str(m.get('parent'))[:10]}"
+               + (f", {n_derived} derived" if n_derived else ""))
     click.echo("\n    " + "\n    ".join(info["message"].splitlines()) + "\n")
     if info["spec"]:
         click.secho("spec", bold=True)
@@ -334,7 +354,9 @@ def diff_command(rev_a: str, rev_b: str, evaluate: bool, as_json: bool, progress
     for sign, edits in (("+", d.edits_added), ("-", d.edits_removed)):
         for e in edits:
             r = e.request
-            click.echo(f"{sign} {r.edit_id}  {r.subject!r}: {r.prompt!r}  {r.target_true or '?'} -> {r.target_new}")
+            via = f"  (derived from {r.derived.parent} by {r.derived.rule})" if r.derived is not None else ""
+            click.echo(f"{sign} {r.edit_id}  {r.subject!r}: {r.prompt!r}  "
+                       f"{r.target_true or '?'} -> {r.target_new}{via}")
     if d.changed is not None:
         click.echo(f"{len(d.changed)} probe prediction(s) differ")
         for c in d.changed:

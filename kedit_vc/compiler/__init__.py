@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 
 from kedit_vc.lang import load, load_text
+from kedit_vc.lang.loader import Program
 
+from .derive import CONFIDENCE, Answer, Confidence, Oracle, derive, has_rules
 from .lower import DEFAULT_METHOD, lower
 from .plan import Plan
 
@@ -19,4 +21,17 @@ def compile_text(text: str, path: str = "<spec>", directory: str | os.PathLike[s
     return lower(load_text(text, path, directory))
 
 
-__all__ = ["DEFAULT_METHOD", "Plan", "compile_file", "compile_text", "lower"]
+def should_derive(program: Program, choice: bool | None) -> bool:
+    """``--derive/--no-derive`` if given, else the spec's ``derive = ...``, else whether
+    the spec has rules or aliases to derive from (rules are opt-in: writing or including
+    them is the request)."""
+    if choice is not None:
+        return choice
+    setting = program.derive_setting
+    if setting is not None:
+        return setting.enabled
+    return has_rules(program)
+
+
+__all__ = ["CONFIDENCE", "DEFAULT_METHOD", "Answer", "Confidence", "Oracle", "Plan", "compile_file",
+           "compile_text", "derive", "has_rules", "lower", "should_derive"]

@@ -16,6 +16,12 @@ JSON schema (``Plan.to_json``), version 1::
                               "target_new": "Rome", "target_true": "Paris",
                               "probes": [{"kind": "rewrite", "prompt": "...",
                                           "target": "Rome", "foil": "Paris"}]}]}]}
+
+Derived edits (``kvc commit --derive``) are requests like any other with one more key,
+``"derived": {"parent": "e-...", "rule": "located_in implies P17", "kind": "compose",
+"evidence": {"source": "model", "prompt": "Rome is a city in the country of",
+"answer": "Italy", "probability": 0.81}}``; a plan may carry ``"notes"`` (derived edits
+dropped, and why). Both keys are optional, so plans written before them still load.
 """
 
 from __future__ import annotations
@@ -69,6 +75,29 @@ class Probe:
 
 
 @dataclass(frozen=True)
+class Derivation:
+    """Where a derived request came from: its parent edit, the rule, and the evidence.
+
+    ``evidence`` is JSON-able: ``source`` is ``"model"`` (with the ``prompt`` asked, the
+    greedy ``answer`` and the first answer token's ``probability``), ``"spec"`` (the
+    explicit edit that states the fact, ``at`` file:line) or ``"alias"``.
+    """
+
+    parent: str
+    rule: str
+    kind: str
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"parent": self.parent, "rule": self.rule, "kind": self.kind,
+                "evidence": dict(sorted(self.evidence.items()))}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Derivation":
+        return cls(data["parent"], data["rule"], data.get("kind", ""), dict(data.get("evidence", {})))
+
+
+@dataclass(frozen=True)
 class EditRequest:
     """One fact to write, in the ROME/MEMIT request convention.
 
@@ -82,13 +111,14 @@ class EditRequest:
     target_new: str
     target_true: str | None = None
     probes: tuple[Probe, ...] = ()
+    derived: Derivation | None = None  # set on edits the compiler derived from a rule
 
     @property
     def rewrite_prompt(self) -> str:
         return self.prompt.format(self.subject)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "edit_id": self.edit_id,
             "subject": self.subject,
             "prompt": self.prompt,
@@ -96,6 +126,9 @@ class EditRequest:
             "target_true": self.target_true,
             "probes": [p.to_json() for p in self.probes],
         }
+        if self.derived is not None:
+            data["derived"] = self.derived.to_json()
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "EditRequest":
@@ -106,6 +139,7 @@ class EditRequest:
             target_new=data["target_new"],
             target_true=data.get("target_true"),
             probes=tuple(Probe.from_json(p) for p in data.get("probes", ())),
+            derived=Derivation.from_json(data["derived"]) if data.get("derived") else None,
         )
 
 
@@ -160,18 +194,26 @@ class Plan:
     calls: tuple[EditorCall, ...]
     model: str | None = None
     expectations: tuple[Expectation, ...] = ()
+    notes: tuple[str, ...] = ()  # derivation's remarks (derived edits dropped and why)
 
     @property
     def requests(self) -> tuple[EditRequest, ...]:
         return tuple(r for call in self.calls for r in call.requests)
 
+    @property
+    def derived(self) -> tuple[EditRequest, ...]:
+        return tuple(r for r in self.requests if r.derived is not None)
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "version": PLAN_VERSION,
             "model": self.model,
             "expectations": [e.to_json() for e in self.expectations],
             "calls": [c.to_json() for c in self.calls],
         }
+        if self.notes:
+            data["notes"] = list(self.notes)
+        return data
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
@@ -185,6 +227,7 @@ class Plan:
             calls=tuple(EditorCall.from_json(c) for c in data.get("calls", ())),
             model=data.get("model"),
             expectations=tuple(Expectation.from_json(e) for e in data.get("expectations", ())),
+            notes=tuple(data.get("notes", ())),
         )
 
     @classmethod

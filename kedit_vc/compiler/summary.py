@@ -33,6 +33,9 @@ def summarize(plan: Plan, *, probes: bool = True) -> str:
             old = json.dumps(request.target_true, ensure_ascii=False) if request.target_true else "?"
             lines.append(f"  {request.edit_id}  {request.subject!r}: {request.prompt!r}  "
                          f"{old} -> {json.dumps(request.target_new, ensure_ascii=False)}")
+            if request.derived is not None:
+                d = request.derived
+                lines.append(f"    derived from {d.parent} by {d.rule}: {_evidence(dict(d.evidence))}")
             if not probes:
                 continue
             for probe in request.probes:
@@ -40,4 +43,16 @@ def summarize(plan: Plan, *, probes: bool = True) -> str:
                 group = f"  [group {probe.group}]" if probe.group else ""
                 lines.append(f"    {probe.kind:<10} {json.dumps(probe.prompt, ensure_ascii=False)} => "
                              f"{json.dumps(probe.target, ensure_ascii=False)}{foil}{group}")
+    if plan.derived or plan.notes:
+        lines.append("")
+        lines.append(f"{len(plan.derived)} derived edit(s)")
+        lines.extend(f"note: {note}" for note in plan.notes)
     return "\n".join(lines) + "\n"
+
+
+def _evidence(evidence: dict) -> str:
+    """``model: "Rome is a city in the country of" -> "Italy" (p=0.81)`` or where the spec says it."""
+    if evidence.get("source") == "model":
+        return (f"model: {json.dumps(evidence.get('prompt'), ensure_ascii=False)} -> "
+                f"{json.dumps(evidence.get('answer'), ensure_ascii=False)} (p={evidence.get('probability', 0):.2f})")
+    return f"{evidence.get('source', '?')} at {evidence.get('at', '?')}"

@@ -6,12 +6,26 @@ Checks never stop at the first problem, so one run of ``kvc compile`` lists them
 from __future__ import annotations
 
 import math
+import re
 from typing import Callable
 
 from .diagnostics import Diagnostic, did_you_mean
 from .hparam_check import check_method
 from .ids import edit_id
-from .ir import Edit, Expectation, Include, MethodChoice, Model, Probe, Relation, Span, Spec
+from .ir import (
+    DeriveSetting,
+    Edit,
+    Expectation,
+    Implication,
+    Include,
+    MethodChoice,
+    Model,
+    Probe,
+    Relation,
+    Rules,
+    Span,
+    Spec,
+)
 from .loader import Program
 from .metrics import METRICS
 from .placeholders import SUBJECT, placeholders
@@ -20,6 +34,10 @@ Report = Callable[[Diagnostic], None]
 
 #: Words that cannot name a relation (``edit "S" prompt ...`` means an inline prompt).
 RESERVED_RELATION_NAMES = frozenset({"prompt"})
+#: Dataset relation ids (Wikidata's P131...): a rule library may key rules by them
+#: without declaring them, since the importer of each spec declares the ids it uses.
+DATASET_ID = re.compile(r"^P[0-9]+$")
+DERIVE_VALUES = ("true", "false")
 
 
 def _where(span: Span | None) -> str:
@@ -87,8 +105,56 @@ class _Checker:
         self.models()
         self.expectations()
         self.relations()
+        self.rules()
         self.edits()
         return self.diagnostics
+
+    # -- rules ---------------------------------------------------------------------
+    def rule_text(self, value: str, span: Span | None, what: str, placeholder: str) -> None:
+        """``value`` holds ``{placeholder}`` exactly once and no other placeholder."""
+        if not value.strip():
+            self.error(span, f"{what} is empty")
+            return
+        count = 0
+        for name, offset in placeholders(value):
+            if name == placeholder:
+                count += 1
+                continue
+            where = _offset_span(span, offset, len(name) + 2)
+            self.error(where, f"'{{{name}}}' cannot appear in {what} (it takes {{{placeholder}}})"
+                       f"{did_you_mean(name, [placeholder])}")
+        if count != 1:
+            self.error(span, f"{what} must contain {{{placeholder}}} exactly once (it has {count})")
+
+    def implication(self, rule: Implication) -> None:
+        if rule.kind == "reverse":
+            self.rule_text(rule.template, rule.at("template"), "a reverse rule's prompt", "object")
+            return
+        if rule.name in RESERVED_RELATION_NAMES:
+            self.error(rule.at("name"), f"'{rule.name}' is a reserved word; choose another relation name")
+        self.rule_text(rule.template, rule.at("template"), "an implied relation's prompt", "subject")
+        self.rule_text(rule.source or "", rule.at("source"), "a rule's 'from' prompt", "object")
+
+    def rules(self) -> None:
+        """Rule texts, ``rules for`` targets and ``derive`` values (an included file's
+        ``derive`` is checked but only the root file's decides)."""
+        relations = self.program.relations
+        for spec in self.program.files:
+            for item in spec.items:
+                if isinstance(item, DeriveSetting):
+                    if item.value not in DERIVE_VALUES:
+                        self.error(item.at("value"), f"derive takes true or false, not '{item.value}'"
+                                   f"{did_you_mean(item.value, DERIVE_VALUES)}")
+                elif isinstance(item, Relation):
+                    for rule in item.implications:
+                        self.implication(rule)
+                elif isinstance(item, Rules):
+                    if item.relation not in relations and not DATASET_ID.match(item.relation):
+                        hint = (did_you_mean(item.relation, relations)
+                                or " (declare it, or key the rules by a dataset id such as P131)")
+                        self.error(item.at("relation"), f"rules for unknown relation '{item.relation}'{hint}")
+                    for rule in item.implications:
+                        self.implication(rule)
 
     def file_level(self, spec: Spec) -> None:
         firsts: dict[type, object] = {}
@@ -182,6 +248,10 @@ class _Checker:
                            f"{_where(edit.methods[0].span)})")
             for probe in edit.probes:
                 self.probe(edit, probe)
+            for also in edit.aliases:
+                if self.text(also.name, also.at("name"), "an alias", subject="forbidden") \
+                        and also.name == edit.subject:
+                    self.error(also.at("name"), f"an alias must differ from the subject '{edit.subject}'")
             template = self.template_of(edit)
             if template is None or not edit.subject.strip():
                 continue

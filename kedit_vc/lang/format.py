@@ -11,9 +11,12 @@ import math
 from typing import Iterable
 
 from .ir import (
+    Also,
     Comment,
+    DeriveSetting,
     Edit,
     Expectation,
+    Implication,
     Include,
     Item,
     ListValue,
@@ -24,6 +27,7 @@ from .ir import (
     Probe,
     Range,
     Relation,
+    Rules,
     Span,
     Spec,
     Value,
@@ -74,6 +78,12 @@ def format_probe(probe: Probe) -> str:
     if probe.group is not None:
         line += f" group {quote(probe.group)}"
     return line
+
+
+def format_implication(rule: Implication) -> str:
+    if rule.kind == "reverse":
+        return f"implies reverse {quote(rule.template)}"
+    return f"implies {rule.name} {quote(rule.template)} from {quote(rule.source or '')}"
 
 
 def edit_header(edit: Edit) -> str:
@@ -142,12 +152,14 @@ def _at(span: Span | None, where: str) -> Span | None:
     return Span(span.file, line, 1, line, 1)
 
 
-def _one_line(item: Item | Probe) -> int | None:
+def _one_line(item: Item | Probe | Implication | Also) -> int | None:
     return item.span.end_line if item.span is not None else None
 
 
-def _write_body_item(writer: _Writer, item: Probe | Portability | MethodChoice, depth: int) -> None:
-    if isinstance(item, Probe):
+def _write_body_item(writer: _Writer, item: Probe | Portability | MethodChoice | Also, depth: int) -> None:
+    if isinstance(item, Also):
+        writer.line(f"alias {quote(item.name)}", depth, item.span, _one_line(item))
+    elif isinstance(item, Probe):
         writer.line(format_probe(item), depth, item.span, _one_line(item))
     elif isinstance(item, MethodChoice):
         writer.line(format_method(item), depth, item.span, _one_line(item))
@@ -169,13 +181,22 @@ def _write_item(writer: _Writer, item: Item) -> None:
         writer.close(item.span, 0)
     elif isinstance(item, Relation):
         head = f"relation {item.name} {quote(item.template)}"
-        if not item.paraphrases:
+        if not item.paraphrases and not item.implications:
             writer.line(head, 0, item.span, _one_line(item))
             return
         writer.line(head + " {", 0, item.span)
         for probe in item.paraphrases:
             writer.line(format_probe(probe), 1, probe.span, _one_line(probe))
+        for rule in item.implications:
+            writer.line(format_implication(rule), 1, rule.span, _one_line(rule))
         writer.close(item.span, 0)
+    elif isinstance(item, Rules):
+        writer.line(f"rules for {item.relation} {{", 0, item.span)
+        for rule in item.implications:
+            writer.line(format_implication(rule), 1, rule.span, _one_line(rule))
+        writer.close(item.span, 0)
+    elif isinstance(item, DeriveSetting):
+        writer.line(f"derive = {item.value}", 0, item.span, _one_line(item))
     elif isinstance(item, Model):
         writer.line(f"model {quote(item.name)}", 0, item.span, _one_line(item))
     elif isinstance(item, MethodChoice):
@@ -191,7 +212,7 @@ def _group(item: Item) -> str:
     """Items of the same group sit on adjacent lines; groups are set apart by a blank line."""
     if isinstance(item, Edit):
         return "edit" if not item.body else f"block-{id(item)}"
-    if isinstance(item, Relation):
+    if isinstance(item, (Relation, Rules)):
         return f"block-{id(item)}"
     return "header"
 

@@ -152,18 +152,76 @@ class Portability(_Located):
     parts: Mapping[str, Span] = _parts()
 
 
-BodyItem = Probe | Portability | MethodChoice
+@dataclass(frozen=True)
+class Also(_Located):
+    """``alias "Tour Eiffel"`` in an edit body: another name of the subject that must follow.
+
+    Derivation adds the same fact with the alias as subject (unlike a portability
+    ``alias`` probe, which only measures whether the edit carried over).
+    """
+
+    name: str
+    span: Span | None = _span()
+    parts: Mapping[str, Span] = _parts()
+
+
+BodyItem = Probe | Portability | MethodChoice | Also
+
+#: Implication kinds: a composed fact about the subject, a reverse fact about the object.
+IMPLICATION_KINDS = ("compose", "reverse")
+
+
+@dataclass(frozen=True)
+class Implication(_Located):
+    """One rule: what follows from every edit ``S rel: old -> O`` of its relation.
+
+    ``compose``: ``implies NAME "{subject} ..." from "{object} ..."``; the derived edit
+    is ``S`` under ``template`` (relation ``name``) with the answer to ``source`` for
+    ``{object}`` = O. ``reverse``: ``implies reverse "... {object} ..."``; the derived
+    edit is about O (``template`` with ``{object}`` = O) and its new object is ``S``.
+    """
+
+    kind: str
+    template: str
+    name: str | None = None
+    source: str | None = None
+    span: Span | None = _span()
+    parts: Mapping[str, Span] = _parts()
 
 
 @dataclass(frozen=True)
 class Relation(_Located):
-    """``relation NAME "template" { paraphrase ... }``: a reusable prompt family."""
+    """``relation NAME "template" { paraphrase ... implies ... }``: a reusable prompt family."""
 
     name: str
     template: str
     paraphrases: tuple[Probe, ...] = ()
+    implications: tuple[Implication, ...] = ()
     span: Span | None = _span()
     parts: Mapping[str, Span] = _parts()
+
+
+@dataclass(frozen=True)
+class Rules(_Located):
+    """``rules for NAME { implies ... }``: rules for a relation declared elsewhere."""
+
+    relation: str
+    implications: tuple[Implication, ...] = ()
+    span: Span | None = _span()
+    parts: Mapping[str, Span] = _parts()
+
+
+@dataclass(frozen=True)
+class DeriveSetting(_Located):
+    """``derive = true | false``: the spec's choice (``--derive/--no-derive`` override it)."""
+
+    value: str
+    span: Span | None = _span()
+    parts: Mapping[str, Span] = _parts()
+
+    @property
+    def enabled(self) -> bool:
+        return self.value == "true"
 
 
 @dataclass(frozen=True)
@@ -201,8 +259,12 @@ class Edit(_Located):
     def methods(self) -> tuple[MethodChoice, ...]:
         return tuple(item for item in self.body if isinstance(item, MethodChoice))
 
+    @property
+    def aliases(self) -> tuple[Also, ...]:
+        return tuple(item for item in self.body if isinstance(item, Also))
 
-Item = Model | MethodChoice | Expectation | Relation | Edit | Include
+
+Item = Model | MethodChoice | Expectation | Relation | Rules | DeriveSetting | Edit | Include
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .diagnostics import Diagnostic, SpecError
-from .ir import Edit, Expectation, Include, MethodChoice, Model, Relation, Spec
+from .ir import DeriveSetting, Edit, Expectation, Implication, Include, MethodChoice, Model, Relation, Rules, Spec
 from .parse import parse_source
 
 
@@ -60,6 +60,29 @@ class Program:
             for relation in spec.relations:
                 table.setdefault(relation.name, relation)
         return table
+
+
+    @cached_property
+    def rules(self) -> dict[str, tuple[Implication, ...]]:
+        """Implications by relation name: those in the relation's body, then ``rules for`` blocks
+        in load order (duplicates of the same rule count once)."""
+        table: dict[str, list[Implication]] = {}
+        for spec in self.files:
+            for item in spec.items:
+                if isinstance(item, Relation):
+                    found = table.setdefault(item.name, [])
+                    found.extend(r for r in item.implications if r not in found)
+                elif isinstance(item, Rules):
+                    found = table.setdefault(item.relation, [])
+                    found.extend(r for r in item.implications if r not in found)
+        return {name: tuple(rules) for name, rules in table.items() if rules}
+
+    @property
+    def derive_setting(self) -> DeriveSetting | None:
+        """The root file's ``derive = ...`` (an included library's setting does not decide)."""
+        if not self.files:
+            return None
+        return next((i for i in self.files[0].items if isinstance(i, DeriveSetting)), None)
 
 
 class _Loader:

@@ -17,9 +17,12 @@ from lark.exceptions import UnexpectedInput, VisitError
 from .diagnostics import Diagnostic, SpecError
 from .grammar import grammar_text
 from .ir import (
+    Also,
     Comment,
+    DeriveSetting,
     Edit,
     Expectation,
+    Implication,
     Include,
     Item,
     ListValue,
@@ -31,6 +34,7 @@ from .ir import (
     Probe,
     Range,
     Relation,
+    Rules,
     Span,
     Spec,
 )
@@ -139,14 +143,41 @@ class _Builder(Transformer):
 
     def relation(self, children: list[Any]) -> Relation:
         keyword, name, template = children[:3]
-        paraphrases, end = children[3] if len(children) > 3 else ((), template)
+        body, end = children[3] if len(children) > 3 else ((), template)
+        paraphrases = tuple(b for b in body if isinstance(b, Probe))
+        implications = tuple(b for b in body if isinstance(b, Implication))
         return Relation(
-            name.value, self._str(template), tuple(paraphrases), self._span(keyword, end),
+            name.value, self._str(template), paraphrases, implications, self._span(keyword, end),
             {"name": self._span(name), "template": self._span(template)},
         )
 
-    def relation_body(self, children: list[Any]) -> tuple[list[Probe], Token]:
+    def relation_body(self, children: list[Any]) -> tuple[list[Any], Token]:
         return children[1:-1], children[-1]
+
+    def implies(self, children: list[Token]) -> Implication:
+        keyword = children[0]
+        if children[1].type == "REVERSE":
+            template = children[2]
+            return Implication("reverse", self._str(template), span=self._span(keyword, template),
+                               parts={"template": self._span(template), "kind": self._span(children[1])})
+        name, template, source = children[1], children[2], children[4]
+        return Implication(
+            "compose", self._str(template), name.value, self._str(source), self._span(keyword, source),
+            {"name": self._span(name), "template": self._span(template), "source": self._span(source)},
+        )
+
+    def rules(self, children: list[Any]) -> Rules:
+        keyword, name = children[0], children[2]
+        return Rules(name.value, tuple(children[4:-1]), self._span(keyword, children[-1]),
+                     {"relation": self._span(name)})
+
+    def derive(self, children: list[Token]) -> DeriveSetting:
+        keyword, value = children
+        return DeriveSetting(value.value, self._span(keyword, value), {"value": self._span(value)})
+
+    def also(self, children: list[Token]) -> Also:
+        keyword, name = children
+        return Also(self._str(name), self._span(keyword, name), {"name": self._span(name)})
 
     # -- edits -----------------------------------------------------------------------
     def edit(self, children: list[Any]) -> Edit:

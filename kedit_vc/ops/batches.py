@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from kedit_vc.compiler.plan import EditorCall, Plan
+from kedit_vc.compiler.plan import EditorCall, EditRequest, Plan
 from kedit_vc.errors import UsageError
 
 from .commit import CommitOptions, CommitResult, commit_plan, compile_for
@@ -41,14 +41,24 @@ class ChunkEvent:
 
 
 def split_plan(plan: Plan, size: int) -> list[Plan]:
-    """``plan``'s requests in spec order, ``size`` per chunk, each with its own call's settings."""
+    """``plan``'s requests in spec order, ``size`` per chunk, each with its own call's settings.
+
+    A derived request stays in its parent's chunk (that chunk may then hold more than
+    ``size``), so reverting the commit of an edit reverts what was derived from it.
+    """
     if size < 1:
         raise UsageError(f"--batch-size must be at least 1 (got {size})")
     flat = [(call, request) for call in plan.calls for request in call.requests]
+    groups: list[list[tuple[EditorCall, EditRequest]]] = []
+    for pair in flat:
+        if pair[1].derived is not None and groups:
+            groups[-1].append(pair)  # derive() places derived requests right after their parent
+        else:
+            groups.append([pair])
     chunks = []
-    for start in range(0, len(flat), size):
+    for start in range(0, len(groups), size):
         calls: list[EditorCall] = []
-        for call, request in flat[start:start + size]:
+        for call, request in [pair for group in groups[start:start + size] for pair in group]:
             if calls and calls[-1].method == call.method and calls[-1].hparams == call.hparams:
                 calls[-1] = EditorCall(call.method, call.hparams, calls[-1].requests + (request,))
             else:
@@ -67,10 +77,10 @@ def commit_in_batches(store: "Store", spec: str | Path, size: int, options: Comm
     options = options or CommitOptions()
     events: list[ChunkEvent] = []
     with store.lock(options.wait):
-        plan, spec_text = compile_for(store, spec, options)
+        evaluator = Evaluator(store, progress=options.progress, batch_size=options.eval_batch_size)
+        plan, spec_text = compile_for(store, spec, options, evaluator)
         chunks = split_plan(plan, size)
         live_ids = {edit.request.edit_id for edit in live_edits(store, store.head())}
-        evaluator = Evaluator(store, progress=options.progress, batch_size=options.eval_batch_size)
         total, done = len(plan.requests), 0
         base_message = options.message or f"{Path(spec).name}"
         for index, chunk in enumerate(chunks):

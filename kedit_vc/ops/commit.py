@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from kedit_vc.compiler import compile_file
 from kedit_vc.compiler.plan import Plan
 from kedit_vc.errors import UsageError
 from kedit_vc.eval.gate import GateResult, Threshold, check, thresholds_from
@@ -49,6 +48,7 @@ class CommitOptions:
     wait: bool = False
     progress: bool = False
     eval_batch_size: int = 16
+    derive: bool | None = None  # None: the spec's `derive = ...`, else derive when it has rules
 
 
 @dataclass(frozen=True)
@@ -161,13 +161,34 @@ def commit_spec(store: "Store", spec: str | Path, options: CommitOptions = Commi
     """Edit, evaluate and record ``spec``; raises ``CommitRefused`` (nothing written) if the gate fails."""
     started = time.perf_counter()
     with store.lock(options.wait):
-        plan, spec_text = compile_for(store, spec, options)
-        return commit_plan(store, plan, spec_text, Path(spec).name, options, started=started)
+        evaluator = Evaluator(store, progress=options.progress, batch_size=options.eval_batch_size)
+        plan, spec_text = compile_for(store, spec, options, evaluator)
+        return commit_plan(store, plan, spec_text, Path(spec).name, options, started=started,
+                           evaluator=evaluator)
 
 
-def compile_for(store: "Store", spec: str | Path, options: CommitOptions) -> tuple[Plan, str]:
-    """``spec``'s plan with the options' method/hparams, checked against the store's model."""
-    plan = override(compile_file(spec), options.method, options.hparams)
+def compile_for(store: "Store", spec: str | Path, options: CommitOptions,
+                evaluator: Evaluator | None = None) -> tuple[Plan, str]:
+    """``spec``'s plan with the options' method/hparams, checked against the store's model.
+
+    Derived edits (``options.derive``, else the spec's choice) are asked of the unedited
+    base model, so a plan depends only on the spec and the base: a resumed
+    ``--batch-size`` run derives exactly what the first run did.
+    """
+    from kedit_vc.compiler import derive, should_derive
+    from kedit_vc.compiler.lower import lower
+    from kedit_vc.lang import load
+
+    program = load(spec)
+    plan = lower(program)
+    if should_derive(program, options.derive):
+        from .derive import ModelOracle
+
+        evaluator = evaluator or Evaluator(store, progress=options.progress, batch_size=options.eval_batch_size)
+        loaded = evaluator.loaded
+        evaluator.to_base()
+        plan = derive(program, plan, ModelOracle(loaded.model, loaded.tokenizer))
+    plan = override(plan, options.method, options.hparams)
     spec_text = Path(spec).read_text(encoding="utf-8")
     if not plan.requests:
         raise UsageError(f"{spec} has no edits to commit")

@@ -22,6 +22,14 @@ if TYPE_CHECKING:
     from kedit_vc.store import CommitRecord, Store
 
 
+def derived_of(record: "CommitRecord") -> list[dict[str, Any]]:
+    """The derived edits a commit records: id, parent edit, rule and evidence."""
+    if not record.plan:
+        return []
+    return [{"edit_id": r.edit_id, "subject": r.subject, "target_new": r.target_new, **r.derived.to_json()}
+            for r in Plan.from_json(record.plan).derived if r.derived is not None]
+
+
 def show(store: "Store", rev: str) -> dict[str, Any]:
     """A commit: manifest, message, spec, plan (as text), delta summary, metrics."""
     record = store.read_commit(rev)
@@ -33,6 +41,7 @@ def show(store: "Store", rev: str) -> dict[str, Any]:
         "plan": plan_text(Plan.from_json(record.plan), probes=False) if record.plan else None,
         "delta": delta.summary().to_json() if delta is not None else None,
         "metrics": dict(record.metrics),
+        "derived": derived_of(record),
     }
 
 

@@ -47,7 +47,8 @@ def override(plan: Plan, method: str | None = None, hparams: Mapping[str, Any] |
         previous = merged.get(key)
         requests = (previous.requests if previous else ()) + call.requests
         merged[key] = EditorCall(name, params, requests)
-    adjusted = Plan(calls=tuple(merged.values()), model=plan.model, expectations=plan.expectations)
+    adjusted = Plan(calls=tuple(merged.values()), model=plan.model, expectations=plan.expectations,
+                    notes=plan.notes)
     for call in adjusted.calls:
         check_call(call, "--hparam" if hparams else "the spec's method block")
     return adjusted
