@@ -47,19 +47,19 @@ def module_paths(family: Family, hp: UltraEditHparams) -> list[str]:
 
 
 def fact_sequences(tokenizer: Any, requests: Sequence[EditRequest], raw_copies: bool
-                   ) -> list[tuple[list[int], int]]:
-    """(token ids of prompt + answer, answer length) per cached sequence."""
+                   ) -> list[tuple[list[int], int, int]]:
+    """(token ids of prompt + answer, answer length, prefix length) per cached sequence."""
     out = []
     for request in requests:
         text = request.prompt.replace("{}", request.subject, 1)
         answer = encode_continuation(tokenizer, " " + request.target_new)
         if not answer:
             raise ValueError(f"empty target for edit {request.edit_id}")
-        prompts = [encode_text(tokenizer, text)]
+        prefixed = encode_text(tokenizer, text)
         raw = list(tokenizer(text, add_special_tokens=True).input_ids)
-        if raw_copies and raw != prompts[0]:
-            prompts.append(raw)
-        out += [(p + answer, len(answer)) for p in prompts]
+        out.append((prefixed + answer, len(answer), len(prefixed) - len(raw)))
+        if raw_copies and raw != prefixed:
+            out.append((raw + answer, len(answer), 0))
     return out
 
 
@@ -76,7 +76,7 @@ def _frozen(model: torch.nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def trace_features(model: torch.nn.Module, tokenizer: Any, sequences: Sequence[tuple[list[int], int]],
+def trace_features(model: torch.nn.Module, tokenizer: Any, sequences: Sequence[tuple[list[int], int, int]],
                    paths: Sequence[str], tokens: str, batch_size: int
                    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """path -> (keys [N, d_in], gradients [N, d_out]) at the cached tokens of every sequence."""
@@ -101,16 +101,18 @@ def trace_features(model: torch.nn.Module, tokenizer: Any, sequences: Sequence[t
         with _frozen(model), torch.enable_grad():
             for start in range(0, len(sequences), batch_size):
                 chunk = sequences[start:start + batch_size]
-                ids, mask = pad_batch([s for s, _ in chunk], pad_id(tokenizer))
+                ids, mask = pad_batch([s for s, _, _ in chunk], pad_id(tokenizer))
                 rows, cols, targets = [], [], []
                 answer_mask = torch.zeros_like(mask, dtype=torch.bool)
-                for row, (seq, n_answer) in enumerate(chunk):
+                content = mask.bool().clone()
+                for row, (seq, n_answer, n_prefix) in enumerate(chunk):
+                    content[row, :n_prefix] = False
                     for j in range(len(seq) - n_answer, len(seq)):
                         rows.append(row)
                         cols.append(j - 1)
                         targets.append(seq[j])
-                        answer_mask[row, j] = True
-                step["select"] = mask.bool() if tokens == "all" else answer_mask
+                        answer_mask[row, j - 1] = True  # the position that predicts answer token j
+                step["select"] = {"all": mask.bool(), "content": content, "answer": answer_mask}[tokens]
                 logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
                 loss = F.cross_entropy(logits[rows, cols].float(), torch.tensor(targets))
                 loss.backward()
