@@ -107,3 +107,19 @@ def test_batches_commit_one_chunk_each_and_resume_equals_uninterrupted(tmp_path,
     assert result.exit_code == 0, result.output
     assert "0 chunk(s) committed, 3 already live" in result.output
     assert len(_chain(stopped)) == before
+
+
+def test_eval_sample_scores_a_seeded_subset_of_the_live_edits(tmp_path, monkeypatch, tiny_model_dir):
+    monkeypatch.chdir(tmp_path)
+    _init(tmp_path, tiny_model_dir)
+    spec = write_spec(tmp_path, "facts.kedit", BODY)
+    assert run_kvc("commit", str(spec), "--batch-size", "5", "--no-progress").exit_code == 0
+    args = ("eval", "--sample", "2", "--json", "--no-generative", "--prompts", "prefixed", "--no-progress")
+    first, again = (json.loads(run_kvc(*args).stdout) for _ in range(2))
+    assert first["n_edits"] == 2
+    ids = lambda report: sorted(report["edit_ids"])  # noqa: E731
+    assert ids(first) == ids(again)
+    every = json.loads(run_kvc("eval", "--json", "--no-generative", "--prompts", "prefixed", "--no-progress").stdout)
+    assert every["n_edits"] == 5 and set(ids(first)) <= set(ids(every))
+    refused = run_kvc("eval", "--sample", "2", "--history")
+    assert refused.exit_code == 2 and "--sample and --history" in refused.stderr

@@ -125,9 +125,12 @@ def _store_report(rev: str, progress: bool) -> "tuple[EvalReport, tuple[Expectat
               help="Prompt forms to show: as the editor saw them (prefix token) or raw, as a user types them.")
 @click.option("--generative/--no-generative", default=True, show_default=True,
               help="Also judge greedy continuations (gen_* metrics).")
+@click.option("--sample", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Score a random sample of N live edits (seeded: the same N give the same edits).")
 @progress_option
 def eval_command(rev: str, spec_path: str | None, history: bool, plot_path: str | None, as_json: bool,
-                 eval_batch_size: int, prompts: str, generative: bool, progress: bool | None) -> int:
+                 eval_batch_size: int, prompts: str, generative: bool, sample: int | None,
+                 progress: bool | None) -> int:
     """Evaluate every live edit at REV (default HEAD) against the base model; results are cached.
 
     \b
@@ -136,6 +139,7 @@ def eval_command(rev: str, spec_path: str | None, history: bool, plot_path: str 
       kvc eval HEAD~2 --json
       kvc eval --history --plot curve.png
       kvc eval --prompts raw
+      kvc eval --sample 200 --no-generative     # thousands of live edits: a quick estimate
 
     Teacher-forced metrics sit beside generative ones (gen_*: the bounded greedy
     continuation contains the new object; for locality probes, still the old answer),
@@ -150,6 +154,8 @@ def eval_command(rev: str, spec_path: str | None, history: bool, plot_path: str 
         raise UsageError("--plot draws the --history curve; pass --history too")
     if spec_path and history:
         raise UsageError("--spec and --history do not combine: --history evaluates the stored edits of each commit")
+    if sample is not None and history:
+        raise UsageError("--sample and --history do not combine: --history scores every live edit of each commit")
     with open_store() as store:
         evaluator = Evaluator(store, progress=resolve_progress(progress), batch_size=eval_batch_size, prompts=prompts,
                               generative=generative)
@@ -174,12 +180,13 @@ def eval_command(rev: str, spec_path: str | None, history: bool, plot_path: str 
             from kedit_vc.compiler import compile_file
 
             requests = compile_file(spec_path).requests
-        evaluation = evaluator.evaluate(rev, requests)
+        evaluation = evaluator.evaluate(rev, requests, sample=sample)
     if as_json:
         click.echo(json.dumps(evaluation.to_json(), indent=2, sort_keys=True))
         return 0
     report = evaluation.report
-    click.echo(f"{evaluation.sha[:10]}: {report.n_edits} live edit(s); pre = base model, post = this commit")
+    of = f" (a sample of {sample})" if sample is not None else ""
+    click.echo(f"{evaluation.sha[:10]}: {report.n_edits} live edit(s){of}; pre = base model, post = this commit")
     if not report.rows:
         return 0
     names = (*HEADLINES, *GENERATIVE, *CF_HEADLINES.values(), CF_SCORE)

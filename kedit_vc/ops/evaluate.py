@@ -40,7 +40,7 @@ class Evaluation:
     report: EvalReport
 
     def to_json(self) -> dict:
-        return {"commit": self.sha, **self.report.to_json()}
+        return {"commit": self.sha, "edit_ids": [r.edit_id for r in self.requests], **self.report.to_json()}
 
 
 class Evaluator:
@@ -131,10 +131,20 @@ class Evaluator:
         self.cache.put(state, requests, scores)
         return scores
 
-    def evaluate(self, rev: str = "HEAD", requests: Sequence[EditRequest] | None = None) -> Evaluation:
-        """The live edits at ``rev`` (or ``requests``) scored there and on the base model."""
+    def evaluate(self, rev: str = "HEAD", requests: Sequence[EditRequest] | None = None,
+                 sample: int | None = None, seed: int = 0) -> Evaluation:
+        """The live edits at ``rev`` (or ``requests``) scored there and on the base model.
+
+        ``sample``: score a seeded random sample of that many edits (all when fewer), so a
+        store with thousands of live edits answers in seconds.
+        """
         sha = self.store.resolve(rev)
         chosen = tuple(e.request for e in live_edits(self.store, sha)) if requests is None else tuple(requests)
+        if sample is not None and sample < len(chosen):
+            import random
+
+            keep = sorted(random.Random(seed).sample(range(len(chosen)), sample))
+            chosen = tuple(chosen[i] for i in keep)
         post = self.scores_at(sha, chosen)
         pre = self.base_scores(chosen)
         return Evaluation(sha, chosen, post, pre, summarize(post, pre))
