@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+from hypothesis import strategies as st
 
 from delta_strategies import SHAPES, random_update
 from kedit_vc.delta import Delta
@@ -71,3 +72,16 @@ def random_step(store, op: tuple, expected: dict[str, torch.Tensor],
             store.write_commit(CommitInput("squash", net, op="squash", squash_range=(chain[base], chain[tip])))
         except StoreError as error:
             assert "reverts" in str(error) and store.head() == head
+
+
+def history_ops(max_size: int) -> st.SearchStrategy:
+    """Random histories for ``random_step``: edits, reverts of a commit, squashes of a range."""
+    return st.lists(
+        st.one_of(
+            st.tuples(st.just("edit"), st.integers(0, 10**6)),
+            st.tuples(st.just("revert"), st.integers(0, 50)),
+            st.tuples(st.just("squash"), st.integers(0, 50), st.integers(1, 4)),
+        ),
+        min_size=1,
+        max_size=max_size,
+    )

@@ -8,12 +8,11 @@ import tempfile
 import pytest
 import torch
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from kedit_vc.store import CommitInput, init_store
 from kedit_vc.store import gitio
 from kedit_vc.store.layout import CARRIED_FILE, MANIFEST_FILE
-from store_helpers import random_step, small_delta
+from store_helpers import history_ops, random_step, small_delta
 
 NAMES = ("ultraedit/L1/sum", "ultraedit/L1/count", "ultraedit/L2/sum")
 
@@ -148,15 +147,7 @@ def test_fsck_catches_a_damaged_carried_file(store, damage):
             fresh.read_commit("HEAD").carried()
 
 
-OPS = st.lists(
-    st.one_of(
-        st.tuples(st.just("edit"), st.integers(0, 10**6)),
-        st.tuples(st.just("revert"), st.integers(0, 50)),
-        st.tuples(st.just("squash"), st.integers(0, 50), st.integers(1, 4)),
-    ),
-    min_size=1,
-    max_size=8,
-)
+OPS = history_ops(max_size=8)
 
 
 @settings(max_examples=20, deadline=None)

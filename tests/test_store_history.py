@@ -6,21 +6,12 @@ from __future__ import annotations
 import tempfile
 
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from kedit_vc.delta import materialize
 from kedit_vc.store import init_store
-from store_helpers import assert_sums_match, chain_sum, random_step
+from store_helpers import assert_sums_match, chain_sum, history_ops, random_step
 
-OPS = st.lists(
-    st.one_of(
-        st.tuples(st.just("edit"), st.integers(0, 10**6)),
-        st.tuples(st.just("revert"), st.integers(0, 50)),
-        st.tuples(st.just("squash"), st.integers(0, 50), st.integers(1, 4)),
-    ),
-    min_size=1,
-    max_size=9,
-)
+OPS = history_ops(max_size=9)
 
 
 @settings(max_examples=25, deadline=None)
