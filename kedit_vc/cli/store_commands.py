@@ -299,6 +299,12 @@ def show_command(rev: str, as_json: bool) -> None:
     click.echo(f"op {m['op']}, method {m.get('method')}, parent {str(m.get('parent'))[:10]}"
                + (f", {n_derived} derived" if n_derived else ""))
     click.echo("\n    " + "\n    ".join(info["message"].splitlines()) + "\n")
+    weakened = m.get("extra", {}).get("weakened", [])
+    if weakened:
+        click.secho(f"weakened by this squash (--allow-loss): {len(weakened)} check(s)", bold=True)
+        for w in weakened:
+            click.echo(f"  {w['edit_id']}  {w['subject']} -> {w['target']}: {w['check']}")
+        click.echo()
     if info["spec"]:
         click.secho("spec", bold=True)
         click.echo(info["spec"].rstrip() + "\n")
@@ -404,37 +410,69 @@ def revert_command(rev: str, message: str | None, wait: bool, eval_batch_size: i
 @click.command("squash")
 @click.argument("range_text", metavar="A..B")
 @message_option
+@method_option(None, "Re-solve with this batch method (default: memit).")
 @hparam_option
+@click.option("--allow-loss", is_flag=True,
+              help="Commit even if edits that held before would be weakened (they are recorded in the commit).")
+@click.option("--dry-run", is_flag=True, help="Re-solve and show the before/after table; write nothing.")
 @wait_option
 @eval_batch_option
 @json_option
 @progress_option
-def squash_command(range_text: str, message: str | None, hparams: tuple[str, ...], wait: bool,
-                   eval_batch_size: int, as_json: bool, progress: bool | None) -> None:
-    """Re-solve the live edits of commits after A up to B as one MEMIT batch, in one commit.
+def squash_command(range_text: str, message: str | None, method: str | None, hparams: tuple[str, ...],
+                   allow_loss: bool, dry_run: bool, wait: bool, eval_batch_size: int, as_json: bool,
+                   progress: bool | None) -> int:
+    """Re-solve the live edits of commits after A up to B as one batch (MEMIT), in one commit.
 
-    The old commits stay reachable under refs/kvc/squashed/<old head>.
+    Gated: every edit whose rewrite prompt, paraphrases or greedy answer held at B must
+    still hold after the re-solve, or the squash is refused (exit 1) with a table of what
+    would be lost and nothing is written. The old commits stay reachable under
+    refs/kvc/squashed/<old head>.
 
     \b
     Examples:
+      kvc squash HEAD~3..HEAD --dry-run
       kvc squash HEAD~3..HEAD
-      kvc squash HEAD~2..HEAD --hparam v_steps=20
+      kvc squash HEAD~2..HEAD --hparam v_steps=40
+      kvc squash HEAD~2..HEAD --allow-loss
     """
     from kedit_vc.ops import squash
+    from kedit_vc.ops.squash import SquashRefused
 
+    refused = None
     with _open() as store:
-        r = squash(store, range_text, message=message, hparams=parse_hparams(hparams), wait=wait,
-                   progress=resolve_progress(progress), eval_batch_size=eval_batch_size)
+        try:
+            r = squash(store, range_text, message=message, hparams=parse_hparams(hparams), wait=wait,
+                       progress=resolve_progress(progress), eval_batch_size=eval_batch_size, method=method,
+                       allow_loss=allow_loss, dry_run=dry_run)
+        except SquashRefused as error:
+            refused, r = error, error.result
     if as_json:
-        _echo_json({"committed": r.sha, "base": r.base, "tip": r.tip, "commits": list(r.commits),
-                    "edit_ids": list(r.edit_ids), "before": r.before.to_json(), "after": r.after.to_json()})
-        return
-    click.echo(f"[{r.sha[:10]}] squashed {len(r.commits)} commit(s), {len(r.edit_ids)} edit(s), onto {r.base[:10]}")
-    names = [n for n in HEADLINES if n in r.before.metrics or n in r.after.metrics]
-    click.echo(f"{'metric':<16} {'before':>9} {'after':>9}")
-    for name in names:
-        b, a = r.before.metrics.get(name), r.after.metrics.get(name)
-        click.echo(f"{name:<16} {'-' if b is None else f'{b:.4f}':>9} {'-' if a is None else f'{a:.4f}':>9}")
+        _echo_json({"committed": r.sha, "refused": refused is not None, "dry_run": dry_run, "method": r.method,
+                    "base": r.base, "tip": r.tip, "commits": list(r.commits), "edit_ids": list(r.edit_ids),
+                    "losses": [loss.to_json() for loss in r.losses],
+                    "before": r.before.to_json(), "after": r.after.to_json()})
+    else:
+        if r.sha is not None:
+            click.echo(f"[{r.sha[:10]}] squashed {len(r.commits)} commit(s), {len(r.edit_ids)} edit(s), "
+                       f"onto {r.base[:10]} with {r.method}")
+        else:
+            what = "dry run" if dry_run else "refused"
+            click.echo(f"({what}) {len(r.commits)} commit(s), {len(r.edit_ids)} edit(s) re-solved with {r.method}")
+        names = [n for n in HEADLINES if n in r.before.metrics or n in r.after.metrics]
+        click.echo(f"{'metric':<16} {'before':>9} {'after':>9}")
+        for name in names:
+            b, a = r.before.metrics.get(name), r.after.metrics.get(name)
+            click.echo(f"{name:<16} {'-' if b is None else f'{b:.4f}':>9} {'-' if a is None else f'{a:.4f}':>9}")
+        if r.losses:
+            click.echo(f"{len(r.losses)} check(s) that held before fail after:")
+            click.echo(f"  {'edit':<16} {'subject':<24} {'new object':<16} check")
+            for loss in r.losses:
+                click.echo(f"  {loss.edit_id:<16} {loss.subject[:24]:<24} {loss.target[:16]:<16} {loss.check}")
+    if refused is not None:
+        click.secho(f"error: {refused}", fg="red", err=True)
+        return 1
+    return 0
 
 
 @click.command("export")

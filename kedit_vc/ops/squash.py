@@ -5,16 +5,24 @@ delta is the batch method (MEMIT) run once, on A's weights, over every edit stil
 commits carry. Commits after B are replayed on top; the old history stays reachable
 under ``refs/kvc/squashed/<old head>``. Metrics of the range's edits are measured at B
 (before) and on A + the new delta (after), both against the base model.
+
+A squash is gated: every check an edit passed at B (its rewrite prompts' teacher-forced
+answer, its paraphrases', and the greedy continuation of its rewrite prompt) must still
+pass after, or nothing is written and ``SquashRefused`` lists what would be lost.
+``allow_loss`` commits anyway and records the weakened edits in the manifest;
+``dry_run`` measures and writes nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from kedit_vc.compiler.plan import EditorCall, Plan
 from kedit_vc.editors.defaults import BATCH_METHOD
-from kedit_vc.errors import UsageError
+from kedit_vc.errors import KvcError, UsageError
+from kedit_vc.eval.answers import contains_answer
 from kedit_vc.eval.efficiency import measure
 from kedit_vc.eval.report import EvalReport, summarize
 from kedit_vc.store import CommitInput
@@ -25,20 +33,77 @@ from .history import live_edits, supersedes
 from .plans import check_call
 
 if TYPE_CHECKING:
+    from kedit_vc.compiler.plan import EditRequest
+    from kedit_vc.eval.scores import EditScores, ProbeScores
     from kedit_vc.store import Store
 
 METHOD = BATCH_METHOD
 
 
 @dataclass(frozen=True)
+class Loss:
+    """One check an edit passed before the squash and fails after it."""
+
+    edit_id: str
+    subject: str
+    target: str
+    check: str      # reliability | generalization | gen_reliability
+
+    def to_json(self) -> dict[str, str]:
+        return {"edit_id": self.edit_id, "subject": self.subject, "target": self.target, "check": self.check}
+
+
+@dataclass(frozen=True)
 class SquashResult:
-    sha: str
+    """What a squash measured (``sha`` is None for a dry run or a refused squash)."""
+
+    sha: str | None
     base: str
     tip: str
     commits: tuple[str, ...]
     edit_ids: tuple[str, ...]
     before: EvalReport
     after: EvalReport
+    losses: tuple[Loss, ...] = ()
+    method: str = METHOD
+
+
+class SquashRefused(KvcError):
+    """The squash would weaken edits that held; nothing was written (exit 1)."""
+
+    exit_code = 1
+
+    def __init__(self, result: SquashResult) -> None:
+        self.result = result
+        n = len({loss.edit_id for loss in result.losses})
+        super().__init__(f"the squash would weaken {n} edit(s) that held before (table above); nothing was "
+                         "written. Try other --hparam settings or --method, or pass --allow-loss to accept it")
+
+
+def edit_checks(scores: "EditScores") -> dict[str, bool]:
+    """The per-edit checks a squash must keep: rewrite and paraphrase prompts answered
+    (teacher-forced, every token the argmax) and the rewrite prompt's greedy continuation."""
+    rewrite = [p for p in scores.probes if p.kind == "rewrite"]
+    paraphrase = [p for p in scores.probes if p.kind == "paraphrase"]
+    checks = {}
+    if rewrite:
+        checks["reliability"] = all(p.correct for p in rewrite)
+        if all(p.generated is not None for p in rewrite):
+            checks["gen_reliability"] = all(contains_answer(p.generated or "", p.target) for p in rewrite)
+    if paraphrase:
+        checks["generalization"] = all(p.correct for p in paraphrase)
+    return checks
+
+
+def find_losses(requests: Sequence["EditRequest"], before: "ProbeScores", after: "ProbeScores") -> list[Loss]:
+    """Checks that held in ``before`` and fail in ``after``, per edit, in request order."""
+    losses = []
+    for request, old, new in zip(requests, before.edits, after.edits):
+        now = edit_checks(new)
+        for check, held in edit_checks(old).items():
+            if held and not now.get(check, False):
+                losses.append(Loss(request.edit_id, request.subject, request.target_new, check))
+    return losses
 
 
 def parse_range(store: "Store", text: str) -> tuple[str, str]:
@@ -51,9 +116,13 @@ def parse_range(store: "Store", text: str) -> tuple[str, str]:
 
 def squash(store: "Store", range_text: str, *, message: str | None = None,
            hparams: Mapping[str, Any] | None = None, wait: bool = False, progress: bool = False,
-           eval_batch_size: int = 16) -> SquashResult:
+           eval_batch_size: int = 16, method: str | None = None, allow_loss: bool = False,
+           dry_run: bool = False) -> SquashResult:
+    """Re-solve the range's live edits as one batch; refused (``SquashRefused``) when an edit
+    that held would be weakened, unless ``allow_loss``; ``dry_run`` writes nothing."""
     call_hparams = dict(hparams or {})
-    check_call(EditorCall(METHOD, call_hparams), "--hparam")
+    method = (method or METHOD).lower()
+    check_call(EditorCall(method, call_hparams), "--hparam")
     with store.lock(wait):
         head = store.head()
         base, tip = parse_range(store, range_text)
@@ -65,7 +134,7 @@ def squash(store: "Store", range_text: str, *, message: str | None = None,
         if not edits:
             raise UsageError(f"squash range {range_text!r} has no live edits to re-solve")
         requests = tuple(e.request for e in edits)
-        plan = Plan(calls=(EditorCall(METHOD, call_hparams, requests),))
+        plan = Plan(calls=(EditorCall(method, call_hparams, requests),))
 
         evaluator = Evaluator(store, progress=progress, batch_size=eval_batch_size)
         before = evaluator.evaluate(tip, requests)
@@ -73,16 +142,26 @@ def squash(store: "Store", range_text: str, *, message: str | None = None,
         with measure() as watch:
             delta, keys, infos = run_plan(evaluator, plan, store.live_keys(base), progress)
         assert watch.result is not None
-        after = summarize(evaluator.score_now(requests), before.pre,
+        after_scores = evaluator.score_now(requests)
+        after = summarize(after_scores, before.pre,
                           extra={**watch.result.as_metrics(), "delta_bytes": float(delta.summary().stored_bytes)})
+        losses = tuple(find_losses(requests, before.post, after_scores))
+        measured = SquashResult(None, base, tip, tuple(inside), tuple(r.edit_id for r in requests), before.report,
+                                after, losses, method)
+        if losses and not allow_loss and not dry_run:
+            raise SquashRefused(measured)
+        if dry_run:
+            return measured
         replaced = set().union(*(supersedes(store, sha) for sha in inside))
         sha = store.write_commit(
             CommitInput(
-                message or f"Squash {len(inside)} commits ({len(requests)} edits) into one MEMIT batch",
+                message or f"Squash {len(inside)} commits ({len(requests)} edits) into one {method} batch",
                 delta=delta, op="squash", squash_range=(base, tip), plan=plan.to_json(),
                 metrics={**after.to_json(), "before": before.report.to_json()},
-                method=METHOD, hparams=call_hparams, edit_ids=tuple(r.edit_id for r in requests),
+                method=method, hparams=call_hparams, edit_ids=tuple(r.edit_id for r in requests),
                 timings={"edit_s": round(watch.result.seconds, 4)}, keys=keys,
-                extra={"editor_info": infos, "supersedes": sorted(replaced)}),
+                extra={"editor_info": infos, "supersedes": sorted(replaced),
+                       **({"weakened": [loss.to_json() for loss in losses]} if losses else {})}),
             expected_head=head)
-    return SquashResult(sha, base, tip, tuple(inside), tuple(r.edit_id for r in requests), before.report, after)
+    return SquashResult(sha, base, tip, tuple(inside), tuple(r.edit_id for r in requests), before.report, after,
+                        losses, method)
