@@ -60,7 +60,7 @@ def test_info_json(tiny_folder: Path) -> None:
     assert (info["d_model"], info["d_mlp"], info["vocab"]) == (64, 128, 300)
     assert info["path"] == str(tiny_folder) and info["fingerprint"].startswith("sha256:")
     assert info["edited_matrix"] == "model.layers.{i}.mlp.down_proj.weight"
-    assert info["load_seconds"] >= 0 and info["parameters"] > 0
+    assert 0 < info["load_seconds"] < 30 and info["parameters"] > 0
 
 
 def test_generate_is_greedy_with_the_shared_prefix(tiny_folder: Path) -> None:

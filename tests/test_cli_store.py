@@ -94,7 +94,9 @@ def test_commit_log_show_diff(store_dir):
     diff = ok(run_kvc("diff", "HEAD~1", "HEAD"))
     assert "+ e-" in diff and "France" in diff and "rank" in diff
     evaluated = ok(run_kvc("diff", "HEAD~2", "HEAD", "--eval", "--no-progress"))
-    assert "probe prediction(s) differ" in evaluated
+    # the Eiffel edit moves its rewrite prompt's prediction on the tiny model: a real change, listed
+    assert "1 probe prediction(s) differ" in evaluated, evaluated
+    assert "rewrite    'The Eiffel Tower is located in the city of'" in evaluated
     assert json.loads(ok(run_kvc("diff", "HEAD", "HEAD", "--json")))["delta"] is None
 
 
@@ -112,8 +114,10 @@ def test_contradicting_edit_is_refused_unless_superseded(store_dir):
 
 def test_gate_refuses_and_writes_nothing(store_dir):
     before = head(store_dir)
-    result = run_kvc("commit", str(write_spec(store_dir, "a.kedit", EIFFEL)), "--gate", "--min-reliability", "1.5",
-                     "--no-progress")
+    spec = str(write_spec(store_dir, "a.kedit", EIFFEL))
+    one_line_error(run_kvc("commit", spec, "--gate", "--min-reliability", "1.5"), 2, "must be in [0, 1]")
+    # three ROME steps do not make the tiny model say "Rome": reliability 0 < 1
+    result = run_kvc("commit", spec, "--gate", "--min-reliability", "1.0", "--no-progress")
     assert result.exit_code == 1
     assert "commit refused, nothing written" in result.stderr and "FAIL" in result.stderr
     assert "reliability" in result.stdout  # the metrics table that justified it
@@ -161,12 +165,18 @@ def test_revert_reports_and_restores(store_dir):
     commit(store_dir, "a.kedit", EIFFEL)
     commit(store_dir, "b.kedit", FRANCE)
     commit(store_dir, "c.kedit", TOKYO)
-    out = ok(run_kvc("revert", "HEAD~1", "--no-progress"))
-    assert "France: Madrid undone; rewrite prompt back to the base model's prediction" in out
+    # the Eiffel edit moved its rewrite prompt's prediction, so "back to the base model's" is news
+    changed = ok(run_kvc("diff", "HEAD~3", "HEAD~2", "--eval", "--no-progress"))
+    assert "rewrite    'The Eiffel Tower is located in the city of'" in changed, changed
+    out = ok(run_kvc("revert", "HEAD~2", "--no-progress"))
+    assert "Eiffel Tower: Rome undone; rewrite prompt back to the base model's prediction" in out
     assert "edits still live" in out
+    undone = ok(run_kvc("diff", "HEAD~1", "HEAD", "--eval", "--no-progress"))  # the revert commit itself
+    assert "rewrite    'The Eiffel Tower is located in the city of': 'Gates' -> 'w79'" in undone, undone
     log = ok(run_kvc("log", "--oneline")).splitlines()
     assert "revert" in log[0] and "Revert" in log[0]
-    assert "live" not in log[2].split("  ")[1]  # the France commit is no longer live
+    assert log[3].split()[1:3] == ["edit", "a.kedit:"]  # the Eiffel commit is no longer live
+    assert log[2].split()[1:3] == ["edit", "live"]  # France's still is
     data = json.loads(ok(run_kvc("revert", "HEAD", "--json", "--no-progress")))  # revert the revert
     assert data["reverts"] and json.loads(ok(run_kvc("status", "--json")))["live_edits"] == 3
     ok(run_kvc("fsck", "--skip-model"))
@@ -203,8 +213,9 @@ def test_eval_history_plot_and_check(store_dir):
     history = ok(run_kvc("eval", "--history", "--plot", "curve.png", "--no-progress"))
     assert len(history.strip().splitlines()) >= 3 and (store_dir / "curve.png").stat().st_size > 1000
     assert ok(run_kvc("check", "--min-locality", "0")).strip().endswith("all 1 thresholds hold")
-    failed = run_kvc("check", "--min-reliability", "1.5")
+    failed = run_kvc("check", "--min-reliability", "1.0")
     assert failed.exit_code == 1 and "FAIL" in failed.output
+    one_line_error(run_kvc("check", "--min-reliability", "1.5"), 2, "must be in [0, 1]")
     spec_eval = json.loads(ok(run_kvc("eval", "--spec", str(store_dir / "a.kedit"), "--json")))
     assert spec_eval["n_edits"] == 1
     (store_dir / "report.json").write_text(json.dumps(report))

@@ -172,7 +172,7 @@ def test_per_case_editing_moves_reliability_and_restores_weights(data, model, to
     assert editor.calls == [1, 1]
     m, pre = result.report.metrics, result.report.pre_metrics
     assert m["reliability_cf"] == 1.0 and m["reliability_acc"] == 1.0
-    assert pre["reliability_cf"] <= m["reliability_cf"]
+    assert pre["reliability_cf"] < 1.0  # the edit moved it: before, the new object did not win every prompt
     assert {"generalization_cf", "locality_cf", "cf_score", "seconds", "delta_bytes"} <= set(m)
     assert m["delta_bytes"] == model.lm_head.weight.numel() * 4
     summary = result.summary()
@@ -219,7 +219,9 @@ def test_zsre_and_mquake_reference_metrics(data, model, tok):
 def test_fluency_is_measured_before_and_after(data, model, tok):
     result = run_bench(model, tok, "counterfact", load_cases("counterfact", n=1), BoostEditor(), BoostHparams(),
                        fluency_tokens=6)
-    assert result.report.metrics["fluency"] >= 0 and "fluency" in result.report.pre_metrics
+    post, pre = result.report.metrics["fluency"], result.report.pre_metrics["fluency"]
+    # n-gram entropy (bits) of generated text: zero would mean nothing was generated or measured
+    assert 0 < pre < 16 and 0 < post < 16, (pre, post)
 
 
 def test_kvc_bench_command(data, tmp_path, monkeypatch, capsys, tok):
@@ -238,7 +240,7 @@ def test_kvc_bench_command(data, tmp_path, monkeypatch, capsys, tok):
     saved = json.loads(out_json.read_text())
     assert saved["report"]["metrics"]["reliability_cf"] == 1.0
     assert saved["run"]["hparams"] == {"boost": 25.0} and saved["run"]["model"] == str(folder)
-    assert saved["median_edit_seconds"] >= 0 and saved["run"]["date"].startswith("20")
+    assert 0 < saved["median_edit_seconds"] < 60 and saved["run"]["date"].startswith("20")
 
 
 def test_kvc_bench_rejects_unknown_method_and_bad_hparams(data, capsys):

@@ -94,10 +94,13 @@ def test_cli_reads_plan_expectations_and_json(report_file, tmp_path, capsys):
     (["--min", "locality=high"], "not a number"),
     (["--min", "localty=0.9"], "unknown metric"),
     ([], "nothing to check"),
+    (["--min-locality", "1.5"], "must be in [0, 1]"),  # as the spec's `expect locality >= 1.5` is refused
+    (["--min", "reliability_cf=-0.1"], "must be in [0, 1]"),
+    (["--min-fluency", "-1"], "must be >= 0"),
 ])
 def test_cli_usage_errors_exit_2(report_file, capsys, argv, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no store here or above
-    if argv[:1] != ["--min-locality"]:
+    if argv != ["--min-locality", "0.9"]:
         argv = ["--report", report_file, *argv]
     code, _, err = _kvc(["check", *argv], capsys)
     assert code == 2 and message in err

@@ -50,7 +50,7 @@ def test_trace_eiffel_last_subject_token_beats_the_first(smollm2, tmp_path):
     layers = list(range(0, 21, 2))  # early and middle layers
     result = causal_trace(model, tok, EIFFEL, "Eiffel Tower", " Paris", samples=2, layers=layers, tokens=[1, 3])
     assert result.tokens[1:4] == (" E", "iffel", " Tower") and result.subject_span == (1, 4)
-    assert result.clean_prob > 0.5 > 0.1 > result.corrupted_prob
+    assert result.clean_prob > 0.5 and result.corrupted_prob < 0.1
     first, last = result.scores[1], result.scores[result.last_subject]
     assert any(b > a for a, b in zip(first, last)), (first, last)
     path = plot_trace(result, tmp_path / "trace.png", suggested=suggest_layer(

@@ -54,7 +54,7 @@ def test_smollm2_dequantized_into_the_cache(smollm2_loads: tuple[LoadedModel, Lo
     assert not list(first.path.parent.glob(".staging-*"))  # staged atomically, nothing left behind
     print(f"\nSmolLM2: dequantize+load {dequantize:.1f} s, cached load {second.load_seconds:.2f} s, "
           f"cache {sum(p.stat().st_size for p in first.path.iterdir()) / 2**20:.0f} MiB")
-    assert second.load_seconds < 10  # well under a second on an idle machine
+    assert second.load_seconds < 2.0  # README: well under a second on an idle machine; 2 s leaves CI's shared cores room
 
 
 def test_smollm2_shape(smollm2_loads: tuple[LoadedModel, LoadedModel, float]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from typing import Any, Callable
 
@@ -76,18 +77,46 @@ def parse_hparams(pairs: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+#: Suffixes of benchmark metric names that are rates (``reliability_cf``, ``locality_agree``...).
+_RATE_SUFFIXES = ("_cf", "_acc", "_agree", "_multihop", "cf_score")
+
+
+def _threshold_bounds(metric: str) -> tuple[float, float]:
+    """The range a threshold on ``metric`` must lie in, as a spec's ``expect`` checks it (unbounded if unknown)."""
+    from kedit_vc.lang.metrics import METRICS
+
+    if metric in METRICS:
+        return METRICS[metric]
+    if metric.endswith(_RATE_SUFFIXES):
+        return (0.0, 1.0)
+    return (-math.inf, math.inf)
+
+
+def _check_threshold(flag: str, metric: str, value: float) -> None:
+    low, high = _threshold_bounds(metric)
+    if not math.isfinite(value) or not low <= value <= high:
+        bounds = f"in [{low:g}, {high:g}]" if math.isfinite(high) else f">= {low:g}"
+        raise UsageError(f"{flag} {value:g}: a threshold for {metric} must be {bounds}")
+
+
 def collect_minimums(kwargs: dict[str, Any]) -> dict[str, float]:
-    """Pop the threshold options out of a command's kwargs into {metric: minimum}."""
+    """Pop the threshold options out of a command's kwargs into {metric: minimum}.
+
+    A threshold outside its metric's range (``--min-locality 1.5``) is a usage error, as
+    the same threshold in a spec's ``expect`` line is.
+    """
     out = {}
     for name in THRESHOLD_METRICS:
         value = kwargs.pop(f"min_{name}", None)
         if value is not None:
+            _check_threshold(f"--min-{name.replace('_', '-')}", name, value)
             out[name] = value
     for key, text in parse_pairs(kwargs.pop("minimums", ()), "--min").items():
         try:
             out[key] = float(text)
         except ValueError:
             raise UsageError(f"--min {key}: {text!r} is not a number") from None
+        _check_threshold("--min", key, out[key])
     return out
 
 
