@@ -274,5 +274,7 @@ def test_commit_and_eval_print_generative_and_raw_figures(project, tiny_model_di
     assert {"gen_reliability", "raw_reliability", "raw_gen_reliability"} <= set(data["metrics"])
     plain = json.loads(ok(run_kvc("eval", "--json", "--no-progress", "--prompts", "prefixed", "--no-generative")))
     assert not [n for n in plain["metrics"] if n.startswith(("gen_", "raw_"))]
-    gate = run_kvc("check", "--min-gen-reliability", "1.01")
+    assert data["metrics"]["gen_reliability"] < 1.0  # the tiny model does not say the new objects
+    gate = run_kvc("check", "--min-gen-reliability", "1.0")
     assert gate.exit_code == 1 and "gen_reliability" in gate.output
+    assert run_kvc("check", "--min-gen-reliability", "1.01").exit_code == 2  # outside the metric's range
