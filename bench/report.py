@@ -175,7 +175,9 @@ def sequential_row(r: dict[str, Any]) -> str:
     last = r["curve"][-1]
     cells = "; ".join(f"{label} {_pp(last['pre'].get(name), last.get(name))}"
                       for label, name in QUALITY_COLUMNS["counterfact"])
-    return (f"| counterfact first {r['n']}, {_commits(r)} | {r['method']} (sequential, history-aware) | "
+    data = "counterfact5k (flat)" if r.get("benchmark") == "counterfact5k" else "counterfact"
+    done = "" if r.get("complete", True) else f" (stopped after {last['edits']})"
+    return (f"| {data} first {r['n']}{done}, {_commits(r)} | {r['method']} (sequential, history-aware) | "
             f"{cells} | {_s(r['seconds_per_commit'])}/commit | |")
 
 
