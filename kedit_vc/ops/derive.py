@@ -3,8 +3,9 @@
 ``kedit_vc.compiler.derive`` decides what to derive and stays torch-free; this module
 gives it an ``Oracle`` backed by a loaded model. Prompts get the shared prefix token
 (``kedit_vc.models.prompting``), exactly as editors and evaluation see them.
-In ``kvc commit`` the model is HEAD's weights before this commit's edits (earlier
-commits are the user's knowledge too; with no history that is the unedited base).
+In ``kvc commit`` the model is the unedited base (``ops/commit.compile_for``), so a plan
+depends only on the spec and the base model and a resumed ``--batch-size`` run derives
+exactly what the first run did; facts changed by earlier commits are not consulted.
 """
 
 from __future__ import annotations
