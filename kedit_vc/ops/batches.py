@@ -5,7 +5,9 @@ method and hyperparameters). Each chunk is an ordinary commit (edit, evaluate, g
 write), so a kill or Ctrl-C loses at most the chunk in progress. Run again, a chunk
 whose edits are all live at HEAD already (same edit ids) is skipped, so the run resumes
 after the last finished chunk and the result equals an uninterrupted run: chunk
-boundaries depend only on the spec and ``N``. One model load serves every chunk.
+boundaries depend only on the spec and ``N``, and each chunk starts from HEAD as the
+store materialises it (``Evaluator.move_to``), as a new process would. One model load
+serves every chunk.
 """
 
 from __future__ import annotations
@@ -90,7 +92,6 @@ def commit_in_batches(store: "Store", spec: str | Path, size: int, options: Comm
             if all(r.edit_id in live_ids for r in chunk.requests):
                 event = ChunkEvent(index, len(chunks), n, done, total, "skipped")
             else:
-                _fresh_start(evaluator)
                 chunk_options = replace(options, message=f"{base_message} [chunk {index + 1}/{len(chunks)}]")
                 batch = {"batch": {"spec": Path(spec).name, "size": size, "chunk": index + 1,
                                    "chunks": len(chunks)}}
@@ -102,16 +103,6 @@ def commit_in_batches(store: "Store", spec: str | Path, size: int, options: Comm
             if on_event is not None:
                 on_event(event)
     return events
-
-
-def _fresh_start(evaluator: Evaluator) -> None:
-    """Make the next chunk see what a fresh ``kvc commit`` process would: HEAD's weights as
-    the store materialises them (not the in-memory sum of applied deltas, which rounds
-    differently) and context templates generated from those weights."""
-    from kedit_vc.editors.common.templates import forget_templates
-
-    evaluator.mark_changed()
-    forget_templates(evaluator.loaded.model)
 
 
 def eta_seconds(events: Sequence[ChunkEvent]) -> float | None:

@@ -91,12 +91,21 @@ class Evaluator:
             return
         with self.stages.stage(f"materialising {sha[:10]}"):
             self.weights.set_deltas([self.store.live_sum(sha)])
-        self._at = sha
+        self._moved(sha)
 
     def to_base(self) -> None:
         if self._at != "base":
             self.weights.reset()
-            self._at = "base"
+            self._moved("base")
+
+    def _moved(self, at: str) -> None:
+        """The weights are now ``at``'s: context templates generated from other weights are
+        dropped, so an editor sees what a fresh process at ``at`` would (and a resumed
+        ``--batch-size`` run equals an uninterrupted one)."""
+        from kedit_vc.editors.common.templates import forget_templates
+
+        forget_templates(self.loaded.model)
+        self._at = at
 
     def mark_changed(self) -> None:
         """The caller changed the weights (an edit was applied): forget where they are."""

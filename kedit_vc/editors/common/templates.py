@@ -23,8 +23,8 @@ _CACHE: "weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[int, int, int], t
 
 def forget_templates(model: torch.nn.Module) -> None:
     """Drop ``model``'s cached templates: its weights changed, and a fresh process would
-    generate them from the new weights (``kvc commit --batch-size`` calls this between
-    chunks so a resumed run equals an uninterrupted one)."""
+    generate them from the new weights (``ops.Evaluator`` calls this whenever it moves the
+    weights to another commit)."""
     _CACHE.pop(model, None)
 
 
