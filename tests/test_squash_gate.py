@@ -11,7 +11,8 @@ import pytest
 from conftest import run_kvc, write_spec
 from kedit_vc.compiler.plan import EditRequest
 from kedit_vc.eval.scores import EditScores, ProbeScore, ProbeScores
-from kedit_vc.ops.squash import Loss, edit_checks, find_losses
+from kedit_vc.eval.report import summarize
+from kedit_vc.ops.squash import KEPT, Loss, find_losses
 
 EIFFEL = 'edit "Eiffel Tower" prompt "The {subject} is located in the city of": "Paris" -> "Rome"'
 TOKYO = 'edit "Tokyo" prompt "{subject} is the capital of": "Japan" -> "China"'
@@ -25,15 +26,18 @@ def probe(kind: str, correct: bool, generated: str | None = None, target: str = 
 def test_checks_and_losses_per_edit():
     held = EditScores("e-1", (probe("rewrite", True, " Rome, Italy"), probe("paraphrase", True),
                               probe("neighbour", False)))
-    assert edit_checks(held) == {"reliability": True, "gen_reliability": True, "generalization": True}
+    (row,) = summarize(ProbeScores((held,))).rows
+    assert {name: row.metrics[name] for name in KEPT} == {"reliability": 1.0, "gen_reliability": 1.0,
+                                                         "generalization": 1.0}
     weak = EditScores("e-1", (probe("rewrite", True, " Paris"), probe("paraphrase", False), probe("neighbour", True)))
     never = EditScores("e-2", (probe("rewrite", False, " Paris"),))
     requests = [EditRequest("e-1", "Eiffel Tower", "{} is in", "Rome", "Paris"),
                 EditRequest("e-2", "Tokyo", "{} is in", "China", "Japan")]
-    losses = find_losses(requests, ProbeScores((held, never)), ProbeScores((weak, never)))
+    before, after = summarize(ProbeScores((held, never))), summarize(ProbeScores((weak, never)))
+    losses = find_losses(requests, before, after)
     # What never held (e-2) is no loss; e-1 keeps its teacher-forced rewrite but loses the rest.
     assert [(x.edit_id, x.check) for x in losses] == [("e-1", "gen_reliability"), ("e-1", "generalization")]
-    assert find_losses(requests, ProbeScores((held, never)), ProbeScores((held, never))) == []
+    assert find_losses(requests, before, before) == []
 
 
 def _store_state(root: Path) -> dict[str, bytes]:

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, Mapping
 from kedit_vc.compiler.plan import EditorCall, Plan
 from kedit_vc.editors.defaults import BATCH_METHOD
 from kedit_vc.errors import KvcError, UsageError
-from kedit_vc.eval.answers import contains_answer
 from kedit_vc.eval.efficiency import measure
 from kedit_vc.eval.report import EvalReport, summarize
 from kedit_vc.store import CommitInput
@@ -34,7 +33,6 @@ from .plans import check_call
 
 if TYPE_CHECKING:
     from kedit_vc.compiler.plan import EditRequest
-    from kedit_vc.eval.scores import EditScores, ProbeScores
     from kedit_vc.store import Store
 
 METHOD = BATCH_METHOD
@@ -80,28 +78,20 @@ class SquashRefused(KvcError):
                          "written. Try other --hparam settings or --method, or pass --allow-loss to accept it")
 
 
-def edit_checks(scores: "EditScores") -> dict[str, bool]:
-    """The per-edit checks a squash must keep: rewrite and paraphrase prompts answered
-    (teacher-forced, every token the argmax) and the rewrite prompt's greedy continuation."""
-    rewrite = [p for p in scores.probes if p.kind == "rewrite"]
-    paraphrase = [p for p in scores.probes if p.kind == "paraphrase"]
-    checks = {}
-    if rewrite:
-        checks["reliability"] = all(p.correct for p in rewrite)
-        if all(p.generated is not None for p in rewrite):
-            checks["gen_reliability"] = all(contains_answer(p.generated or "", p.target) for p in rewrite)
-    if paraphrase:
-        checks["generalization"] = all(p.correct for p in paraphrase)
-    return checks
+#: Per-edit metrics a squash keeps (the registry's per-edit rows): an edit at 1.0 on one
+#: before (every rewrite / paraphrase target token the argmax; every rewrite prompt's greedy
+#: continuation holding the new object) must be at 1.0 after.
+KEPT = ("reliability", "gen_reliability", "generalization")
 
 
-def find_losses(requests: Sequence["EditRequest"], before: "ProbeScores", after: "ProbeScores") -> list[Loss]:
-    """Checks that held in ``before`` and fail in ``after``, per edit, in request order."""
+def find_losses(requests: Sequence["EditRequest"], before: EvalReport, after: EvalReport) -> list[Loss]:
+    """Kept metrics an edit held (1.0) in ``before`` and misses in ``after``, in request order."""
+    old = {row.edit_id: row.metrics for row in before.rows}
+    new = {row.edit_id: row.metrics for row in after.rows}
     losses = []
-    for request, old, new in zip(requests, before.edits, after.edits):
-        now = edit_checks(new)
-        for check, held in edit_checks(old).items():
-            if held and not now.get(check, False):
+    for request in requests:
+        for check in KEPT:
+            if old.get(request.edit_id, {}).get(check) == 1.0 and new.get(request.edit_id, {}).get(check) != 1.0:
                 losses.append(Loss(request.edit_id, request.subject, request.target_new, check))
     return losses
 
@@ -142,10 +132,9 @@ def squash(store: "Store", range_text: str, *, message: str | None = None,
         with measure() as watch:
             delta, keys, infos = run_plan(evaluator, plan, store.live_keys(base), progress)
         assert watch.result is not None
-        after_scores = evaluator.score_now(requests)
-        after = summarize(after_scores, before.pre,
+        after = summarize(evaluator.score_now(requests), before.pre,
                           extra={**watch.result.as_metrics(), "delta_bytes": float(delta.summary().stored_bytes)})
-        losses = tuple(find_losses(requests, before.post, after_scores))
+        losses = tuple(find_losses(requests, before.report, after))
         measured = SquashResult(None, base, tip, tuple(inside), tuple(r.edit_id for r in requests), before.report,
                                 after, losses, method)
         if losses and not allow_loss and not dry_run:
