@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from kedit_vc.compiler.plan import EditRequest
-from kedit_vc.delta import Delta
+from kedit_vc.delta import Delta, Dense, LowRank
 from kedit_vc.editors.base import EditContext, EditResult
 from kedit_vc.editors.common.solve import factored_update
 from kedit_vc.models.families import Family, family_of, get_module
@@ -158,7 +158,7 @@ class UltraEditEditor:
         return EditResult(delta=delta, info=info, fingerprint=context.fingerprint, carried=turn)
 
 
-def shift_update(keys: torch.Tensor, values: torch.Tensor, ridge: float, transposed: bool):  # noqa: ANN201
+def shift_update(keys: torch.Tensor, values: torch.Tensor, ridge: float, transposed: bool) -> LowRank | Dense:
     """``ΔW = Vᵀ K (KᵀK + ridge I)⁻¹`` [d_out, d_in], kept as factors while N is small.
 
     By the push-through identity ``K (KᵀK + rI)⁻¹ = (KKᵀ + rI)⁻¹ K``, so with N cached
@@ -171,6 +171,4 @@ def shift_update(keys: torch.Tensor, values: torch.Tensor, ridge: float, transpo
         right = torch.linalg.solve(k @ k.T + ridge * torch.eye(n, dtype=torch.float64), k).T  # [d_in, N]
         return factored_update(v.T, right, transposed)
     dense = norm.solve_shift(k, v, ridge)  # [d_out, d_in]
-    from kedit_vc.delta import Dense
-
     return Dense(value=(dense.T if transposed else dense).float().contiguous())
