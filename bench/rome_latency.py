@@ -59,7 +59,7 @@ def pass_seconds(model: torch.nn.Module, tokenizer: Any, request: Any, layer: in
     head only at target positions. Both False is the floor.
     """
     family = family_of(model)
-    batch = _build_batch(tokenizer, [request], templates)
+    batch = _build_batch(tokenizer, [[request]], templates)
     module = get_module(model, family.mlp_path(layer))
     vector = torch.zeros(model.config.hidden_size, requires_grad=True)
     optimiser = torch.optim.Adam([vector], lr=0.5)

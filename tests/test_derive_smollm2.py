@@ -45,3 +45,5 @@ def test_eiffel_tower_to_rome_derives_italy_from_the_model(tmp_path: Path) -> No
     for prompt, old, new in zip(prompts, before, after):
         print(f"{prompt!r}: before {old!r} after {new!r}")
     assert after[0].strip().startswith("Italy"), after
+    # The derived fact shares the subject: written jointly, it must not erase the edit itself.
+    assert after[3].strip().startswith("Rome"), after

@@ -260,3 +260,51 @@ def test_requests_stop_early_on_their_own_as_if_run_alone(tok) -> None:  # noqa:
     stopped, full = alone_runs
     assert full == [10] * len(REQUESTS)
     assert len(set(stopped)) > 1 and min(stopped) < 10, stopped   # the early stop did fire, unevenly
+
+
+def test_rome_writes_requests_of_one_subject_once_and_both_take(tok, tmp_path) -> None:  # noqa: ANN001
+    """Two facts about one subject share its key: ROME writes them as one rank-one update
+    whose one target lowers their mean NLL (separate writes overwrote the first; that both
+    take on a real model is tests/test_derive_smollm2.py's check)."""
+    from kedit_vc.editors.common.targets import by_subject
+
+    model = tiny_family_model("llama", d_model=32, d_mlp=64, vocab=300, layers=3, initializer_range=0.3)
+    requests = [
+        EditRequest("e-a", "Microsoft", "{} is located in the city of", "Berlin", "Redmond",
+                    (Probe("rewrite", "Microsoft is located in the city of", "Berlin", "Redmond"),)),
+        EditRequest("e-b", "Microsoft", "{} was founded by", "Steve Jobs", "Bill Gates",
+                    (Probe("rewrite", "Microsoft was founded by", "Steve Jobs", "Bill Gates"),)),
+    ]
+    assert [[r.edit_id for r in unit] for unit in by_subject([*requests, REQUESTS[0]])] == [["e-a", "e-b"], ["e-1"]]
+    pre = score_requests(model, tok, requests)
+    hp = {**TINY["rome"], "v_steps": 25, "clamp_norm_factor": 4.0, "context_templates": 0}
+    context = EditContext(fingerprint="tiny-llama", stats_dir=str(tmp_path), progress=False)
+    result = get_editor("rome").edit(model, tok, requests, build_hparams("rome", hp), context)
+    (update,) = result.delta.updates.values()
+    assert update.left.shape[1] == 1  # one rank-one write, not two
+    assert all(keys.shape[0] == 1 for keys in result.written_keys.values())
+    result.delta.apply(model)
+    post = score_requests(model, tok, requests)
+    nll = lambda scores: sum(e.probes[0].target_nll for e in scores.edits) / 2  # noqa: E731
+    assert nll(post) < nll(pre) - 0.5, (nll(pre), nll(post))
+
+
+def test_raw_context_template_encodes_without_the_prefix(tok) -> None:  # noqa: ANN001
+    """``raw_context`` adds the bare prompt as a user types it: no ``<|endoftext|>`` prefix."""
+    from kedit_vc.editors.common.positions import subject_last_index
+    from kedit_vc.editors.common.templates import RAW_TEMPLATE, context_templates
+    from kedit_vc.models.prompting import encode_text, prefix_ids
+
+    model = tiny_family_model("llama", d_model=32, d_mlp=64, vocab=300, layers=3)
+    plain = context_templates(model, tok, 0, 5)
+    with_raw = context_templates(model, tok, 0, 5, raw=True)
+    assert plain == ("{}",)
+    if not prefix_ids(tok):  # a tokenizer with its own BOS: raw and prefixed are the same text
+        assert with_raw == plain
+        return
+    assert with_raw == ("{}", RAW_TEMPLATE)
+    raw_text = RAW_TEMPLATE.replace("{}", "Microsoft was founded by")
+    assert encode_text(tok, raw_text) == encode_text(tok, "Microsoft was founded by")[len(prefix_ids(tok)):]
+    raw_prompt = RAW_TEMPLATE.replace("{}", "{} was founded by")
+    assert subject_last_index(tok, raw_prompt, "Microsoft") == subject_last_index(tok, "{} was founded by",
+                                                                                   "Microsoft") - len(prefix_ids(tok))

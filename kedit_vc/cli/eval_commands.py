@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 @click.command("bench")
 @click.argument("benchmark", type=click.Choice(["counterfact", "counterfact5k", "zsre", "mquake"]))
 @click.option("--n", "n", type=click.IntRange(min=1), default=100, show_default=True, help="Number of cases.")
+@click.option("--skip", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Start after this many records (keep records used to choose settings out of a report).")
 @method_option(DEFAULT_METHOD, "Editing method.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="Cases per editor call (--batch N: one batch).")
@@ -50,8 +52,8 @@ if TYPE_CHECKING:
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, allow_dash=True), default=None,
               help="Write the full result as JSON to this file ('-' for stdout).")
 @click.option("--progress/--no-progress", default=False)
-def bench_command(benchmark: str, n: int, method: str, batch: int, sequential: bool, hparams: tuple[str, ...],
-                  model_ref: str, data: str | None, eval_batch_size: int, fluency_tokens: int,
+def bench_command(benchmark: str, n: int, skip: int, method: str, batch: int, sequential: bool,
+                  hparams: tuple[str, ...], model_ref: str, data: str | None, eval_batch_size: int, fluency_tokens: int,
                   json_out: str | None, progress: bool) -> int:
     """Run an edit benchmark on the shared data and print the reference summary.
 
@@ -60,6 +62,7 @@ def bench_command(benchmark: str, n: int, method: str, batch: int, sequential: b
       kvc bench counterfact --n 100 --method rome
       kvc bench counterfact --n 100 --method memit --batch 100
       kvc bench zsre --n 100 --method rome --json zsre.json
+      kvc bench counterfact --skip 400 --n 40 --method memit --batch 40 --hparam raw_context=true
     """
     import json
 
@@ -78,7 +81,7 @@ def bench_command(benchmark: str, n: int, method: str, batch: int, sequential: b
     for problem in check_hparams(method, hp):
         raise UsageError(f"--hparam for {method}: {problem}")
     editor = get_editor(method)
-    cases = load_cases(benchmark, n, data)
+    cases = load_cases(benchmark, n, data, skip=skip)
     loaded = load_model(model_ref, progress=progress)
     model, tokenizer = loaded.model, loaded.tokenizer
     result = run_bench(model, tokenizer, benchmark, cases, editor, hp, batch=batch, sequential=sequential,

@@ -127,7 +127,7 @@ _CONVERTERS: Mapping[str, Callable[[Sequence[Mapping[str, Any]]], list[BenchCase
 
 
 def load_cases(benchmark: str, n: int | None = None,
-               directory: str | os.PathLike[str] | None = None) -> list[BenchCase]:
-    """The first ``n`` cases of ``benchmark`` (all if None), converted to requests."""
-    records = load_records(benchmark, directory)
+               directory: str | os.PathLike[str] | None = None, skip: int = 0) -> list[BenchCase]:
+    """``n`` cases of ``benchmark`` after the first ``skip`` (all if None), converted to requests."""
+    records = load_records(benchmark, directory)[skip:]
     return _CONVERTERS[benchmark](records[:n] if n is not None else records)

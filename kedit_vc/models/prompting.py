@@ -20,6 +20,11 @@ import torch
 
 DOCUMENT_SEPARATOR = "<|endoftext|>"
 
+#: A text that starts with this character is encoded without the shared prefix: the
+#: "raw" context template editors add so an edit also holds when a user prompts the
+#: exported model without ``<|endoftext|>`` (``editors/common/templates.RAW_TEMPLATE``).
+NO_PREFIX = "\x00"
+
 
 def prefix_ids(tokenizer: Any) -> list[int]:
     """Token ids to put before every prompt (empty if the tokenizer adds its own BOS)."""
@@ -44,7 +49,12 @@ def prefix_ids(tokenizer: Any) -> list[int]:
 
 
 def encode_text(tokenizer: Any, text: str) -> list[int]:
-    """Token ids of ``text`` with the shared prefix (and the tokenizer's own specials)."""
+    """Token ids of ``text`` with the shared prefix (and the tokenizer's own specials).
+
+    ``text`` opening with ``NO_PREFIX`` is encoded as a user's raw prompt: no prefix.
+    """
+    if text.startswith(NO_PREFIX):
+        return list(tokenizer(text[len(NO_PREFIX):], add_special_tokens=True).input_ids)
     return prefix_ids(tokenizer) + list(tokenizer(text, add_special_tokens=True).input_ids)
 
 

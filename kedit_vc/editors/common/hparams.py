@@ -4,7 +4,7 @@
 spec checker read ``metadata["help"]``); ``kind`` tells the spec checker that a value
 names other things it can check with a location: ``METHODS`` (a list of method names),
 ``METHOD_HPARAMS`` (method -> that method's hyperparameters) or ``PROBE_WEIGHTS``
-(probe metric -> weight >= 0). ``TargetHparams`` are the eight settings every
+(probe metric -> weight >= 0). ``TargetHparams`` are the nine settings every
 locate-then-edit method that optimises a target vector shares.
 """
 
@@ -48,6 +48,8 @@ class TargetHparams:
                                            "SmolLM2 edits unreached in a squash)")
     context_templates: int = hparam(10, "generated prefixes averaged over for keys and targets")
     context_length: int = hparam(10, "tokens per generated prefix")
+    raw_context: bool = hparam(False, "also fit keys and targets on the bare prompt without the "
+                                      "<|endoftext|> prefix, so edits hold on raw prompts too")
     stats_tokens: int | None = hparam(None, f"covariance sample size in tokens (None: {STATS_TOKENS})")
 
     def target_problems(self) -> list[str]:

@@ -93,7 +93,8 @@ def layered_edit(model: torch.nn.Module, tokenizer: Any, requests: Sequence[Edit
     started = time.perf_counter()
     solver, facts = prepare(layers)
     t_stats = time.perf_counter()
-    templates = context_templates(model, tokenizer, hp.context_templates, hp.context_length)
+    templates = context_templates(model, tokenizer, hp.context_templates, hp.context_length,
+                                  raw=hp.raw_context)
     targets, info = compute_z_targets(model, tokenizer, requests, layers[-1], templates, hp,
                                       context.progress, label=label)
     t_targets = time.perf_counter()

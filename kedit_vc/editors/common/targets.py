@@ -55,36 +55,38 @@ class _Batch:
     first_rows: torch.Tensor     # [n_requests] the bare-prompt sequence of each request
 
 
-def _build_batch(tokenizer: Any, requests: Sequence[EditRequest], templates: Sequence[str]) -> _Batch:
+def _build_batch(tokenizer: Any, units: Sequence[Sequence[EditRequest]], templates: Sequence[str]) -> _Batch:
+    """Sequences of every unit's requests in every template; one KL prompt per unit."""
     seqs: list[list[int]] = []
     owner, lookup = [], []
     t_rows, t_cols, t_ids, t_len = [], [], [], []
     first_rows = []
-    for r_index, request in enumerate(requests):
-        target = encode_continuation(tokenizer, " " + request.target_new)
-        if not target:
-            raise ValueError(f"empty target for edit {request.edit_id}")
-        for t_index, template in enumerate(templates):
-            prompt = fill(template, request.prompt)
-            ids = encode_text(tokenizer, fill(prompt, request.subject))
-            row = len(seqs)
-            if t_index == 0:
-                first_rows.append(row)
-            for j, token in enumerate(target):
-                t_rows.append(row)
-                t_cols.append(len(ids) - 1 + j)
-                t_ids.append(token)
-                t_len.append(len(target))
-            seqs.append(ids + target[:-1])
-            owner.append(r_index)
-            lookup.append(subject_last_index(tokenizer, prompt, request.subject))
+    for r_index, unit in enumerate(units):
+        for u_index, request in enumerate(unit):
+            target = encode_continuation(tokenizer, " " + request.target_new)
+            if not target:
+                raise ValueError(f"empty target for edit {request.edit_id}")
+            for t_index, template in enumerate(templates):
+                prompt = fill(template, request.prompt)
+                ids = encode_text(tokenizer, fill(prompt, request.subject))
+                row = len(seqs)
+                if t_index == 0 and u_index == 0:
+                    first_rows.append(row)
+                for j, token in enumerate(target):
+                    t_rows.append(row)
+                    t_cols.append(len(ids) - 1 + j)
+                    t_ids.append(token)
+                    t_len.append(len(target))
+                seqs.append(ids + target[:-1])
+                owner.append(r_index)
+                lookup.append(subject_last_index(tokenizer, prompt, request.subject))
     n_rewrite = len(seqs)
     kl_rows = []
-    for r_index, request in enumerate(requests):
+    for r_index, unit in enumerate(units):
         kl_rows.append(len(seqs))
-        seqs.append(encode_text(tokenizer, fill(KL_PROMPT, request.subject)))
+        seqs.append(encode_text(tokenizer, fill(KL_PROMPT, unit[0].subject)))
         owner.append(r_index)
-        lookup.append(subject_last_index(tokenizer, KL_PROMPT, request.subject))
+        lookup.append(subject_last_index(tokenizer, KL_PROMPT, unit[0].subject))
     padded, mask = pad_batch(seqs, pad_id(tokenizer))
 
     def as_long(xs: list[int]) -> torch.Tensor:
@@ -93,6 +95,15 @@ def _build_batch(tokenizer: Any, requests: Sequence[EditRequest], templates: Seq
     return _Batch(padded, mask, as_long(owner), as_long(lookup), as_long(t_rows), as_long(t_cols),
                   as_long(t_ids), as_long(t_rows), torch.tensor(t_len, dtype=torch.float32),
                   n_rewrite, as_long(kl_rows), as_long(first_rows))
+
+
+def by_subject(requests: Sequence[EditRequest]) -> list[list[EditRequest]]:
+    """Requests grouped by subject, in order of first appearance (each group is one unit
+    of ``optimise_unit_targets``: one key, one vector)."""
+    groups: dict[str, list[EditRequest]] = {}
+    for request in requests:
+        groups.setdefault(request.subject, []).append(request)
+    return list(groups.values())
 
 
 #: Requests optimised together. Joint and separate optimisation give the same vectors
@@ -111,10 +122,26 @@ def optimise_targets(model: torch.nn.Module, tokenizer: Any, requests: Sequence[
     the subject's last token of the bare prompt, and the optimised shift. The target
     vector is ``target_init + delta``. Requests go in chunks of ``chunk_size``.
     """
+    return optimise_unit_targets(model, tokenizer, [[r] for r in requests], module_path, block_index, templates,
+                                 settings, progress, chunk_size)
+
+
+def optimise_unit_targets(model: torch.nn.Module, tokenizer: Any, units: Sequence[Sequence[EditRequest]],
+                          module_path: str, block_index: int, templates: Sequence[str],
+                          settings: TargetSettings, progress: Callable[[int, float], None] | None = None,
+                          chunk_size: int = CHUNK_SIZE) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """One vector per unit: a unit's requests share a subject, so they share the key and
+    one vector must make every one of their prompts say its object (its loss is the mean
+    over the unit's prompts). Separate vectors for one key would overwrite each other:
+    an edit's derived facts about the same subject erased the edit itself.
+
+    Returns ``(target_init [u, d], delta [u, d], info)``; the init is the output at the
+    subject's last token of the unit's first bare prompt.
+    """
     inits, deltas = [], []
     info: dict[str, Any] = {"steps": 0, "nll": [], "request_steps": []}
-    for start in range(0, len(requests), chunk_size):
-        chunk = requests[start:start + chunk_size]
+    for start in range(0, len(units), chunk_size):
+        chunk = units[start:start + chunk_size]
         init, delta, chunk_info = _optimise_chunk(model, tokenizer, chunk, module_path, block_index,
                                                   templates, settings, progress)
         inits.append(init)
@@ -125,11 +152,12 @@ def optimise_targets(model: torch.nn.Module, tokenizer: Any, requests: Sequence[
     return torch.cat(inits), torch.cat(deltas), info
 
 
-def _optimise_chunk(model: torch.nn.Module, tokenizer: Any, requests: Sequence[EditRequest],
+def _optimise_chunk(model: torch.nn.Module, tokenizer: Any, requests: Sequence[Sequence[EditRequest]],
                     module_path: str, block_index: int, templates: Sequence[str],
                     settings: TargetSettings, progress: Callable[[int, float], None] | None,
                     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-    """Optimise the chunk's vectors; each request stops on its own, as if run alone.
+    """Optimise the chunk's vectors (one per unit of ``requests``); each unit stops on its
+    own, as if run alone.
 
     A request whose NLL falls below ``early_stop_nll`` keeps the vector that reached it
     and its sequences leave the batch, so later steps cost only what is still learning.
@@ -156,6 +184,7 @@ def _optimise_chunk(model: torch.nn.Module, tokenizer: Any, requests: Sequence[E
         return target_logits, kl_logits
 
     info: dict[str, Any] = {"steps": 0, "nll": [0.0] * n, "request_steps": [settings.steps] * n}
+    sizes = torch.tensor([len(unit) for unit in requests], dtype=torch.float32)  # [n] prompts per unit
     with LowerBlockReplay(model, block_index) as replay, edit_output(module, add_delta):
         with torch.no_grad():
             _, kl_init = forward()
@@ -177,7 +206,7 @@ def _optimise_chunk(model: torch.nn.Module, tokenizer: Any, requests: Sequence[E
             token_nll = -log_probs.gather(-1, batch.target_ids[:, None])[:, 0] / batch.target_len
             per_seq = torch.zeros(batch.n_rewrite).index_add(0, batch.target_owner, token_nll)
             per_request = torch.zeros(len(active)).index_add(0, batch.owner[: batch.n_rewrite], per_seq)
-            per_request = per_request / len(templates)
+            per_request = per_request / (len(templates) * sizes[active])
             kl = F.kl_div(F.log_softmax(kl_logits.float(), dim=-1), kl_init[active], log_target=True,
                           reduction="none").sum(-1)  # [active]
             decay = settings.weight_decay * delta[active].norm(dim=-1) / init_norm_sq[active]

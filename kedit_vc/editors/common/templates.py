@@ -12,7 +12,12 @@ from typing import Any
 
 import torch
 
-from kedit_vc.models.prompting import encode_text, pad_id
+from kedit_vc.models.prompting import NO_PREFIX, encode_text, pad_id, prefix_ids
+
+#: The bare prompt as a user types it to an exported model: no ``<|endoftext|>`` prefix.
+#: Keys and targets fitted on it too make an edit hold both ways (with SmolLM2 a subject
+#: at position 0 sits on the attention sink, so the raw prompt is a different context).
+RAW_TEMPLATE = NO_PREFIX + "{}"
 
 _STARTS = ("The", "Therefore", "Because", "I", "You")
 #: model -> {(count, length, seed): templates}; weak, so a freed model's entry goes with it
@@ -29,8 +34,15 @@ def forget_templates(model: torch.nn.Module) -> None:
 
 
 def context_templates(model: torch.nn.Module, tokenizer: Any, count: int, length: int,
-                      seed: int = 0) -> tuple[str, ...]:
-    """``"{}"`` plus ``count`` generated prefixes of ``length`` tokens, each ``"<prefix>. {}"``."""
+                      seed: int = 0, raw: bool = False) -> tuple[str, ...]:
+    """``"{}"`` plus ``count`` generated prefixes of ``length`` tokens, each ``"<prefix>. {}"``,
+    plus ``RAW_TEMPLATE`` when ``raw`` and the tokenizer gets a prefix (else it is ``"{}"``)."""
+    with_raw = raw and bool(prefix_ids(tokenizer))
+    base = _generated(model, tokenizer, count, length, seed)
+    return base + (RAW_TEMPLATE,) if with_raw else base
+
+
+def _generated(model: torch.nn.Module, tokenizer: Any, count: int, length: int, seed: int) -> tuple[str, ...]:
     cached = _CACHE.setdefault(model, {})
     key = (count, length, seed)
     if key in cached:

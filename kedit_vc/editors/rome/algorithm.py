@@ -12,7 +12,12 @@ The same template-averaged ``k*`` is used in the update's numerator and denomina
 (the r-ROME fix of "Rebuilding ROME", Gupta et al. 2024): mixing a prefixed key with an
 unprefixed one is what made the reference implementation collapse on some edits.
 Several requests are edited one after the other, each on the weights left by the last,
-and the deltas summed, as the reference does.
+and the deltas summed, as the reference does -- except requests of the same subject
+(an edit and the facts derived from it, or two relations of one subject): they share
+the key, so separate rank-one writes would overwrite each other (measured: an edit's
+derived facts erased it). They are one write: the key averaged over their prompts and
+one target vector optimised for all of them (``optimise_unit_targets``). This extends
+the paper, which edits one fact per subject.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from kedit_vc.editors.common.keys import subject_keys
 from kedit_vc.editors.common.progress import step_reporter
 from kedit_vc.editors.common.restore import restored_parameters
 from kedit_vc.editors.common.solve import factored_update
-from kedit_vc.editors.common.targets import TargetSettings, optimise_targets
+from kedit_vc.editors.common.targets import TargetSettings, by_subject, optimise_unit_targets
 from kedit_vc.editors.common.templates import context_templates
 from kedit_vc.models.families import family_of, mlp_out_weight
 from kedit_vc.stats import key_second_moments
@@ -67,7 +72,8 @@ class RomeEditor:
         mom2 = key_second_moments(model, tokenizer, fingerprint, [layer], hp.stats_tokens,
                                   stats_dir=context.stats_dir, progress=context.progress)[layer]
         stats_seconds = time.perf_counter() - started
-        templates = context_templates(model, tokenizer, hp.context_templates, hp.context_length)
+        templates = context_templates(model, tokenizer, hp.context_templates, hp.context_length,
+                                  raw=hp.raw_context)
         settings = TargetSettings(hp.v_steps, hp.v_lr, hp.v_weight_decay, hp.kl_factor,
                                   hp.clamp_norm_factor)
         total: Delta | None = None
@@ -75,14 +81,15 @@ class RomeEditor:
         keys_written = []
         info: dict[str, Any] = {"target_nll": [], "target_steps": []}
         with restored_parameters(model, [name]):
-            for request in requests:
+            for unit in by_subject(requests):
                 t0 = time.perf_counter()
-                key = subject_keys(model, tokenizer, [request], [layer], templates)[layer][0]
+                key = subject_keys(model, tokenizer, unit, [layer], templates)[layer].mean(0)  # [d_mlp]
                 t1 = time.perf_counter()
-                with step_reporter(f"ROME {request.subject} → {request.target_new}", hp.v_steps,
+                targets = ", ".join(r.target_new for r in unit)
+                with step_reporter(f"ROME {unit[0].subject} → {targets}", hp.v_steps,
                                    context.progress) as report:
-                    init, delta, found = optimise_targets(
-                        model, tokenizer, [request], family.mlp_path(layer), layer, templates,
+                    init, delta, found = optimise_unit_targets(
+                        model, tokenizer, [unit], family.mlp_path(layer), layer, templates,
                         settings, progress=report)
                 t2 = time.perf_counter()
                 weight = mlp_out_weight(model, layer)
