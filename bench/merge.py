@@ -74,13 +74,15 @@ def main() -> None:
     store = init(work / "project", model)
     branches.create_branch(store, "feature")
     timings: dict[str, float] = {}
+    side_ids: dict[str, list[str]] = {side: [] for side in sides}
     for side, chosen in sides.items():
         began = time.perf_counter()
         branches.switch(store, side)
         for i, request in enumerate(chosen):
             spec = work / f"{side}-{i}.kedit"
             spec.write_text(f"{method}\n{spec_line(request)}\n", encoding="utf-8")
-            commit_spec(store, spec, CommitOptions(message=f"{side} {i}: {request.subject}"))
+            done = commit_spec(store, spec, CommitOptions(message=f"{side} {i}: {request.subject}"))
+            side_ids[side] += [r.edit_id for r in done.plan.requests]
         timings[f"grow_{side}_s"] = time.perf_counter() - began
     for side in ("main", "feature", "main"):
         began = time.perf_counter()
@@ -98,15 +100,14 @@ def main() -> None:
     merged_rel = {row.edit_id: row.metrics.get("reliability", 0.0) for row in fresh.report.rows}
     own_rel = {row.edit_id: row.metrics.get("reliability", 0.0) for row in result.before.rows}
     per_side = {}
-    for side, chosen in sides.items():
-        ids = [r.edit_id for r in chosen]
+    for side, ids in side_ids.items():
         per_side[side] = {"own_tip_reliability": round(mean([own_rel[i] for i in ids]), 4),
                           "merged_reliability": round(mean([merged_rel[i] for i in ids]), 4)}
     live = {e.request.edit_id for e in live_edits(store)}
     payload = {
         "model": args.model, "threads": args.threads, "per_branch": args.per_branch, "method": result.method,
         "edits_merged": len(result.requests), "live_after": len(live),
-        "all_edits_live": live == {r.edit_id for r in requests},
+        "all_edits_live": live == {i for ids in side_ids.values() for i in ids},
         "losses": len(result.losses), "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "reliability": per_side, "fsck_problems": store.fsck(),
     }

@@ -143,9 +143,35 @@ def test_merge_re_solves_both_sides_into_a_two_parent_commit(store_dir):
     assert _live(store_dir) == {**ours_live, **theirs_live}
     graph = run_kvc("log", "--graph")
     assert graph.exit_code == 0 and "merge " in graph.stdout and "|\\" in graph.stdout.replace(" ", "")
-    # Reverting the merge returns to ours exactly (its delta is relative to the first parent).
+    # A commit the merge re-solved cannot be reverted under it (its delta is gone already) ...
+    refused = run_kvc("revert", "HEAD~1", QUIET)
+    assert refused.exit_code == 1 and "re-solved by merge" in refused.stderr
+    # ... and reverting the merge returns to ours exactly (its delta is relative to the first parent).
     assert run_kvc("revert", "HEAD", QUIET).exit_code == 0
     assert _live(store_dir) == ours_live
+    with open_store(store_dir) as store:
+        assert store.live_commits("HEAD") == store.live_commits("HEAD~2")
+
+
+def test_a_revert_on_one_side_since_the_base_is_merged_too(store_dir):
+    """An edit live at the base that one side reverted is not live after the merge, and the
+    merged weights no longer hold its delta: HEAD's live deltas sum to the start + re-solve."""
+    _commit(store_dir, "base.kedit", FACTS[2])
+    assert run_kvc("branch", "feature").exit_code == 0
+    _commit(store_dir, "o.kedit", FACTS[0])
+    assert run_kvc("switch", "feature").exit_code == 0
+    assert run_kvc("revert", "HEAD", QUIET).exit_code == 0
+    _commit(store_dir, "t.kedit", FACTS[1])
+    assert run_kvc("switch", "main").exit_code == 0
+    result = run_kvc("merge", "feature", QUIET)
+    assert result.exit_code == 0, result.output
+    assert sorted(_live(store_dir).values()) == ["China", "Rome"]
+    with open_store(store_dir) as store:
+        # Nothing live at the base is live on both sides, so the merge starts from the bare
+        # base model: its delta undoes every commit live at ours, then adds the re-solve.
+        merged = store.read_commit("HEAD").manifest["extra"]["merge"]
+        assert merged["dropped"] == store.live_commits("HEAD~1") == [store.resolve("HEAD~2"), store.resolve("HEAD~1")]
+        assert store.fsck() == []
 
 
 def test_a_conflict_changes_nothing_then_abort_and_continue(store_dir):

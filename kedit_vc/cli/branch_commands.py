@@ -142,12 +142,14 @@ def _resolve_options(f):  # noqa: ANN001, ANN202
 
 
 def _print_conflict(conflict: "MergeConflict", as_json: bool) -> None:
+    from kedit_vc.ops.merge import spec_template
+
     if as_json:
         _echo_json({"conflicts": [c.to_json() for c in conflict.conflicts],
                     "spec": str(conflict.spec_path) if conflict.spec_path else None})
         return
     for number, c in enumerate(conflict.conflicts, 1):
-        click.secho(f"conflict {number}: {c.key[0]!r} / {c.key[1]!r}", bold=True)
+        click.secho(f"conflict {number}: {c.key[0]!r} / {spec_template(c.key[1])!r}", bold=True)
         for side in (c.ours, c.theirs):
             scores = "  ".join(f"{k[:3]} {v:.2f}" for k, v in side.metrics.items() if k in HEADLINES)
             click.echo(f"  {side.label:<24} {side.edit.sha[:10]}  {side.author}  {side.title}")

@@ -189,14 +189,18 @@ def _refuse_if_pending(store: "Store") -> None:
                          f"`kvc {kind} --continue` or abandon it with `kvc {kind} --abort`")
 
 
+def spec_template(prompt: str) -> str:
+    """A request's prompt (``{}`` for the subject, other braces doubled) as spec text writes it."""
+    return "{subject}".join(p.replace("{{", "{").replace("}}", "}") for p in prompt.split("{}"))
+
+
 def spec_line(request: EditRequest) -> str:
     """The edit as one spec line (inline prompt, old and new objects)."""
     from kedit_vc.lang.format import format_items
     from kedit_vc.lang.ir import Edit
 
-    pieces = request.prompt.split("{}")
-    template = "{subject}".join(p.replace("{{", "{").replace("}}", "}") for p in pieces)
-    return format_items([Edit(request.subject, None, template, request.target_true, request.target_new)]).strip()
+    edit = Edit(request.subject, None, spec_template(request.prompt), request.target_true, request.target_new)
+    return format_items([edit]).strip()
 
 
 def _conflicts_text(kind: str, conflicts: Sequence[Conflict]) -> str:
@@ -205,7 +209,7 @@ def _conflicts_text(kind: str, conflicts: Sequence[Conflict]) -> str:
              ""]
     for number, conflict in enumerate(conflicts, 1):
         subject, prompt = conflict.key
-        lines.append(f"# conflict {number}: {subject!r} / {prompt!r}")
+        lines.append(f"# conflict {number}: {subject!r} / {spec_template(prompt)!r}")
         for side in (conflict.ours, conflict.theirs):
             scores = ", ".join(f"{k} {v:.2f}" for k, v in sorted(side.metrics.items()) if k in _SHOWN)
             lines.append(f"# {side.label}: commit {side.edit.sha[:10]} by {side.author}: {side.title}"
@@ -238,7 +242,10 @@ def _clear_state(store: "Store") -> None:
 def abort(store: "Store") -> dict[str, Any]:
     """Abandon a stopped merge or cherry-pick: remove its state (nothing else was changed)."""
     with store.lock():
-        state = pending(store) if state_path(store).exists() else None
+        try:
+            state = pending(store)
+        except StoreError:  # unreadable: removing it is what abort is for
+            state = {}
         if state is None and not conflicts_path(store).exists():
             raise UsageError("no merge or cherry-pick is in progress (nothing to abort)")
         _clear_state(store)
@@ -299,13 +306,13 @@ def _call_of(store: "Store", edit: LiveEdit) -> tuple[str, str]:
 def _plan_for(store: "Store", edits: Sequence[LiveEdit], method: str | None,
               hparams: Mapping[str, Any] | None) -> Plan:
     """One call over ``edits``: ``method`` if named, else the method (and hyperparameters)
-    every edit was made with when they agree, else ``BATCH_METHOD`` (with ``hparams``)."""
+    every edit was made with when they agree, else ``BATCH_METHOD``; ``hparams`` on top."""
     requests = tuple(e.request for e in edits)
     if method is None:
         used = {_call_of(store, e) for e in edits}
-        if len(used) == 1 and not hparams:
+        if len(used) == 1:
             name, settings = used.pop()
-            call = EditorCall(name, json.loads(settings), requests)
+            call = EditorCall(name, {**json.loads(settings), **dict(hparams or {})}, requests)
             check_call(call, "--hparam")
             return Plan(calls=(call,))
     call = EditorCall((method or BATCH_METHOD).lower(), dict(hparams or {}), requests)
@@ -479,7 +486,7 @@ def _finish_merge(store: "Store", plan: _MergePlan, name: str, picks: Mapping[tu
         timings={"edit_s": round(solved.seconds, 4)}, keys=solved.keys,
         carried=_carried_from(store, dropped, solved),
         extra={"editor_info": solved.infos, "supersedes": list(superseded),
-               "merge": {"base": plan.base, "name": name, "ours_edits": len(ours_edits),
+               "merge": {"base": plan.base, "name": name, "dropped": list(dropped), "ours_edits": len(ours_edits),
                          "theirs_edits": len(theirs_edits), "picked": {f"{k[0]}|{k[1]}": v for k, v in picks.items()}},
                **({"weakened": [loss.to_json() for loss in solved.losses]} if solved.losses else {})})
     sha = store.write_commit(payload, expected_head=plan.ours)
