@@ -153,6 +153,26 @@ def test_merge_re_solves_both_sides_into_a_two_parent_commit(store_dir):
         assert store.live_commits("HEAD") == store.live_commits("HEAD~2")
 
 
+def test_merging_the_same_branch_again_keeps_every_edit_solved(store_dir):
+    """The second merge's base is feature's old tip, whose delta the first merge re-solved
+    away: its edit is re-solved again rather than listed live without weights."""
+    _diverged(store_dir, [FACTS[0]], [FACTS[1]])
+    assert run_kvc("merge", "feature", QUIET).exit_code == 0
+    assert run_kvc("switch", "feature").exit_code == 0
+    _commit(store_dir, "t2.kedit", FACTS[3])
+    assert run_kvc("switch", "main").exit_code == 0
+    second = run_kvc("merge", "feature", QUIET, "--json")
+    assert second.exit_code == 0, second.output
+    with open_store(store_dir) as store:
+        first_tip = store.resolve("HEAD^2~1")
+        assert store.repo.git.merge_base("HEAD~1", "feature") == first_tip
+        solved = set(json.loads(second.stdout)["edit_ids"])
+        carried_by_merges = set(store.read_commit("HEAD").edit_ids)
+        assert solved == carried_by_merges == set(_live(store_dir))  # every live edit is in the last re-solve
+        assert sorted(_live(store_dir).values()) == ["China", "Rome", "piano"]
+        assert store.fsck() == []
+
+
 def test_a_revert_on_one_side_since_the_base_is_merged_too(store_dir):
     """An edit live at the base that one side reverted is not live after the merge, and the
     merged weights no longer hold its delta: HEAD's live deltas sum to the start + re-solve."""

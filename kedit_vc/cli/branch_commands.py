@@ -210,8 +210,8 @@ def _run(kind: str, target: str | None, message: str | None, method: str | None,
     if not modes and target is None:
         raise UsageError(f"name what to {kind} (argument {'BRANCH' if kind == 'merge' else 'REV'}), "
                          "or pass --continue / --abort")
-    common: dict[str, Any] = dict(allow_loss=allow_loss, dry_run=dry_run, wait=wait, progress=resolve_progress(progress),
-                  eval_batch_size=eval_batch_size)
+    common: dict[str, Any] = dict(allow_loss=allow_loss, dry_run=dry_run, wait=wait,
+                                  progress=resolve_progress(progress), eval_batch_size=eval_batch_size)
     with _open() as store:
         if abort:
             state = merge_ops.abort(store)

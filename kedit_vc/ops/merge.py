@@ -11,8 +11,9 @@ Merge. With ``base`` the merge base of HEAD (ours) and BRANCH (theirs):
   ``.kvc/MERGE_CONFLICTS.kedit`` (a spec holding both sides' lines; the user deletes one
   of each pair and runs ``kvc merge --continue``; ``--abort`` deletes both files, which
   leaves the store byte for byte as it was);
-* without (or after resolving) conflicts, the union of the added edits is re-solved in one
-  batch (``squash.resolve``: the method both sides used where they agree, else
+* without (or after resolving) conflicts, the union of the added edits (and of edits live
+  on both sides whose commits are not in the start, as after an earlier merge of the same
+  branch) is re-solved in one batch (``squash.resolve``: the method both sides used where they agree, else
   ``BATCH_METHOD``, or ``--method``) on the *start* weights: the base's, less any commit
   live at the base that either side no longer has live. Each edit is scored before on its
   own side's tip and after on the merged weights; an edit check that held and fails is a
@@ -373,7 +374,8 @@ class _MergePlan:
     base: str
     added_ours: tuple[LiveEdit, ...]
     added_theirs: tuple[LiveEdit, ...]
-    kept: tuple[LiveEdit, ...]          # live at the base and still on both sides
+    kept: tuple[LiveEdit, ...]          # live at the base and on both sides, their commit in the start
+    again: tuple[LiveEdit, ...]         # live at the base and on both sides, their commit not (re-solve them)
     start: tuple[str, ...]              # commits live at the base and live on both sides
     dropped_at_base: tuple[str, ...]    # commits live at the base that a side no longer has
     live_ours: tuple[str, ...]
@@ -384,17 +386,23 @@ def _merge_plan(store: "Store", ours: str, theirs: str, base: str) -> _MergePlan
     ids = [{e.request.edit_id for e in edits} for edits in (at_base, at_ours, at_theirs)]
     added_ours = tuple(e for e in at_ours if e.request.edit_id not in ids[0])
     added_theirs = tuple(e for e in at_theirs if e.request.edit_id not in ids[0])
-    kept = tuple(e for e in at_base if e.request.edit_id in ids[1] and e.request.edit_id in ids[2])
+    both = [e for e in at_base if e.request.edit_id in ids[1] and e.request.edit_id in ids[2]]
     live_ours, live_theirs = store.live_commits(ours), set(store.live_commits(theirs))
     start = tuple(c for c in store.live_commits(base) if c in set(live_ours) and c in live_theirs)
     dropped = tuple(c for c in store.live_commits(base) if c not in start)
-    return _MergePlan(ours, theirs, base, added_ours, added_theirs, kept, start, dropped, tuple(live_ours))
+    # After an earlier merge the base can be a commit of the other side whose deltas ours
+    # re-solved away: its edits are live on both sides but not in the start weights.
+    kept = tuple(e for e in both if e.sha in start)
+    again = tuple(e for e in both if e.sha not in start)
+    return _MergePlan(ours, theirs, base, added_ours, added_theirs, kept, again, start, dropped, tuple(live_ours))
 
 
 def _union(plan: _MergePlan, picks: Mapping[tuple[str, str], str]) -> tuple[list[LiveEdit], list[LiveEdit]]:
-    """(ours' added edits kept, theirs' added edits kept): conflicts settled by ``picks``,
-    an edit both sides added counted once (as ours)."""
-    ours = [e for e in plan.added_ours if picks.get(e.key, e.request.target_new) == e.request.target_new]
+    """(edits to re-solve scored on ours, those scored on theirs): the base's edits whose
+    commits are not in the start, then each side's added edits; conflicts settled by
+    ``picks``, an edit both sides added counted once (as ours)."""
+    ours = list(plan.again) + [e for e in plan.added_ours
+                               if picks.get(e.key, e.request.target_new) == e.request.target_new]
     have = {e.request.edit_id for e in ours}
     theirs = [e for e in plan.added_theirs if e.request.edit_id not in have
               and picks.get(e.key, e.request.target_new) == e.request.target_new]
