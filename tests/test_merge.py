@@ -258,6 +258,8 @@ def test_flags_are_checked():
         _run("merge", None, None, None, (), False, False, False, False, False, 16, False, False)
     with pytest.raises(UsageError, match="exclude"):
         _run("merge", None, None, None, (), False, False, True, True, False, 16, False, False)
+    with pytest.raises(UsageError, match="started with"):
+        _run("merge", None, None, "memit", (), False, False, True, False, False, 16, False, False)
 
 
 @settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))

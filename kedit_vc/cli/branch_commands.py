@@ -207,6 +207,9 @@ def _run(kind: str, target: str | None, message: str | None, method: str | None,
         raise UsageError("--continue and --abort exclude each other")
     if modes and target is not None:
         raise UsageError(f"{modes[0]} takes no {'BRANCH' if kind == 'merge' else 'REV'} argument")
+    if resume and (method or hparams or message):
+        raise UsageError("--continue finishes with the options the run started with; pass --method, --hparam "
+                         "and -m with the BRANCH/REV that starts it")
     if not modes and target is None:
         raise UsageError(f"name what to {kind} (argument {'BRANCH' if kind == 'merge' else 'REV'}), "
                          "or pass --continue / --abort")
