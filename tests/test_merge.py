@@ -246,9 +246,18 @@ def test_cherry_pick_onto_its_own_parent_gives_that_commits_edits(store_dir):
     oslo = run_kvc("commit", str(write_spec(store_dir, "c.kedit", EIFFEL_OSLO)), "--supersede", QUIET)
     assert oslo.exit_code == 0, oslo.output
     assert run_kvc("switch", "main").exit_code == 0
+    before = _state(store_dir)
     stopped = run_kvc("cherry-pick", "again", QUIET)
     assert stopped.exit_code == 1 and "cherry-pick --continue" in stopped.stderr
     assert run_kvc("cherry-pick", "--abort").exit_code == 0
+    assert _state(store_dir) == before
+    # Kept the picked object: it supersedes HEAD's edit of the same fact.
+    assert run_kvc("cherry-pick", "again", QUIET).exit_code == 1
+    spec = store_dir / ".kvc" / "MERGE_CONFLICTS.kedit"
+    spec.write_text("\n".join(line for line in spec.read_text().splitlines() if '"Rome"' not in line) + "\n")
+    finished = run_kvc("cherry-pick", "--continue", QUIET)
+    assert finished.exit_code == 0, finished.output
+    assert sorted(_live(store_dir).values()) == ["China", "Oslo", "piano"]  # Rome superseded
 
 
 def test_flags_are_checked():
