@@ -233,18 +233,26 @@ def _commit_batches(spec: str, size: int, options: Any, as_json: bool) -> int:
 @click.option("--oneline", is_flag=True, help="One line per commit.")
 @click.option("--metrics", is_flag=True, help="Show each commit's recorded metrics (no model is loaded).")
 @click.option("-n", "limit", type=click.IntRange(min=1), default=None, help="Show at most N commits.")
+@click.option("--graph", "as_graph", is_flag=True,
+              help="Draw every parent (merges have two), one line per commit, with branch and tag names.")
+@click.option("--all", "all_branches", is_flag=True, help="With --graph: every branch and tag, not only REV.")
 @json_option
-def log_command(rev: str, oneline: bool, metrics: bool, limit: int | None, as_json: bool) -> None:
+def log_command(rev: str, oneline: bool, metrics: bool, limit: int | None, as_graph: bool, all_branches: bool,
+                as_json: bool) -> None:
     """The history of REV (default HEAD), newest first.
 
     \b
     Examples:
       kvc log --oneline
       kvc log --metrics -n 5
+      kvc log --graph --all
     """
     from kedit_vc.ops.inspect import derived_of, headline
 
     with _open() as store:
+        if as_graph:
+            _print_graph(store, rev, limit, all_branches, metrics)
+            return
         records = store.log(rev, limit)
         live = set(store.live_commits(rev))
     derived = {r.sha: len(derived_of(r)) for r in records}
@@ -273,6 +281,24 @@ def log_command(rev: str, oneline: bool, metrics: bool, limit: int | None, as_js
         if values:
             click.echo(f"metrics: {values}")
         click.echo("\n    " + "\n    ".join(r.message.splitlines() or [""]) + "\n")
+
+
+def _print_graph(store: Any, rev: str, limit: int | None, all_branches: bool, metrics: bool) -> None:
+    from kedit_vc.ops.branches import graph
+    from kedit_vc.ops.inspect import headline
+
+    live = set(store.live_commits(rev))
+    for line in graph(store, rev, limit, all_branches):
+        if line.sha is None:
+            click.echo(line.graph.rstrip())
+            continue
+        r = store.read_commit(line.sha)
+        names = click.style(f"({', '.join(line.refs)}) ", fg="cyan") if line.refs else ""
+        title = r.message.splitlines()[0] if r.message else ""
+        values = "  ".join(f"{k[:3]} {v:.2f}" for k, v in headline(r).items()) if metrics else ""
+        mark = f"{r.op:<6}" + (" live" if r.sha in live else "     ")
+        click.echo(f"{line.graph}{click.style(r.short, fg='yellow')} {mark}  {names}{title}"
+                   + (f"  [{values}]" if values else ""))
 
 
 @click.command("show")
@@ -513,6 +539,10 @@ def status_command(as_json: bool) -> None:
     click.echo(f"base model {info['base_model']}  fingerprint {info['base_fingerprint']}")
     click.echo(f"HEAD {info['head'][:10]}: {info['commits']} commit(s), {info['live_commits']} live, "
                f"{info['live_edits']} live edit(s)")
+    if info.get("in_progress"):
+        kind = info["in_progress"]
+        click.secho(f"a {kind} is stopped at conflicts: edit .kvc/MERGE_CONFLICTS.kedit, then "
+                    f"`kvc {kind} --continue` (or `--abort`)", fg="yellow")
 
 
 @click.command("fsck")

@@ -124,14 +124,18 @@ def _changed_predictions(store: "Store", a: str, b: str, edits_a: list[LiveEdit]
 
 def status(store: "Store") -> dict[str, Any]:
     """Where the store is, its base model, HEAD, and what is live; no model is loaded."""
-    from kedit_vc.store import gitio
+    from kedit_vc.store import refs
+
+    from .merge import pending
 
     head = store.head()
     chain = store.chain(head)
     live = store.live_commits(head)
     return {
         "root": str(store.paths.root), "repository": str(store.paths.repo),
-        "branch": gitio.branch_ref(store.repo).removeprefix("refs/heads/"),
+        "branch": refs.current_branch(store) or "(detached)",
+        "branches": len(refs.branches(store)), "tags": len(refs.tags(store)),
+        "in_progress": (pending(store) or {}).get("kind"),
         "head": head, "base_model": store.model_ref, "base_fingerprint": store.fingerprint,
         "commits": len(chain) - 1, "live_commits": len(live),
         "live_edits": len(live_edits(store, head)),

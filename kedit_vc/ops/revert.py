@@ -62,6 +62,11 @@ def revert(store: "Store", rev: str, *, message: str | None = None, wait: bool =
             raise UsageError(f"{rev} is the initial commit: it has no edit to revert")
         if target not in store.chain(head):
             raise StoreError(f"{rev} ({target[:10]}) is not in the history of HEAD (was it squashed? see `kvc log`)")
+        for sha in store.live_commits(head):  # a merge's delta already undid the commits it re-solved
+            merged = store.manifest(sha).get("extra", {}).get("merge", {})
+            if target in merged.get("dropped", ()):
+                raise StoreError(f"{rev} ({target[:10]}) was re-solved by merge {sha[:10]}, whose delta already "
+                                 f"removed its own; revert the merge ({sha[:10]}) first, or commit a correction")
         before_edits = live_edits(store, head)
         reverted_requests = commit_requests(store, target)
         reverted_ids = {r.edit_id for r in reverted_requests}

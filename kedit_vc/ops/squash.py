@@ -26,13 +26,16 @@ from kedit_vc.eval.efficiency import measure
 from kedit_vc.eval.report import EvalReport, summarize
 from kedit_vc.store import CommitInput
 
-from .commit import run_plan
-from .evaluate import Evaluator
+from .commit import execute_plan
+from .evaluate import Evaluation, Evaluator
 from .history import live_edits, supersedes
 from .plans import check_call
 
 if TYPE_CHECKING:
+    import torch
+
     from kedit_vc.compiler.plan import EditRequest
+    from kedit_vc.delta import Delta
     from kedit_vc.store import Store
 
 METHOD = BATCH_METHOD
@@ -96,6 +99,41 @@ def find_losses(requests: Sequence["EditRequest"], before: EvalReport, after: Ev
     return losses
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """A plan re-solved in one go on the evaluator's weights, scored, and compared with before.
+
+    ``delta``: what the plan's calls wrote (the weights they started from + it = after);
+    ``keys``: layer -> keys [n, d_in] written; ``carried``: the calls' carried contributions.
+    """
+
+    delta: "Delta"
+    keys: "dict[int, torch.Tensor]"
+    infos: list[dict[str, Any]]
+    carried: "dict[str, torch.Tensor]"
+    after: EvalReport
+    losses: tuple[Loss, ...]
+    seconds: float
+
+
+def resolve(evaluator: Evaluator, plan: Plan, before: "Evaluation", preserved: "Mapping[int, torch.Tensor]",
+            progress: bool, carried: "Mapping[str, torch.Tensor] | None" = None) -> Resolved:
+    """Run ``plan`` on the weights the evaluator is at (the caller moved them), score its
+    requests, and list the kept checks that held in ``before`` and fail now (``find_losses``).
+
+    Shared by squash, merge and cherry-pick: each picks the starting weights and the
+    ``before`` it answers to; all gate the same way.
+    """
+    requests = plan.requests
+    with measure() as watch:
+        run = execute_plan(evaluator, plan, preserved, progress, carried)
+    assert watch.result is not None
+    after = summarize(evaluator.score_now(requests), before.pre,
+                      extra={**watch.result.as_metrics(), "delta_bytes": float(run.delta.summary().stored_bytes)})
+    losses = tuple(find_losses(requests, before.report, after))
+    return Resolved(run.delta, run.keys, run.infos, run.carried, after, losses, watch.result.seconds)
+
+
 def parse_range(store: "Store", text: str) -> tuple[str, str]:
     """``A..B`` (B defaults to HEAD) -> (sha of A, sha of B)."""
     left, sep, right = text.partition("..")
@@ -129,12 +167,8 @@ def squash(store: "Store", range_text: str, *, message: str | None = None,
         evaluator = Evaluator(store, progress=progress, batch_size=eval_batch_size)
         before = evaluator.evaluate(tip, requests)
         evaluator.move_to(base)
-        with measure() as watch:
-            delta, keys, infos = run_plan(evaluator, plan, store.live_keys(base), progress)
-        assert watch.result is not None
-        after = summarize(evaluator.score_now(requests), before.pre,
-                          extra={**watch.result.as_metrics(), "delta_bytes": float(delta.summary().stored_bytes)})
-        losses = tuple(find_losses(requests, before.report, after))
+        solved = resolve(evaluator, plan, before, store.live_keys(base), progress)
+        delta, keys, infos, after, losses = solved.delta, solved.keys, solved.infos, solved.after, solved.losses
         measured = SquashResult(None, base, tip, tuple(inside), tuple(r.edit_id for r in requests), before.report,
                                 after, losses, method)
         if losses and not allow_loss and not dry_run:
@@ -148,7 +182,7 @@ def squash(store: "Store", range_text: str, *, message: str | None = None,
                 delta=delta, op="squash", squash_range=(base, tip), plan=plan.to_json(),
                 metrics={**after.to_json(), "before": before.report.to_json()},
                 method=method, hparams=call_hparams, edit_ids=tuple(r.edit_id for r in requests),
-                timings={"edit_s": round(watch.result.seconds, 4)}, keys=keys,
+                timings={"edit_s": round(solved.seconds, 4)}, keys=keys,
                 extra={"editor_info": infos, "supersedes": sorted(replaced),
                        **({"weakened": [loss.to_json() for loss in losses]} if losses else {})}),
             expected_head=head)

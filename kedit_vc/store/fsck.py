@@ -66,6 +66,9 @@ def _commit_problems(store: "Store", chain: list[str], index: int) -> list[str]:
                 inverse = None  # reported at the target itself
             if inverse is not None and delta is not None and inverse.content_hash() != delta.content_hash():
                 problems.append(f"{tag}: its delta is not the exact inverse of {target[:10]}'s")
+    if record.op == "merge" and record.parents[1:] != (manifest.get("merge_parent"),):
+        problems.append(f"{tag}: manifest merge_parent {manifest.get('merge_parent')} differs from the git "
+                        f"second parent {record.parents[1:]}")
     if record.op == "squash":
         kept = record.squash.get("kept_at") if record.squash else None
         if not kept or gitio.ref_value(store.repo, kept) is None:

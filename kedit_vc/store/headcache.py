@@ -40,6 +40,12 @@ the writer lock, once the branch ref has moved (see ``Store.write_commit``): an 
 revert of a commit that is not live, adds its delta; a revert of a live commit drops the
 target's columns (or adds its inverse to a dense sum); a squash, or a cache that is not for
 the parent, is rebuilt from the history.
+
+Branches: ``kvc switch`` parks the cache of the branch it leaves under
+``cache/parked/<commit>.safetensors`` (a rename) and restores the one of the commit it
+enters if one is parked there, so going back and forth between branches reads one file
+each way. At most ``PARKED_LIMIT`` are kept (the oldest go); like the cache itself they
+are checked on load and ignored when unusable.
 """
 
 from __future__ import annotations
@@ -73,6 +79,9 @@ TOLERANCE = 1e-5
 #: core the two cross between rank ~70 and ~200. 128 keeps a matrix's first hundred-odd
 #: edits factored: exact, and cheap to rewrite at each commit.
 MAX_FACTORED_RANK = 128
+
+#: Parked caches kept for other branches' heads (each at most one dense matrix per touched parameter).
+PARKED_LIMIT = 4
 
 Owner = tuple[str, int]  # (commit sha, columns it owns in a factored sum; 0 in a dense one)
 
@@ -374,3 +383,26 @@ class HeadCache:
             self.save(reverted(state, new_head, reverts, delta))
         else:
             self.save(added(state, new_head, delta))
+
+    def _parked(self, sha: str) -> Path:
+        return self.path.parent / "parked" / f"{sha}.safetensors"
+
+    def park(self, sha: str) -> None:
+        """Move the cache aside if it is for commit ``sha`` (before HEAD leaves it; under the lock)."""
+        if self.for_commit(sha) is None:
+            return
+        target = self._parked(sha)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.path, target)
+        os.utime(target)  # the most recently parked is kept longest
+        parked = sorted(target.parent.glob("*.safetensors"), key=lambda p: p.stat().st_mtime)
+        for old in parked[:-PARKED_LIMIT]:
+            remove(old)
+
+    def restore(self, sha: str) -> bool:
+        """Make the cache the one parked for commit ``sha``; False when none (usable) is parked."""
+        source = self._parked(sha)
+        if not source.exists():
+            return self.for_commit(sha) is not None
+        os.replace(source, self.path)
+        return self.for_commit(sha) is not None

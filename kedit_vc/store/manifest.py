@@ -6,8 +6,9 @@ commit, made how, from what" without running anything.
 Manifest (``manifest.json``), format_version 1::
 
     {"format": "kvc-commit", "format_version": 1, "tool_version": "0.1.0",
-     "op": "init" | "edit" | "revert" | "squash",
+     "op": "init" | "edit" | "revert" | "squash" | "merge",
      "parent": "<sha>" | null,
+     "merge_parent": "<sha>",   (only in a merge: its second parent, the branch merged in)
      "base": {"model": "<ref>", "fingerprint": "<fingerprint>"},
      "method": "rome" | null, "hparams": {...}, "edit_ids": [...], "timings": {"edit_s": 1.2},
      "spec_name": "demo.kedit" | null,
@@ -36,7 +37,7 @@ MANIFEST_FORMAT = "kvc-commit"
 MANIFEST_VERSION = 1
 STORE_FORMAT = "kvc-store"
 STORE_VERSION = 1
-OPS = ("init", "edit", "revert", "squash")
+OPS = ("init", "edit", "revert", "squash", "merge")
 REQUIRED_KEYS = ("format", "format_version", "tool_version", "op", "parent", "base", "delta")
 
 #: Dense delta files larger than this go to the objects folder instead of git.
@@ -82,7 +83,9 @@ class CommitInput:
     this commit's additive contribution to carried method state (see ``carried``; a
     revert's is computed by the store, a squash's defaults to its range's sum); none
     writes no file. ``squash_range``: (base, tip), the commits after ``base`` up to
-    ``tip`` that a squash replaces.
+    ``tip`` that a squash replaces. ``merge_parent``: a merge's second parent (the tip
+    of the branch merged in); the first is HEAD, and the delta takes HEAD's weights to
+    the merge's (the store adds it like an edit's).
     """
 
     message: str
@@ -101,6 +104,7 @@ class CommitInput:
     squash_range: tuple[str, str] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
     carried: "Mapping[str, torch.Tensor]" = field(default_factory=dict)
+    merge_parent: str | None = None
 
 
 def build_manifest(
@@ -129,6 +133,8 @@ def build_manifest(
         "squash": dict(squash) if squash is not None else None,
         "extra": dict(payload.extra),
     }
+    if payload.merge_parent is not None:  # absent otherwise, like carried
+        manifest["merge_parent"] = payload.merge_parent
     if payload.carried:  # absent otherwise: commits without carried state keep their bytes
         from .carried import manifest_entry
 
@@ -154,6 +160,8 @@ def manifest_problems(manifest: Any) -> list[str]:
         problems.append("a revert does not name the commit it reverts")
     if op == "squash" and not isinstance(manifest.get("squash"), dict):
         problems.append("a squash does not record its range")
+    if (op == "merge") != bool(manifest.get("merge_parent")):
+        problems.append("a merge names its second parent (merge_parent) and no other commit does")
     delta = manifest["delta"]
     stored = isinstance(delta, dict) and delta.get("storage") in ("git", "object") and delta.get("hash")
     if delta is not None and not stored:

@@ -88,6 +88,10 @@ def plan_squash(
                 f"{sha[:10]} in the range reverts {target[:10]}, which is before it; "
                 f"start the range before {target[:10]}"
             )
+    for sha in inside + after:
+        if manifests[sha].get("op") == "merge":
+            raise StoreError(f"{sha[:10]} is a merge: a squash cannot rewrite history across it (its second "
+                             f"parent would be lost); squash a range after {sha[:10]}")
     for sha in after:
         if manifests[sha].get("reverts") in inside:
             raise StoreError(f"{sha[:10]}, after the range, reverts a commit inside it; extend the range to {sha[:10]}")

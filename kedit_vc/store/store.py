@@ -12,6 +12,7 @@ alter the recorded commit.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 import subprocess
@@ -239,16 +240,19 @@ class Store:
         wait: bool = False,
         timeout: float | None = None,
     ) -> str:
-        """Record one edit, revert or squash; returns the new commit's sha.
+        """Record one edit, revert, squash or merge; returns the new commit's sha.
 
         ``expected_head``: refuse if HEAD is no longer this commit (the caller computed
         the delta against it). A revert's delta is the exact inverse of its target's,
         computed here. A squash of (base, tip] becomes one commit whose parent is
         ``base``; commits after ``tip`` are replayed on top of it and the old history is
-        kept under ``refs/kvc/squashed/<old head>``.
+        kept under ``refs/kvc/squashed/<old head>``. A merge has two parents, HEAD and
+        ``payload.merge_parent``; its delta is added to HEAD's like an edit's.
         """
-        if payload.op not in ("edit", "revert", "squash"):
+        if payload.op not in ("edit", "revert", "squash", "merge"):
             raise StoreError(f"cannot write a commit with op {payload.op!r}")
+        if (payload.op == "merge") != (payload.merge_parent is not None):
+            raise StoreError("a merge commit, and only a merge commit, names a second parent (merge_parent)")
         with self.lock(wait, timeout):
             head = self.head()
             if expected_head is not None and head != expected_head:
@@ -256,6 +260,8 @@ class Store:
                     f"HEAD moved from {expected_head[:10]} to {head[:10]} while this command ran; run it again"
                 )
             branch = gitio.branch_ref(self.repo)
+            if payload.merge_parent is not None:
+                payload = dataclasses.replace(payload, merge_parent=self.resolve(payload.merge_parent))
             if payload.op == "squash":
                 sha, new_head = self._write_squash(payload, head, branch)
             else:
@@ -333,5 +339,6 @@ class Store:
         manifest = build_manifest(payload, parent=parent, config=self.config, delta=info, squash=squash)
         store_json = gitio.blob_bytes(gitio.read_files(self.repo, parent)[STORE_FILE])
         tree = gitio.write_tree(self.repo, {**files, **commit_files(payload, manifest, store_json)})
-        return gitio.write_commit(self.repo, tree, [parent], payload.message)
+        parents = [parent] if payload.merge_parent is None else [parent, payload.merge_parent]
+        return gitio.write_commit(self.repo, tree, parents, payload.message)
 

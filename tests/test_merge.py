@@ -1,0 +1,300 @@
+"""Branches, tags, merge (with conflicts, --continue, --abort), fast-forward and cherry-pick
+on the tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import run_kvc, write_spec
+from kedit_vc.errors import UsageError
+from kedit_vc.ops.history import live_edits
+from kedit_vc.store import open_store
+from kedit_vc.store.refs import ref_name_problem
+
+FACTS = [
+    ('edit "Eiffel Tower" prompt "The {subject} is located in the city of": "Paris" -> "Rome"'),
+    ('edit "Tokyo" prompt "{subject} is the capital of": "Japan" -> "China"'),
+    ('edit "Danielle Darrieux" prompt "The mother tongue of {subject} is": "French" -> "English"'),
+    ('edit "Toko Yasuda" prompt "{subject} plays the": "guitar" -> "piano"'),
+]
+EIFFEL_OSLO = 'edit "Eiffel Tower" prompt "The {subject} is located in the city of": "Paris" -> "Oslo"'
+QUIET = "--no-progress"
+
+
+def _commit(project: Path, name: str, body: str) -> None:
+    result = run_kvc("commit", str(write_spec(project, name, body)), QUIET)
+    assert result.exit_code == 0, result.output
+
+
+def _state(root: Path) -> dict[str, bytes]:
+    """Every file of the project and its store but the score cache (measuring adds to it)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and "cache/scores" not in p.as_posix()}
+
+
+def _live(project: Path, rev: str = "HEAD") -> dict[str, str]:
+    with open_store(project) as store:
+        return {e.request.edit_id: e.request.target_new for e in live_edits(store, store.resolve(rev))}
+
+
+@pytest.fixture()
+def store_dir(project, tiny_model_dir):
+    assert run_kvc("init", "--model", str(tiny_model_dir)).exit_code == 0
+    return project
+
+
+def test_ref_names_follow_git_rules():
+    for bad in ("", "-x", "a..b", "a b", "a~1", "x^", "a:b", "a?", "a*", "a[", "a\\b", "/a", "a/", "a//b",
+                "a.", ".a", "a/.b", "a.lock", "a/b.lock", "a@{1}", "HEAD", "@", "a\x01"):
+        assert ref_name_problem(bad) is not None, bad
+    for good in ("main", "feature/capitals", "v1.0", "fix-42", "a@b", "a.b/c"):
+        assert ref_name_problem(good) is None, good
+
+
+def test_branch_switch_tag_round_trip(store_dir):
+    _commit(store_dir, "a.kedit", FACTS[0])
+    created = run_kvc("branch", "capitals")
+    assert created.exit_code == 0, created.output
+    listed = run_kvc("branch")
+    assert "* main" in listed.stdout and "  capitals" in listed.stdout
+
+    bad = run_kvc("branch", "bad..name")
+    assert bad.exit_code == 2 and "branch NAME" in bad.stderr and "'..'" in bad.stderr
+    assert "already exists" in run_kvc("branch", "capitals").stderr
+
+    assert run_kvc("switch", "capitals").exit_code == 0
+    assert "(branch capitals)" in run_kvc("status").stdout
+    _commit(store_dir, "b.kedit", FACTS[1])
+    with open_store(store_dir) as store:
+        feature_head = store.head()
+        assert store.head_cache.for_commit(feature_head) is not None
+    assert run_kvc("switch", "main").exit_code == 0
+    with open_store(store_dir) as store:
+        # HEAD's cache is main's; capitals' was parked, and comes back on the next switch.
+        assert store.head_cache.for_commit(store.head()) is not None
+        assert (store.paths.head_cache.parent / "parked" / f"{feature_head}.safetensors").exists()
+    assert set(_live(store_dir)) < set(_live(store_dir, "capitals"))
+    assert run_kvc("switch", "capitals").exit_code == 0
+    with open_store(store_dir) as store:
+        assert store.head() == feature_head and store.head_cache.for_commit(feature_head) is not None
+        assert store.fsck() == []
+
+    assert run_kvc("tag", "reviewed").exit_code == 0
+    assert run_kvc("tag", "first", "HEAD~1").exit_code == 0
+    tags = json.loads(run_kvc("tag", "--json").stdout)
+    with open_store(store_dir) as store:
+        assert tags == {"first": store.resolve("HEAD~1"), "reviewed": store.head()}
+        assert store.resolve("reviewed") == feature_head
+    assert "already exists" in run_kvc("tag", "reviewed").stderr
+    assert "tag NAME" in run_kvc("tag", "a b").stderr
+
+    assert "current branch" in run_kvc("branch", "-d", "capitals").stderr
+    assert run_kvc("switch", "main").exit_code == 0
+    refused = run_kvc("branch", "-d", "capitals")
+    assert refused.exit_code == 1 and "not merged" in refused.stderr
+    assert "no branch named" in run_kvc("switch", "nope").stderr
+    graph = run_kvc("log", "--graph", "--all")
+    assert graph.exit_code == 0 and "capitals" in graph.stdout and "reviewed" in graph.stdout
+
+
+def test_fast_forward_and_up_to_date(store_dir):
+    assert run_kvc("branch", "ahead").exit_code == 0
+    assert run_kvc("switch", "ahead").exit_code == 0
+    _commit(store_dir, "a.kedit", FACTS[0])
+    assert run_kvc("switch", "main").exit_code == 0
+    result = run_kvc("merge", "ahead", QUIET)
+    assert result.exit_code == 0 and "fast-forward" in result.stdout, result.output
+    with open_store(store_dir) as store:
+        assert store.head() == store.resolve("ahead")
+        assert store.head_cache.for_commit(store.head()) is not None
+    assert "up to date" in run_kvc("merge", "ahead", QUIET).stdout
+    assert run_kvc("branch", "-d", "ahead").exit_code == 0  # merged now
+
+
+def _diverged(project: Path, ours: list[str], theirs: list[str]) -> None:
+    """main gets ``ours`` and branch feature (from the same start) ``theirs``, one commit each."""
+    assert run_kvc("branch", "feature").exit_code == 0
+    for i, body in enumerate(ours):
+        _commit(project, f"o{i}.kedit", body)
+    assert run_kvc("switch", "feature").exit_code == 0
+    for i, body in enumerate(theirs):
+        _commit(project, f"t{i}.kedit", body)
+    assert run_kvc("switch", "main").exit_code == 0
+
+
+def test_merge_re_solves_both_sides_into_a_two_parent_commit(store_dir):
+    _commit(store_dir, "base.kedit", FACTS[2])
+    _diverged(store_dir, [FACTS[0]], [FACTS[1]])
+    ours_live, theirs_live = _live(store_dir), _live(store_dir, "feature")
+    result = run_kvc("merge", "feature", QUIET, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["outcome"] == "merged" and report["method"] == "rome"
+    with open_store(store_dir) as store:
+        record = store.read_commit("HEAD")
+        assert record.op == "merge"
+        assert record.parents == (store.resolve("HEAD~1"), store.resolve("feature"))
+        assert store.fsck() == []
+    assert _live(store_dir) == {**ours_live, **theirs_live}
+    graph = run_kvc("log", "--graph")
+    assert graph.exit_code == 0 and "merge " in graph.stdout and "|\\" in graph.stdout.replace(" ", "")
+    # A commit the merge re-solved cannot be reverted under it (its delta is gone already) ...
+    refused = run_kvc("revert", "HEAD~1", QUIET)
+    assert refused.exit_code == 1 and "re-solved by merge" in refused.stderr
+    # ... and reverting the merge returns to ours exactly (its delta is relative to the first parent).
+    assert run_kvc("revert", "HEAD", QUIET).exit_code == 0
+    assert _live(store_dir) == ours_live
+    with open_store(store_dir) as store:
+        assert store.live_commits("HEAD") == store.live_commits("HEAD~2")
+
+
+def test_merging_the_same_branch_again_keeps_every_edit_solved(store_dir):
+    """The second merge's base is feature's old tip, whose delta the first merge re-solved
+    away: its edit is re-solved again rather than listed live without weights."""
+    _diverged(store_dir, [FACTS[0]], [FACTS[1]])
+    assert run_kvc("merge", "feature", QUIET).exit_code == 0
+    assert run_kvc("switch", "feature").exit_code == 0
+    _commit(store_dir, "t2.kedit", FACTS[3])
+    assert run_kvc("switch", "main").exit_code == 0
+    second = run_kvc("merge", "feature", QUIET, "--json")
+    assert second.exit_code == 0, second.output
+    with open_store(store_dir) as store:
+        first_tip = store.resolve("HEAD^2~1")
+        assert store.repo.git.merge_base("HEAD~1", "feature") == first_tip
+        solved = set(json.loads(second.stdout)["edit_ids"])
+        carried_by_merges = set(store.read_commit("HEAD").edit_ids)
+        assert solved == carried_by_merges == set(_live(store_dir))  # every live edit is in the last re-solve
+        assert sorted(_live(store_dir).values()) == ["China", "Rome", "piano"]
+        assert store.fsck() == []
+
+
+def test_a_revert_on_one_side_since_the_base_is_merged_too(store_dir):
+    """An edit live at the base that one side reverted is not live after the merge, and the
+    merged weights no longer hold its delta: HEAD's live deltas sum to the start + re-solve."""
+    _commit(store_dir, "base.kedit", FACTS[2])
+    assert run_kvc("branch", "feature").exit_code == 0
+    _commit(store_dir, "o.kedit", FACTS[0])
+    assert run_kvc("switch", "feature").exit_code == 0
+    assert run_kvc("revert", "HEAD", QUIET).exit_code == 0
+    _commit(store_dir, "t.kedit", FACTS[1])
+    assert run_kvc("switch", "main").exit_code == 0
+    result = run_kvc("merge", "feature", QUIET)
+    assert result.exit_code == 0, result.output
+    assert sorted(_live(store_dir).values()) == ["China", "Rome"]
+    with open_store(store_dir) as store:
+        # Nothing live at the base is live on both sides, so the merge starts from the bare
+        # base model: its delta undoes every commit live at ours, then adds the re-solve.
+        merged = store.read_commit("HEAD").manifest["extra"]["merge"]
+        assert merged["dropped"] == store.live_commits("HEAD~1") == [store.resolve("HEAD~2"), store.resolve("HEAD~1")]
+        assert store.fsck() == []
+
+
+def test_a_conflict_changes_nothing_then_abort_and_continue(store_dir):
+    _diverged(store_dir, [FACTS[0]], [EIFFEL_OSLO + "\n" + FACTS[1]])
+    before = _state(store_dir)
+    stopped = run_kvc("merge", "feature", QUIET)
+    assert stopped.exit_code == 1, stopped.output
+    assert "conflict 1" in stopped.stdout and "'Eiffel Tower'" in stopped.stdout
+    assert "Rome" in stopped.stdout and "Oslo" in stopped.stdout and "ours (main)" in stopped.stdout
+    after = _state(store_dir)
+    written = {".kvc/MERGE_STATE.json", ".kvc/MERGE_CONFLICTS.kedit"}
+    assert set(after) - set(before) == written
+    assert {k: v for k, v in after.items() if k not in written} == before  # refs, caches, working files
+    assert "merge is stopped" in run_kvc("status").stdout
+    assert "in progress" in run_kvc("merge", "feature", QUIET).stderr
+    assert "in progress" in run_kvc("switch", "feature").stderr
+
+    unedited = run_kvc("merge", "--continue", QUIET)
+    assert unedited.exit_code != 0 and "MERGE_CONFLICTS.kedit:" in unedited.stderr
+    assert run_kvc("merge", "--abort").exit_code == 0
+    assert _state(store_dir) == before
+
+    assert run_kvc("merge", "feature", QUIET).exit_code == 1
+    spec = store_dir / ".kvc" / "MERGE_CONFLICTS.kedit"
+    spec.write_text("\n".join(line for line in spec.read_text().splitlines() if '"Rome"' not in line) + "\n")
+    finished = run_kvc("merge", "--continue", QUIET)
+    assert finished.exit_code == 0, finished.output
+    live = _live(store_dir)
+    assert sorted(live.values()) == ["China", "Oslo"]
+    assert not spec.exists() and not (store_dir / ".kvc" / "MERGE_STATE.json").exists()
+    with open_store(store_dir) as store:
+        assert store.fsck() == []
+
+
+def test_cherry_pick_onto_its_own_parent_gives_that_commits_edits(store_dir):
+    _commit(store_dir, "a.kedit", FACTS[0])
+    _commit(store_dir, "b.kedit", FACTS[1] + "\n" + FACTS[3])
+    with open_store(store_dir) as store:
+        picked = store.head()
+        picked_ids = set(store.read_commit(picked).edit_ids)
+    assert run_kvc("branch", "again", "HEAD~1").exit_code == 0
+    assert run_kvc("switch", "again").exit_code == 0
+    result = run_kvc("cherry-pick", picked, QUIET, "--json")
+    assert result.exit_code == 0, result.output
+    assert _live(store_dir) == _live(store_dir, picked)
+    with open_store(store_dir) as store:
+        record = store.read_commit("HEAD")
+        assert set(record.edit_ids) == picked_ids
+        assert record.manifest["extra"]["cherry_picked_from"] == picked
+    assert "all live here already" in run_kvc("cherry-pick", picked, QUIET).stdout
+    # A pick that contradicts a live edit stops like a merge.
+    oslo = run_kvc("commit", str(write_spec(store_dir, "c.kedit", EIFFEL_OSLO)), "--supersede", QUIET)
+    assert oslo.exit_code == 0, oslo.output
+    assert run_kvc("switch", "main").exit_code == 0
+    before = _state(store_dir)
+    stopped = run_kvc("cherry-pick", "again", QUIET)
+    assert stopped.exit_code == 1 and "cherry-pick --continue" in stopped.stderr
+    assert run_kvc("cherry-pick", "--abort").exit_code == 0
+    assert _state(store_dir) == before
+    # Kept the picked object: it supersedes HEAD's edit of the same fact.
+    assert run_kvc("cherry-pick", "again", QUIET).exit_code == 1
+    spec = store_dir / ".kvc" / "MERGE_CONFLICTS.kedit"
+    spec.write_text("\n".join(line for line in spec.read_text().splitlines() if '"Rome"' not in line) + "\n")
+    finished = run_kvc("cherry-pick", "--continue", QUIET)
+    assert finished.exit_code == 0, finished.output
+    assert sorted(_live(store_dir).values()) == ["China", "Oslo", "piano"]  # Rome superseded
+
+
+def test_flags_are_checked():
+    from kedit_vc.cli.branch_commands import _run
+
+    with pytest.raises(UsageError, match="BRANCH"):
+        _run("merge", None, None, None, (), False, False, False, False, False, 16, False, False)
+    with pytest.raises(UsageError, match="exclude"):
+        _run("merge", None, None, None, (), False, False, True, True, False, 16, False, False)
+    with pytest.raises(UsageError, match="started with"):
+        _run("merge", None, None, "memit", (), False, False, True, False, False, 16, False, False)
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
+@given(ours=st.sets(st.integers(0, 3), max_size=2), theirs=st.sets(st.integers(0, 3), min_size=1, max_size=2))
+def test_merge_is_symmetric_in_the_edits_left_live(tmp_path_factory, tiny_model_dir, monkeypatch, ours, theirs):
+    """Merging feature into main, or main into feature, leaves the same edits live: the
+    base's and both sides' additions."""
+    from kedit_vc.ops import branches, commit_spec, init
+    from kedit_vc.ops.commit import CommitOptions
+    from kedit_vc.ops.merge import merge
+
+    folder = tmp_path_factory.mktemp("sym")
+    monkeypatch.chdir(folder)
+    with init(folder, str(tiny_model_dir)) as store:
+        branches.create_branch(store, "feature")
+        for side, picks in (("main", ours), ("feature", theirs)):
+            branches.switch(store, side)
+            for i in sorted(picks):
+                commit_spec(store, write_spec(folder, f"{side}{i}.kedit", FACTS[i]), CommitOptions())
+        branches.switch(store, "main")
+        branches.create_branch(store, "main-copy")
+        expected = {e.request.edit_id for rev in ("main", "feature") for e in live_edits(store, store.resolve(rev))}
+        merge(store, "feature")
+        into_main = {e.request.edit_id for e in live_edits(store, store.head())}
+        branches.switch(store, "feature")
+        merge(store, "main-copy")
+        into_feature = {e.request.edit_id for e in live_edits(store, store.head())}
+        assert into_main == into_feature == expected
+        assert store.fsck() == []

@@ -1,0 +1,41 @@
+"""Merge on the real model: two branches each write a different fact with ROME; the merge
+re-solves both on the common ancestor's weights, and both facts take at the merged HEAD
+(every rewrite-prompt token the top prediction, per-edit reliability 1.0)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROME = "method rome { v_steps = 20 stats_tokens = 4000 context_templates = 5 }"
+EIFFEL = 'edit "Eiffel Tower" prompt "The {subject} is located in the city of": "Paris" -> "Rome"'
+TOKYO = 'edit "Tokyo" prompt "{subject} is the capital of": "Japan" -> "China"'
+
+
+def test_two_branches_merge_and_both_facts_take(tmp_path):
+    from kedit_vc.ops import CommitOptions, Evaluator, branches, commit_spec, init, live_edits
+    from kedit_vc.ops.merge import merge
+
+    store = init(tmp_path, "smollm2")
+    branches.create_branch(store, "tokyo")
+    ids = {}
+    for branch, name, body in (("main", "eiffel", EIFFEL), ("tokyo", "tokyo", TOKYO)):
+        branches.switch(store, branch)
+        spec = tmp_path / f"{name}.kedit"
+        spec.write_text(f"{ROME}\n{body}\n")
+        result = commit_spec(store, spec, CommitOptions())
+        ids[name] = result.plan.requests[0].edit_id
+        assert result.report.rows[0].metrics["reliability"] == 1.0, result.report.to_json()
+    branches.switch(store, "main")
+
+    merged = merge(store, "tokyo")
+    assert merged.outcome == "merged" and merged.method == "rome" and merged.losses == ()
+    assert {e.request.edit_id for e in live_edits(store)} == set(ids.values())
+    record = store.read_commit("HEAD")
+    assert record.op == "merge" and len(record.parents) == 2
+    # Scored afresh at the merged HEAD as the store materialises it (not the re-solve's own weights).
+    report = Evaluator(store).evaluate("HEAD").report
+    assert {row.edit_id: row.metrics["reliability"] for row in report.rows} == {i: 1.0 for i in ids.values()}
+    assert store.fsck() == []
+    store.close()
