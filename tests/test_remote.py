@@ -170,3 +170,13 @@ def test_two_processes_pushing_at_once_corrupt_neither_side(origin, project, tmp
         fsck_clean(side)
     with Store(winner) as w, Store(final) as f:
         assert w.head() == f.head()
+
+
+def test_a_store_that_pruned_its_squashed_history_clones_clean(origin, project, tmp_path):
+    ok(run_kvc("gc", "--prune-squashed"))
+    ok(run_kvc("push"))
+    clone_dir = tmp_path / "clone"
+    ok(run_kvc("clone", str(origin), str(clone_dir)))
+    fsck_clean(clone_dir)
+    with Store(clone_dir) as store:
+        assert store.squashed_refs() == {}
