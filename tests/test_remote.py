@@ -42,9 +42,9 @@ def tiny_fingerprint(tiny_model_dir) -> str:
 
 @pytest.fixture()
 def origin(project, tiny_model_dir, tiny_fingerprint):
-    """A store in ``project`` with edits, a revert, a dense delta and a squash, and an empty
-    bare remote beside it, added as ``origin``."""
-    with init_store(project, str(tiny_model_dir), tiny_fingerprint) as store:
+    """A store in ``project`` with edits, a revert, a squash and dense deltas large enough
+    to be kept beside git (.kvc/objects), and an empty bare remote beside it, added as ``origin``."""
+    with init_store(project, str(tiny_model_dir), tiny_fingerprint, large_delta_bytes=16384) as store:
         for seed in range(4):
             commit_delta(store, cheap_delta(seed), f"edit {seed}")
         chain = store.chain()
@@ -82,6 +82,8 @@ def test_push_clone_pull_keep_fsck_clean_and_logits_bit_identical(origin, projec
     fsck_clean(clone_dir)
     with Store(project) as a, Store(clone_dir) as b:
         assert a.chain() == b.chain() and a.squashed_refs() == b.squashed_refs()
+        large = sorted(p.name for p in a.paths.objects.rglob("*.safetensors"))
+        assert len(large) == 2 and sorted(p.name for p in b.paths.objects.rglob("*.safetensors")) == large
         assert b.head_cache.for_commit(b.head()) is not None  # the clone's cache is built, for HEAD
         assert torch.equal(head_logits(a, tiny_model_dir), head_logits(b, tiny_model_dir))
         commit_delta(a, cheap_delta(20, dense=True), "later dense edit")

@@ -123,14 +123,10 @@ def push(store: "Store", remote: str | None = None, branch: str | None = None) -
         head = gitio.ref_value(store.repo, ref)
         if head is None:
             raise StoreError(f"no branch {branch!r} in this store (see `kvc status`)")
-        missing = _object_deltas(store, head)
-        if missing:
-            raise StoreError(
-                f"{len(missing)} commit(s) keep a large dense delta beside git (.kvc/objects), which a git "
-                f"remote does not carry (first: {missing[0][:10]}); nothing was pushed. Share that folder "
-                "another way, or re-commit with a low-rank method")
+        blobs = remotes.object_blobs(store.repo, store.paths, _object_deltas(store, head))
         specs = [f"{ref}:{ref}"] + [f"{r}:{r}" for r in sorted(store.squashed_refs())
                                      if r.startswith(SQUASHED_REF_PREFIX)]
+        specs += [f"{blob}:{remotes.OBJECT_REF_PREFIX}{content}" for content, blob in sorted(blobs.items())]
         results = remotes.push(store.repo, name, specs, keep_fds=store._lock.fds)
         if remotes.upstream(store.repo, branch) is None:
             remotes.set_upstream(store.repo, branch, name)
@@ -140,7 +136,8 @@ def push(store: "Store", remote: str | None = None, branch: str | None = None) -
 
 
 def _object_deltas(store: "Store", head: str) -> list[str]:
-    """Commits on ``head``'s chain and the kept histories whose delta lives in .kvc/objects."""
+    """Content hashes of the large deltas in .kvc/objects that ``head``'s chain and the kept
+    histories need."""
     shas = dict.fromkeys(store.chain(head))
     for sha in store.squashed_refs().values():
         shas.update(dict.fromkeys(store.chain(sha)))
@@ -148,8 +145,8 @@ def _object_deltas(store: "Store", head: str) -> list[str]:
     for sha in shas:
         info = store._commits.manifest(sha).get("delta")
         if info and info.get("storage") == "object":
-            out.append(sha)
-    return out
+            out.append(info["hash"])
+    return sorted(set(out))
 
 
 def _receive(store: "Store", name: str, url: str) -> tuple[dict[str, str], int, int]:
@@ -161,7 +158,9 @@ def _receive(store: "Store", name: str, url: str) -> tuple[dict[str, str], int, 
     from kedit_vc.store.layout import SQUASHED_REF_PREFIX
 
     try:
-        got = remotes.fetch_incoming(store.repo, name, url, keep_fds=store._lock.fds)
+        fetched = remotes.fetch_incoming(store.repo, name, url, keep_fds=store._lock.fds)
+        remotes.receive_objects(store.repo, store.paths, fetched)  # checked, content-addressed
+        got = remotes.commit_refs(fetched)
         if not any(ref.startswith(remotes.BRANCH_PREFIX) for ref in got):
             raise StoreError(f"{url} has no branches: is it a kvc store? (an empty remote is filled by `kvc push`)")
         known = [ref for ref in remotes.refs_under(store.repo, "refs/")
@@ -275,7 +274,9 @@ def clone(url: str, directory: str | os.PathLike[str], branch: str | None = None
         repo = gitio.open_repo(repo_dir)
         repo.git.symbolic_ref("HEAD", remotes.BRANCH_PREFIX + branch)
         remotes.add_remote(repo, DEFAULT_REMOTE, url)
-        got = remotes.fetch_incoming(repo, DEFAULT_REMOTE, url)
+        fetched = remotes.fetch_incoming(repo, DEFAULT_REMOTE, url)
+        remotes.receive_objects(repo, StorePaths(staging), fetched)
+        got = remotes.commit_refs(fetched)
         head = got[remotes.BRANCH_PREFIX + branch]
         squashed = {r: s for r, s in got.items() if not r.startswith(remotes.BRANCH_PREFIX)}
         updates: dict[str, tuple[str, str | None]] = {

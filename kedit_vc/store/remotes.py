@@ -2,12 +2,14 @@
 store's bare repository, run through the git binary (which reaches whatever git reaches:
 a bare repository on disk, SSH, HTTPS, with the user's own credentials and config).
 
-What travels: the branch (``refs/heads/<b>``) and the kept history of squashes
-(``refs/kvc/squashed/*``), never the HEAD cache or other caches. Received objects are
+What travels: the branch (``refs/heads/<b>``), the kept history of squashes
+(``refs/kvc/squashed/*``) and the large dense deltas kept beside git (``.kvc/objects``),
+each as a blob under ``refs/kvc/objects/<content hash>`` (the remote holds them like any
+git object; a receiver checks each against its hash before writing it to its own
+``.kvc/objects``); never the HEAD cache or other caches. Received objects are
 checked by git as they arrive (``transfer.fsckObjects``) and land under a quarantine
 namespace (``refs/kvc/incoming/<remote>/``) that nothing else reads; the caller checks
 them as kvc commits before it moves a ref anyone reads, and drops the quarantine after.
-Large dense deltas kept beside git (``.kvc/objects``) do not travel (see ``kedit_vc.store``).
 
 Concurrency: the receiving git (``receive-pack``) locks each ref it updates and refuses a
 push that is not a fast-forward; ``--atomic`` makes a push of several refs all or nothing.
@@ -28,8 +30,9 @@ import git
 
 from kedit_vc.errors import StoreError
 
-from .layout import SQUASHED_REF_PREFIX
+from .layout import SQUASHED_REF_PREFIX, StorePaths
 
+OBJECT_REF_PREFIX = "refs/kvc/objects/"
 INCOMING_PREFIX = "refs/kvc/incoming/"
 BRANCH_PREFIX = "refs/heads/"
 _REMOTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -131,12 +134,14 @@ def incoming_prefix(remote: str) -> str:
 def fetch_incoming(repo: git.Repo, remote: str, url: str, keep_fds: Sequence[int] = ()) -> dict[str, str]:
     """Fetch the remote's branches and squashed history into the quarantine namespace.
 
-    Returns {remote ref (``refs/heads/main``, ``refs/kvc/squashed/<sha>``): sha}. git
-    checks every received object (``transfer.fsckObjects``) before it writes any ref.
+    Returns {remote ref (``refs/heads/main``, ``refs/kvc/squashed/<sha>``,
+    ``refs/kvc/objects/<hash>``): sha}. git checks every received object
+    (``transfer.fsckObjects``) before it writes any ref.
     """
     prefix = incoming_prefix(remote)
     clear_incoming(repo, remote)
-    specs = [f"+{BRANCH_PREFIX}*:{prefix}heads/*", f"+{SQUASHED_REF_PREFIX}*:{prefix}squashed/*"]
+    specs = [f"+{BRANCH_PREFIX}*:{prefix}heads/*", f"+{SQUASHED_REF_PREFIX}*:{prefix}squashed/*",
+             f"+{OBJECT_REF_PREFIX}*:{prefix}objects/*"]
     done = _run(repo.git_dir, ["-c", "transfer.fsckObjects=true", "fetch", "--no-tags", "--no-write-fetch-head",
                                "--quiet", url, *specs], keep_fds)
     if done.returncode != 0:
@@ -144,9 +149,56 @@ def fetch_incoming(repo: git.Repo, remote: str, url: str, keep_fds: Sequence[int
         if any(marker in done.stderr for marker in _UNREACHABLE):
             raise _unreachable(url, done.stderr)
         raise StoreError(f"fetching from {url} failed, nothing changed: {_first_line(done.stderr)}")
-    got = refs_under(repo, prefix)
-    return {(BRANCH_PREFIX + ref[len(prefix) + len("heads/"):]) if ref.startswith(prefix + "heads/")
-            else SQUASHED_REF_PREFIX + ref[len(prefix) + len("squashed/"):]: sha for ref, sha in got.items()}
+    names = {f"{prefix}heads/": BRANCH_PREFIX, f"{prefix}squashed/": SQUASHED_REF_PREFIX,
+             f"{prefix}objects/": OBJECT_REF_PREFIX}
+    out = {}
+    for ref, sha in refs_under(repo, prefix).items():
+        local = next(p for p in names if ref.startswith(p))
+        out[names[local] + ref[len(local):]] = sha
+    return out
+
+
+def commit_refs(got: Mapping[str, str]) -> dict[str, str]:
+    """The refs of ``fetch_incoming``'s answer that name commits (branches, kept histories)."""
+    return {ref: sha for ref, sha in got.items() if not ref.startswith(OBJECT_REF_PREFIX)}
+
+
+def object_blobs(repo: git.Repo, paths: StorePaths, hashes: Iterable[str]) -> dict[str, str]:
+    """Blobs holding the large deltas ``hashes`` from ``.kvc/objects`` (written into the
+    repository as loose objects, unreachable until pushed): hash -> blob sha."""
+    out = {}
+    for content in hashes:
+        path = paths.object_path(content)
+        if not path.is_file():
+            raise StoreError(f"the large delta {content[:16]} is missing from {paths.objects}; `kvc fsck` "
+                             "lists the commits that need it")
+        done = _run(repo.git_dir, ["hash-object", "-w", str(path)])
+        done.check_returncode()
+        out[content] = done.stdout.strip()
+    return out
+
+
+def receive_objects(repo: git.Repo, paths: StorePaths, got: Mapping[str, str]) -> int:
+    """Write the large deltas that arrived as blobs into ``.kvc/objects``, each checked
+    against its content hash first (a mismatch raises ``StoreError``); returns how many."""
+    from kedit_vc.delta import Delta
+    from kedit_vc.fsio import atomic_write_bytes
+
+    written = 0
+    for ref, blob in got.items():
+        if not ref.startswith(OBJECT_REF_PREFIX):
+            continue
+        content = ref[len(OBJECT_REF_PREFIX):]
+        path = paths.object_path(content)
+        if path.is_file():
+            continue
+        data = subprocess.run(["git", f"--git-dir={repo.git_dir}", "cat-file", "blob", blob],
+                              capture_output=True, check=True).stdout
+        Delta.from_bytes(data, expected_hash=content, source=f"the large delta {content[:16]} received")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data, paths.tmp)
+        written += 1
+    return written
 
 
 def clear_incoming(repo: git.Repo, remote: str | None = None) -> None:
@@ -238,6 +290,9 @@ def push(repo: git.Repo, remote: str, refspecs: Sequence[str], keep_fds: Sequenc
                          f"run `kvc pull {remote}` (then `kvc merge` if the histories diverged) and push again")
     if rejected:
         detail = "; ".join(f"{r.ref}: {r.summary}" for r in rejected)
+        if any("remote rejected" in r.summary for r in rejected):  # e.g. a ref locked by a push at the same moment
+            raise StoreError(f"{remote} refused the push, nothing was pushed ({detail}); another push may have "
+                             f"moved it at the same moment: run `kvc pull {remote}` and push again")
         raise StoreError(f"{remote} refused the push, nothing was pushed ({detail})")
     if any(marker in done.stderr for marker in _UNREACHABLE):
         raise _unreachable(url, done.stderr)
