@@ -263,7 +263,8 @@ def clone(url: str, directory: str | os.PathLike[str], branch: str | None = None
             raise StoreError(f"{url} has no branches: is it a kvc store? (an empty remote is filled by `kvc push`)")
         if branch is None:
             preferred = remotes.remote_head_branch(repo_dir, url)
-            branch = next((b for b in (preferred, "main") if b in branches), branches[0] if len(branches) == 1 else None)
+            only = branches[0] if len(branches) == 1 else None
+            branch = next((b for b in (preferred, "main") if b in branches), only)
             if branch is None:
                 raise StoreError(f"{url} has branches {', '.join(branches)}; pick one with --branch")
         elif branch not in branches:

@@ -42,7 +42,8 @@ _UNREACHABLE = ("does not appear to be a git repository", "Could not read from r
                 "unable to connect", "Permission denied")
 
 
-def _run(repo_dir: Path | str, args: Sequence[str], keep_fds: Sequence[int] = ()) -> subprocess.CompletedProcess[str]:
+def _run(repo_dir: "str | os.PathLike[str]", args: Sequence[str], keep_fds: Sequence[int] = ()
+         ) -> subprocess.CompletedProcess[str]:
     """``git --git-dir=REPO args`` without prompting for credentials (a hung prompt is worse
     than an error), output captured as text."""
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
