@@ -6,13 +6,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from conftest import run_kvc
 from kedit_vc.store import CommitInput, Store, init_store
+from store_helpers import history_ops, random_step
 from vcs_helpers import cheap_delta, commit_delta, head_logits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,3 +186,65 @@ def test_a_store_that_pruned_its_squashed_history_clones_clean(origin, project, 
     fsck_clean(clone_dir)
     with Store(clone_dir) as store:
         assert store.squashed_refs() == {}
+
+
+@settings(max_examples=5, deadline=None)
+@example(ops=[("edit", 548), ("edit", 207), ("squash", 0, 1)], later=[("edit", 3)])  # a squash that replayed
+@given(history_ops(max_size=7), st.lists(st.tuples(st.sampled_from(["edit", "revert"]), st.integers(0, 10**6)),
+                                          max_size=3))
+def test_any_history_survives_push_clone_and_pull(ops, later):
+    """Random edits, reverts and squashes, pushed and cloned, then more edits and reverts
+    pulled: both sides fsck-clean, same chain, kept histories and HEAD sums, bit for bit."""
+    from kedit_vc.ops.remote import add_remote, clone, pull, push
+
+    def same_sums(a: Store, b: Store) -> None:
+        x, y = a.live_sum().updates, b.live_sum().updates
+        assert set(x) == set(y) and all(torch.equal(x[n].dense(), y[n].dense()) for n in x)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        subprocess.run(["git", "init", "--bare", "-q", str(root / "r.git")], check=True)
+        with init_store(root / "a", "m", "fp") as a:
+            expected: dict = {}
+            for op in ops:
+                random_step(a, op, expected)
+            add_remote(a, "origin", str(root / "r.git"))
+            push(a)
+            with clone(str(root / "r.git"), root / "b") as b:
+                assert b.fsck() == [] and b.chain() == a.chain() and b.squashed_refs() == a.squashed_refs()
+                same_sums(a, b)
+                for op in later:
+                    random_step(a, op, expected)
+                push(a)
+                moved = a.head() != b.head()
+                assert pull(b).status == ("fast-forward" if moved else "up-to-date")
+                assert b.fsck() == [] and a.fsck() == [] and b.chain() == a.chain()
+                same_sums(a, b)
+
+
+def test_a_tampered_commit_is_refused_on_pull(origin, project, tmp_path):
+    """A commit whose delta does not match its manifest's hash never reaches a ref."""
+    from kedit_vc.store import gitio
+
+    ok(run_kvc("push"))
+    evil = tmp_path / "evil"
+    ok(run_kvc("clone", str(origin), str(evil)))
+    with Store(evil) as store:
+        head = store.head()
+        files = {name: gitio.blob_bytes(blob) for name, blob in gitio.read_files(store.repo, head).items()}
+        assert "delta.safetensors" in files or "delta.pointer.json" in files
+        other = cheap_delta(999)
+        files.pop("delta.pointer.json", None)
+        files["delta.safetensors"] = other.to_bytes()  # the manifest still names the old hash
+        forged = gitio.write_commit(store.repo, gitio.write_tree(store.repo, files), [head], "forged")
+        store.repo.git.update_ref("refs/heads/main", forged)
+        subprocess.run(["git", f"--git-dir={store.repo.git_dir}", "push", "-q", "origin", "main"], check=True)
+    before = state(project)
+    one_line_error(run_kvc("pull"), "not a sound kvc history", forged[:10])
+    assert state(project) == before
+    fsck_clean(project)
+    with Store(project) as store:
+        refs = store.repo.git.for_each_ref("refs/")
+        assert forged not in refs and "refs/kvc/incoming" not in refs
+    one_line_error(run_kvc("clone", str(origin), str(tmp_path / "c")), "not a sound kvc store")
+    assert not (tmp_path / "c" / ".kvc").exists()

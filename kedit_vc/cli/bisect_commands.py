@@ -29,7 +29,8 @@ def bisect_command(prompt: str, expect: str, good: str | None, bad: str | None, 
     The probe is judged by greedy generation: the model's greedy continuation of the
     prompt (a few tokens longer than the answer) must contain the answer as whole words,
     case and punctuation aside -- what a user of the model sees. BAD is evaluated first,
-    then at most ceil(log2 n) of the n commits after GOOD.
+    then at most ceil(log2 n) of the n commits after GOOD. Exit 1 when the probe passes
+    at BAD (nothing to find).
 
     \b
     Example:

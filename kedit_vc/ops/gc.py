@@ -64,7 +64,7 @@ def _reachable_object_hashes(store: "Store") -> set[str]:
     shas = store.repo.git.rev_list("--all").split()
     keep = set()
     for sha in shas:
-        info = store._commits.manifest(sha).get("delta")
+        info = store.manifest(sha).get("delta")
         if info and info.get("storage") == "object":
             keep.add(info["hash"])
     return keep

@@ -143,7 +143,7 @@ def _object_deltas(store: "Store", head: str) -> list[str]:
         shas.update(dict.fromkeys(store.chain(sha)))
     out = []
     for sha in shas:
-        info = store._commits.manifest(sha).get("delta")
+        info = store.manifest(sha).get("delta")
         if info and info.get("storage") == "object":
             out.append(info["hash"])
     return sorted(set(out))
