@@ -13,7 +13,16 @@ import click
 from kedit_vc import __version__
 from kedit_vc.errors import KvcError
 
-from . import branch_commands, eval_commands, interpret_commands, model_commands, spec_commands, store_commands
+from . import (
+    bisect_commands,
+    branch_commands,
+    eval_commands,
+    interpret_commands,
+    model_commands,
+    remote_commands,
+    spec_commands,
+    store_commands,
+)
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -33,7 +42,8 @@ def cli() -> None:
     """
 
 
-for module in (model_commands, spec_commands, store_commands, eval_commands, interpret_commands, branch_commands):
+for module in (model_commands, spec_commands, store_commands, eval_commands, interpret_commands, remote_commands,
+               bisect_commands, branch_commands):
     for command in module.COMMANDS:
         cli.add_command(command)
 

@@ -18,8 +18,11 @@ Each commit's tree holds ``store.json``, ``manifest.json`` (sorted JSON; see
 Sharing the history (CI gating)
 -------------------------------
 ``.kvc/repo.git`` is an ordinary repository, so ``git --git-dir=.kvc/repo.git log``,
-tags and remotes work. To publish next to the code, push the store's branch to a branch
-of the project's own remote, and fetch it back into a fresh store elsewhere::
+tags and remotes work. ``kvc remote add/push/pull/clone`` (``remotes``, ``kedit_vc.ops.remote``)
+share it through any git remote, carrying the kept squashed history and the large deltas
+of ``.kvc/objects`` too, and verify what they receive. By hand, to publish next to the
+code, push the store's branch to a branch of the project's own remote, and fetch it back
+into a fresh store elsewhere::
 
     git --git-dir=.kvc/repo.git push <remote-url> main:refs/heads/kvc-history
     # in CI, in the checked-out project:
@@ -27,8 +30,8 @@ of the project's own remote, and fetch it back into a fresh store elsewhere::
     git clone --bare --branch kvc-history <remote-url> .kvc/repo.git
     kvc fsck && kvc eval --gate
 
-Large dense deltas in ``.kvc/objects`` do not travel with git (like LFS objects): copy
-that folder too (e.g. as a CI artifact); ``kvc fsck`` names any that are missing.
+By hand, large dense deltas in ``.kvc/objects`` do not travel with git (like LFS objects):
+copy that folder too (e.g. as a CI artifact); ``kvc fsck`` names any that are missing.
 
 Safety
 ------

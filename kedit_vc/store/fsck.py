@@ -9,7 +9,7 @@ HEAD that is unreadable or differs from the history is.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 from kedit_vc.errors import KvcError
 
@@ -18,6 +18,21 @@ from .manifest import manifest_problems
 
 if TYPE_CHECKING:
     from .store import Store
+
+
+#: git config key set by ``kvc gc --prune-squashed``: squashes' kept histories were let go.
+PRUNED_SQUASHED_KEY = "kvc.prunedsquashed"
+
+
+def mark_squashed_pruned(store: "Store") -> None:
+    store.repo.git.config(PRUNED_SQUASHED_KEY, "true")
+
+
+def squashed_pruned(store: "Store") -> bool:
+    """Whether this store let its squashes' kept histories go (then a missing one is no problem)."""
+    status, out, _ = store.repo.git.config("--get", PRUNED_SQUASHED_KEY, with_extended_output=True,
+                                           with_exceptions=False)
+    return status == 0 and out.strip() == "true"
 
 
 def _git_fsck(store: "Store") -> list[str]:
@@ -30,7 +45,7 @@ def _git_fsck(store: "Store") -> list[str]:
     return [f"git fsck: {line}" for line in lines] or [f"git fsck exited with {status}"]
 
 
-def _commit_problems(store: "Store", chain: list[str], index: int) -> list[str]:
+def _commit_problems(store: "Store", chain: list[str], index: int, kept_required: bool = True) -> list[str]:
     sha = chain[index]
     tag = f"commit {sha[:10]}"
     try:
@@ -69,9 +84,9 @@ def _commit_problems(store: "Store", chain: list[str], index: int) -> list[str]:
     if record.op == "merge" and record.parents[1:] != (manifest.get("merge_parent"),):
         problems.append(f"{tag}: manifest merge_parent {manifest.get('merge_parent')} differs from the git "
                         f"second parent {record.parents[1:]}")
-    if record.op == "squash":
+    if record.op == "squash" and kept_required:
         kept = record.squash.get("kept_at") if record.squash else None
-        if not kept or gitio.ref_value(store.repo, kept) is None:
+        if not kept or (gitio.ref_value(store.repo, kept) is None and not squashed_pruned(store)):
             problems.append(f"{tag}: the squashed history ref {kept} is missing")
     return problems
 
@@ -109,4 +124,42 @@ def fsck(store: "Store") -> list[str]:
             problems.append(f"{ref} points to {sha}, which is not a commit")
     if chain:
         problems += _head_cache_problems(store, chain[-1])
+    return problems
+
+
+def missing_kept(store: "Store", shas: Iterable[str], refs: Mapping[str, str]) -> list[str]:
+    """The kept-history refs that squash commits among ``shas`` name and neither ``refs`` nor
+    the store holds."""
+    out = []
+    for sha in shas:
+        record = store.read_commit(sha)
+        kept = record.squash.get("kept_at") if record.op == "squash" and record.squash else None
+        if kept and kept not in refs and gitio.ref_value(store.repo, kept) is None:
+            out.append(kept)
+    return out
+
+
+def incoming_problems(store: "Store", tips: Iterable[str], new: set[str]) -> list[str]:
+    """Problems of the commits in ``new`` (received from a remote, not yet named by any ref
+    kvc reads), checked on the first-parent chain of each tip as ``fsck`` checks HEAD's.
+
+    A squash's kept history is not required: a sender that pruned it (``kvc gc
+    --prune-squashed``) sends none (``missing_kept`` finds those). Commits reached only
+    through a merge's other parents are checked on their own chains.
+    """
+    problems: list[str] = []
+    seen: set[str] = set()
+    pending = list(tips)
+    while pending:
+        tip = pending.pop(0)
+        try:
+            chain = store.chain(tip)
+        except KvcError as error:
+            return problems + [str(error)]
+        for index, sha in enumerate(chain):
+            if sha in new and sha not in seen:
+                seen.add(sha)
+                problems += _commit_problems(store, chain, index, kept_required=False)
+        if not pending:  # commits reached only through a merge's other parents: their own chains
+            pending = sorted(new - seen)[:1]
     return problems

@@ -9,6 +9,10 @@
         cache/          head.safetensors: HEAD's live deltas summed (see ``headcache``; rebuildable)
         tmp/            temporary files of writes in progress
         lock            held (flock) by the one process writing
+
+Refs besides the branches: ``refs/kvc/squashed/<old head>`` (history a squash replaced),
+``refs/remotes/<remote>/<branch>`` (what a remote had at the last pull), and, only while
+a pull runs, ``refs/kvc/incoming/<remote>/`` (received, not yet verified; see ``remotes``).
 """
 
 from __future__ import annotations
