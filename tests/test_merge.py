@@ -298,3 +298,30 @@ def test_merge_is_symmetric_in_the_edits_left_live(tmp_path_factory, tiny_model_
         into_feature = {e.request.edit_id for e in live_edits(store, store.head())}
         assert into_main == into_feature == expected
         assert store.fsck() == []
+
+
+def test_a_merged_history_survives_push_and_clone(store_dir, tmp_path, tiny_model_dir):
+    """The two features meet: a two-parent commit goes through a bare remote, is verified
+    on receipt, and the clone's HEAD gives the original's logits bit for bit."""
+    import subprocess
+
+    import torch
+
+    from kedit_vc.store import Store
+    from vcs_helpers import head_logits
+
+    _commit(store_dir, "base.kedit", FACTS[2])
+    _diverged(store_dir, [FACTS[0]], [FACTS[1]])
+    assert run_kvc("merge", "feature", QUIET).exit_code == 0
+    bare = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "--bare", "-q", str(bare)], check=True)
+    assert run_kvc("remote", "add", "origin", str(bare)).exit_code == 0
+    pushed = run_kvc("push")
+    assert pushed.exit_code == 0, pushed.output
+    clone_dir = tmp_path / "clone"
+    cloned = run_kvc("clone", str(bare), str(clone_dir))
+    assert cloned.exit_code == 0, cloned.output
+    with Store(store_dir) as a, Store(clone_dir) as b:
+        assert b.read_commit("HEAD").op == "merge" and a.head() == b.head()
+        assert a.fsck() == [] and b.fsck() == []
+        assert torch.equal(head_logits(a, tiny_model_dir), head_logits(b, tiny_model_dir))
