@@ -329,9 +329,11 @@ def _patch_line(patch: dict[str, Any]) -> str:
         return json.dumps(patch, sort_keys=True)
     radii = ", ".join(f"{r:.3g}" for r in patch["radii"][:8]) + (" ..." if len(patch["radii"]) > 8 else "")
     changes = patch["radius_changes"]
-    moved = "; ".join(f"{c['entry']} -> {c['radius']:.3g}" for c in changes[:4]) + (" ..." if len(changes) > 4 else "")
-    return (f"codebook at {patch['module']}: +{patch['entries_added']} entr{'y' if patch['entries_added'] == 1 else 'ies'}"
-            f" (radii {radii or '-'}), {len(changes)} radius change(s) to earlier entries" + (f": {moved}" if changes else ""))
+    moved = "; ".join(f"{c['entry']} -> {c['radius']:.3g}" for c in changes[:4])
+    moved += " ..." if len(changes) > 4 else ""
+    added = patch["entries_added"]
+    return (f"codebook at {patch['module']}: +{added} entr{'y' if added == 1 else 'ies'} (radii {radii or '-'}), "
+            f"{len(changes)} radius change(s) to earlier entries" + (f": {moved}" if changes else ""))
 
 
 def _delta_table(summary: dict[str, Any]) -> str:

@@ -23,8 +23,8 @@ from .explain import explain_plan, explain_revision
 from .export import export
 from .history import LiveEdit, live_edits
 from .init import init
-from .load import load_edited
 from .inspect import diff, show, status
+from .load import load_edited
 from .revert import RevertResult, revert
 from .squash import SquashResult, squash
 

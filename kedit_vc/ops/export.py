@@ -3,8 +3,10 @@
 ``hf``: the base model with the live deltas added, saved with ``save_pretrained``
 (safetensors + config) and the tokenizer: plain ``AutoModelForCausalLM.from_pretrained``
 loads it. A revision with live non-weight patches (GRACE codebooks) is refused with a pointer
-to ``kedit_vc.load_edited``: a plain folder cannot hold a forward hook. ``peft``: the live low-rank deltas of each parameter concatenated into one LoRA
-pair, ``B = left`` [out, r], ``A = rightᵀ`` [r, in], with ``rank_pattern`` and
+to ``kedit_vc.load_edited``: a plain folder cannot hold a forward hook.
+
+``peft``: the live low-rank deltas of each parameter concatenated into one LoRA pair,
+``B = left`` [out, r], ``A = rightᵀ`` [r, in], with ``rank_pattern`` and
 ``alpha_pattern`` set to each module's rank so peft's scaling ``alpha / r`` is exactly 1;
 GPT-2's ``Conv1D`` weights ([in, out]) are exported with ``fan_in_fan_out``. A dense
 delta (fine-tuning) has no exact low-rank form at its rank, so it is refused with a pointer to
