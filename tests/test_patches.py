@@ -192,6 +192,13 @@ def test_generate_works_with_a_live_codebook(store):
     out = run_kvc("model", "generate", ".", "The Eiffel Tower is located in the city of", "--rev", "HEAD",
                   "--max-new-tokens", "1")
     assert out.exit_code == 0 and out.output.strip().endswith("Rome"), out.output
+    assert run_kvc("log").exit_code == 0
+    # kvc check evaluates HEAD through the same path: the codebook is attached, the edit holds.
+    from kedit_vc.ops import Evaluator
+
+    check = run_kvc("check", "--min-reliability", "1.0")
+    assert check.exit_code == 0, check.output
+    assert Evaluator(store, generative=False).evaluate("HEAD").report.metrics["reliability"] == 1.0
 
 
 def test_squash_keeps_codebook_patches_as_they_are(store):
