@@ -38,18 +38,18 @@ def logits(model, text="The Eiffel Tower is located in the city of Paris"):
         return model(input_ids=ids).logits
 
 
-_TOKENIZERS: dict[int, object] = {}
+_TOKENIZER: list[object] = []  # every model here is the tiny Llama: one tokenizer
 
 
-def tokenizer_of(model):
-    return _TOKENIZERS[id(model)]
+def tokenizer_of(_model):
+    return _TOKENIZER[0]
 
 
 def load(store, rev="HEAD"):
     from kedit_vc import load_edited
 
     model, tokenizer = load_edited(store.paths.root, rev)
-    _TOKENIZERS[id(model)] = tokenizer
+    _TOKENIZER[:] = [tokenizer]
     return model
 
 
@@ -170,7 +170,6 @@ def test_load_edited_on_a_mixed_history_equals_the_live_patches_applied_one_by_o
     store.read_commit(rome_sha).delta().apply(by_hand)
     attach(by_hand, store.read_commit(g2).patches())
     model = load(store)
-    _TOKENIZERS[id(by_hand)] = tokenizer_of(model)
     for text in ("The Eiffel Tower is located in the city of", "Tokyo is the capital of",
                  "The capital of France is"):
         assert torch.allclose(logits(model, text), logits(by_hand, text), atol=1e-5, rtol=0)

@@ -30,12 +30,12 @@ METRICS_FILE = "metrics.json"
 KEYS_FILE = "keys.safetensors"
 CARRIED_FILE = "carried.safetensors"
 
+SQUASHED_REF_PREFIX = "refs/kvc/squashed/"
+
 
 def patch_file(index: int, kind: str) -> str:
     """The tree file of a commit's ``index``-th non-delta patch (see ``objects``)."""
     return f"patch.{index}.{kind}.safetensors"
-
-SQUASHED_REF_PREFIX = "refs/kvc/squashed/"
 
 
 @dataclass(frozen=True)
