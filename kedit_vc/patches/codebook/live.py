@@ -95,9 +95,13 @@ def attach(model: torch.nn.Module, patches: Sequence[CodebookPatch]) -> list[Any
     handles = []
     for name, book in live_entries(patches).items():
         module = model.get_submodule(name)
+        weight = getattr(module, "weight", None)
+        device = weight.device if isinstance(weight, torch.Tensor) else torch.device("cpu")
+        keys, values, radii = (t.to(device) for t in (book.keys, book.values, book.radii))  # moved once
 
-        def hook(_module: torch.nn.Module, args: tuple, output: Any, _book: LiveCodebook = book) -> Any:
-            return codebook_output(args[0], output, _book.keys, _book.values, _book.radii)
+        def hook(_module: torch.nn.Module, args: tuple, output: Any,
+                 _k: torch.Tensor = keys, _v: torch.Tensor = values, _r: torch.Tensor = radii) -> Any:
+            return codebook_output(args[0], output, _k, _v, _r)
 
         handle = module.register_forward_hook(hook)
         handles.append(handle)
