@@ -68,7 +68,7 @@ def main() -> None:
     args = arguments()
     setup(args)
     from kedit_vc.editors.base import EditContext, get_editor
-    from kedit_vc.editors.registry import build_hparams, resolve_hparams
+    from kedit_vc.editors.registry import build_hparams
     from kedit_vc.eval import score_requests, summarize
     from kedit_vc.eval.datasets import load_cases
     from kedit_vc.eval.scores import ProbeScores
@@ -101,6 +101,7 @@ def main() -> None:
             curve.append(row)
             print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items() if k != "pre"}),
                   flush=True)
+            write(args, overrides, lm, hparams, requests, seconds, curve, None, done == len(requests))
     prompts = [r.prompt.replace("{}", r.subject, 1) for r in requests[:5]]
     live = tokens_per_second(lm.model, lm.tokenizer, prompts, args.gen_tokens)
     patches = list(side.patches)
@@ -110,13 +111,21 @@ def main() -> None:
     speed = {"plain_tokens_per_s": round(plain, 2), "live_tokens_per_s": round(live, 2),
              "live_entries": entries, "ratio": round(live / plain, 3)}
     print(json.dumps(speed))
-    path = save("grace_sequential", {
+    path = write(args, overrides, lm, hparams, requests, seconds, curve, speed, True)
+    print(f"wrote {path}")
+
+
+def write(args: Any, overrides: dict[str, Any], lm: Any, hparams: Any, requests: list[Any], seconds: list[float],
+          curve: list[dict[str, Any]], speed: dict[str, Any] | None, complete: bool) -> Any:
+    """Save the results so far (at every evaluation, so a stopped run leaves its curve)."""
+    from kedit_vc.editors.registry import resolve_hparams
+
+    return save("grace_sequential", {
         "method": "grace", "model": args.model, "hparams": overrides, "n": len(requests), "every": args.every,
         "start": args.start, "probes": {"paraphrases": args.paraphrases, "neighbours": args.neighbours},
-        "resolved_hparams": asdict(resolve_hparams("grace", lm.model, hparams)),
+        "resolved_hparams": asdict(resolve_hparams("grace", lm.model, hparams)), "complete": complete,
         "seconds_per_edit": round(sum(seconds) / len(seconds), 3), "generate": speed, "curve": curve},
         args.results_dir)
-    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
