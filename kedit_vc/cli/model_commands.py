@@ -88,18 +88,28 @@ def info_command(ref: str, as_json: bool, trust_pickle: bool) -> None:
 @click.argument("ref")
 @click.argument("prompt")
 @click.option("--max-new-tokens", type=click.IntRange(min=1, max=4096), default=20, show_default=True)
+@click.option("--rev", default=None,
+              help="Generate with this revision of a store (REF is then the store's project folder, e.g. '.'): "
+                   "the base model with every live patch applied, as kedit_vc.load_edited gives it.")
 @trust_pickle_option
-def generate_command(ref: str, prompt: str, max_new_tokens: int, trust_pickle: bool) -> None:
+def generate_command(ref: str, prompt: str, max_new_tokens: int, rev: str | None, trust_pickle: bool) -> None:
     """Greedy completion of PROMPT by REF (prints the prompt, then the completion).
 
     \b
-    Example:
+    Examples:
       kvc model generate smollm2 "The capital of France is"
+      kvc model generate . "The Eiffel Tower is in" --rev HEAD~1
     """
-    from kedit_vc.models import load_model
+    if rev is not None:
+        from kedit_vc.ops.load import load_edited
 
-    loaded = load_model(ref, trust_pickle=trust_pickle)
-    completion = greedy_completion(loaded.model, loaded.tokenizer, prompt, max_new_tokens)
+        model, tokenizer = load_edited(ref, rev)
+    else:
+        from kedit_vc.models import load_model
+
+        loaded = load_model(ref, trust_pickle=trust_pickle)
+        model, tokenizer = loaded.model, loaded.tokenizer
+    completion = greedy_completion(model, tokenizer, prompt, max_new_tokens)
     click.echo(prompt + click.style(completion, bold=True))
 
 

@@ -337,13 +337,29 @@ def show_command(rev: str, as_json: bool) -> None:
     if info["plan"]:
         click.secho("plan", bold=True)
         click.echo(info["plan"])
-    if info["delta"]:
+    if info["delta"] and info["delta"]["tensors"]:
         click.secho("delta", bold=True)
         click.echo(_delta_table(info["delta"]))
+    for patch in info.get("patches") or ():
+        click.secho(f"patch: {patch['kind']}", bold=True)
+        click.echo(_patch_line(patch))
     metrics = info["metrics"]
     if metrics.get("version") is not None:
         click.secho("metrics", bold=True)
         click.echo(_report_table(EvalReport.from_json(metrics), COST))
+
+
+def _patch_line(patch: dict[str, Any]) -> str:
+    """One line per non-delta patch: a codebook's module, entries added, their radii, changes."""
+    if patch.get("kind") != "codebook":
+        return json.dumps(patch, sort_keys=True)
+    radii = ", ".join(f"{r:.3g}" for r in patch["radii"][:8]) + (" ..." if len(patch["radii"]) > 8 else "")
+    changes = patch["radius_changes"]
+    moved = "; ".join(f"{c['entry']} -> {c['radius']:.3g}" for c in changes[:4])
+    moved += " ..." if len(changes) > 4 else ""
+    added = patch["entries_added"]
+    return (f"codebook at {patch['module']}: +{added} entr{'y' if added == 1 else 'ies'} (radii {radii or '-'}), "
+            f"{len(changes)} radius change(s) to earlier entries" + (f": {moved}" if changes else ""))
 
 
 def _delta_table(summary: dict[str, Any]) -> str:
@@ -382,7 +398,10 @@ def diff_command(rev_a: str, rev_b: str, evaluate: bool, as_json: bool, progress
         return
     click.echo(f"diff {d.a[:10]}..{d.b[:10]}: {len(d.commits_added)} commit(s) added, "
                f"{len(d.commits_removed)} removed")
-    click.echo(_delta_table(d.delta) if d.delta else "weights: identical")
+    click.echo(_delta_table(d.delta) if d.delta and d.delta["tensors"] else "weights: identical")
+    for sign, patches in (("+", d.patches_added), ("-", d.patches_removed)):
+        for patch in patches:
+            click.echo(f"{sign} {patch['commit'][:10]} " + _patch_line(patch))
     for sign, edits in (("+", d.edits_added), ("-", d.edits_removed)):
         for e in edits:
             r = e.request

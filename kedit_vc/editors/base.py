@@ -47,6 +47,8 @@ class EditResult:
     (stored per commit; later edits preserve them). ``info``: timings and other facts
     for the manifest. ``fingerprint``: the base fingerprint used (computed here if the
     context had none). ``carried``: this edit's additive contribution to carried state.
+    ``patches``: non-weight patches (``kedit_vc.patches``: a GRACE codebook), recorded beside
+    ``delta`` (then usually empty) and attached to the model for later calls.
     """
 
     delta: Delta
@@ -54,6 +56,7 @@ class EditResult:
     info: Mapping[str, Any] = field(default_factory=dict)
     fingerprint: str | None = None
     carried: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    patches: tuple[Any, ...] = ()
 
 
 class Editor(Protocol):

@@ -24,11 +24,12 @@ from .export import export
 from .history import LiveEdit, live_edits
 from .init import init
 from .inspect import diff, show, status
+from .load import load_edited
 from .revert import RevertResult, revert
 from .squash import SquashResult, squash
 
 __all__ = [
     "CommitOptions", "CommitRefused", "CommitResult", "ConflictError", "Evaluation", "Evaluator", "LiveEdit",
     "RevertResult", "SquashResult", "commit_spec", "diff", "evaluate_history", "explain_plan", "explain_revision",
-    "export", "init", "live_edits", "revert", "run_bench", "show", "squash", "status",
+    "export", "init", "live_edits", "load_edited", "revert", "run_bench", "show", "squash", "status",
 ]

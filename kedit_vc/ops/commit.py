@@ -102,12 +102,14 @@ def _jsonable(value: Any) -> Any:
 class PlanRun:
     """What running a plan's editor calls produced: the summed ``delta``, the ``keys``
     written (layer -> [n, d_in]), each call's ``infos``, and the calls' summed ``carried``
-    contributions (name -> tensor; the commit records them)."""
+    contributions (name -> tensor; the commit records them), and the non-weight ``patches``
+    the calls returned, in order."""
 
     delta: "Delta"
     keys: "dict[int, torch.Tensor]"
     infos: list[dict[str, Any]]
     carried: "dict[str, torch.Tensor]"
+    patches: tuple[Any, ...] = ()
 
 
 def execute_plan(evaluator: Evaluator, plan: Plan, preserved: "Mapping[int, torch.Tensor]", progress: bool,
@@ -126,6 +128,7 @@ def execute_plan(evaluator: Evaluator, plan: Plan, preserved: "Mapping[int, torc
     keys: "dict[int, torch.Tensor]" = {}
     contributions: "list[Mapping[str, torch.Tensor]]" = []
     infos = []
+    patches: tuple[Any, ...] = ()
     for call in plan.calls:
         context = EditContext(fingerprint=evaluator.store.fingerprint, progress=progress,
                               preserved_keys=_joined(preserved, keys),
@@ -134,6 +137,8 @@ def execute_plan(evaluator: Evaluator, plan: Plan, preserved: "Mapping[int, torc
                                               build_hparams(call.method, call.hparams), context)
         delta = result.delta
         weights.apply(delta)
+        weights.attach(result.patches)
+        patches += result.patches
         evaluator.mark_changed()
         total = delta if total is None else total.compose(delta)
         _merge_keys(keys, result.written_keys)
@@ -141,7 +146,7 @@ def execute_plan(evaluator: Evaluator, plan: Plan, preserved: "Mapping[int, torc
             contributions.append({name: t.detach().cpu() for name, t in result.carried.items()})
         infos.append({"method": call.method, "edits": len(call.requests), **_jsonable(dict(result.info))})
     assert total is not None
-    return PlanRun(total, keys, infos, summed(contributions))
+    return PlanRun(total, keys, infos, summed(contributions), patches)
 
 
 def run_plan(evaluator: Evaluator, plan: Plan, preserved: "Mapping[int, torch.Tensor]", progress: bool
@@ -263,6 +268,7 @@ def commit_plan(store: "Store", plan: Plan, spec_text: str, spec_name: str,
             timings={k: round(v, 4) for k, v in timings.items()},
             keys=keys,
             carried=run.carried,
+            patches=run.patches,
             extra={
                 "efficiency": {"seconds": round(efficiency["seconds"], 4),
                                "peak_rss_bytes": int(efficiency["peak_rss_bytes"]),

@@ -86,11 +86,12 @@ class Evaluator:
         return self._weights
 
     def move_to(self, sha: str) -> None:
-        """Put the model at commit ``sha``'s weights (base + its live deltas; HEAD's from the cache)."""
+        """Put the model at commit ``sha``: base + its live deltas (HEAD's from the cache), its
+        live non-weight patches (codebooks) attached: the model ``load_edited`` gives."""
         if self._at == sha:
             return
         with self.stages.stage(f"materialising {sha[:10]}"):
-            self.weights.set_deltas([self.store.live_sum(sha)])
+            self.weights.set_revision(self.store, sha)
         self._moved(sha)
 
     def to_base(self) -> None:

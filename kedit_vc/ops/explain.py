@@ -50,12 +50,17 @@ def explain_revision(store: "Store", rev: str, loaded: "LoadedModel", *, edit_id
     delta = record.delta()
     if delta is None:
         raise UsageError(f"commit {record.short} changes no weights (it is the initial commit)")
+    if record.patch_kinds:
+        raise UsageError(f"commit {record.short} holds {', '.join(record.patch_kinds)} patches, not only weight "
+                         "changes, and explain reads weight changes; compare its predictions with "
+                         f"`kvc diff {record.short}~1 {record.short} --eval`")
     requests = commit_requests(store, record.sha)
     if not requests and record.reverts and source_commit(store, record.sha) is None:
         requests = commit_requests(store, record.reverts)  # a revert: explain the edits it removes
     weights = Weights(loaded.model)
     try:
-        weights.set_deltas([store.live_sum(record.parents[0])] if record.parents else [])
+        if record.parents:  # the parent revision, as load_edited gives it (its codebooks attached)
+            weights.set_revision(store, record.parents[0])
         found = [explain_edit(loaded.model, loaded.tokenizer, request, delta, **options)
                  for request in _selected(requests, edit_id)]
     finally:

@@ -2,8 +2,11 @@
 
 ``hf``: the base model with the live deltas added, saved with ``save_pretrained``
 (safetensors + config) and the tokenizer: plain ``AutoModelForCausalLM.from_pretrained``
-loads it. ``peft``: the live low-rank deltas of each parameter concatenated into one LoRA
-pair, ``B = left`` [out, r], ``A = rightᵀ`` [r, in], with ``rank_pattern`` and
+loads it. A revision with live non-weight patches (GRACE codebooks) is refused with a pointer
+to ``kedit_vc.load_edited``: a plain folder cannot hold a forward hook.
+
+``peft``: the live low-rank deltas of each parameter concatenated into one LoRA pair,
+``B = left`` [out, r], ``A = rightᵀ`` [r, in], with ``rank_pattern`` and
 ``alpha_pattern`` set to each module's rank so peft's scaling ``alpha / r`` is exactly 1;
 GPT-2's ``Conv1D`` weights ([in, out]) are exported with ``fan_in_fan_out``. A dense
 delta (fine-tuning) has no exact low-rank form at its rank, so it is refused with a pointer to
@@ -48,6 +51,13 @@ def export_hf(store: "Store", rev: str, out: str | Path, *, force: bool = False,
               progress: bool = False) -> ExportResult:
     sha = store.resolve(rev)
     live = store.live_commits(sha)
+    side = [(c, kind) for c in live for kind in store.read_commit(c).patch_kinds]
+    if side:
+        commits = ", ".join(sorted({c[:10] for c, _ in side}))
+        kinds = ", ".join(sorted({k for _, k in side}))
+        raise UsageError(f"{rev} has live {kinds} patches (commits {commits}) that are not weights, so a plain "
+                         "HuggingFace folder cannot hold them; load the revision with "
+                         f"kedit_vc.load_edited(store_dir, {rev!r}) instead, or revert those commits first")
     evaluator = Evaluator(store, progress=progress)
     with staged_dir(out, force) as staging:
         evaluator.move_to(sha)
@@ -66,6 +76,11 @@ def lora_tensors(store: "Store", sha: str, conv1d: bool) -> tuple[dict, dict[str
     from kedit_vc.delta import LowRank
 
     factors: dict[str, list[LowRank]] = {}
+    for commit in store.live_commits(sha):
+        kinds = store.read_commit(commit).patch_kinds
+        if kinds:
+            raise UsageError(f"commit {commit[:10]} holds {', '.join(kinds)} patches, which a LoRA adapter cannot "
+                             "hold; load the revision with kedit_vc.load_edited instead")
     for commit, delta in zip(store.live_commits(sha), store.live_deltas(sha)):
         for name, update in delta.updates.items():
             if not isinstance(update, LowRank):

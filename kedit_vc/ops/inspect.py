@@ -31,7 +31,8 @@ def derived_of(record: "CommitRecord") -> list[dict[str, Any]]:
 
 
 def show(store: "Store", rev: str) -> dict[str, Any]:
-    """A commit: manifest, message, spec, plan (as text), delta summary, metrics."""
+    """A commit: manifest, message, spec, plan (as text), delta summary, its non-delta patches
+    described (a codebook's module, entries added, radii), metrics."""
     record = store.read_commit(rev)
     delta = record.delta()
     return {
@@ -40,6 +41,7 @@ def show(store: "Store", rev: str) -> dict[str, Any]:
         "spec": record.spec_text,
         "plan": plan_text(Plan.from_json(record.plan), probes=False) if record.plan else None,
         "delta": delta.summary().to_json() if delta is not None else None,
+        "patches": [dict(p.describe()) for p in record.patches()],
         "metrics": dict(record.metrics),
         "derived": derived_of(record),
     }
@@ -73,6 +75,8 @@ class Diff:
     a: str
     b: str
     delta: dict[str, Any] | None       # DeltaSummary.to_json of B - A
+    patches_added: list[dict[str, Any]]    # describe() of non-delta patches live at B only (+ "commit")
+    patches_removed: list[dict[str, Any]]  # ... live at A only
     commits_added: list[str]
     commits_removed: list[str]
     edits_added: list[LiveEdit]
@@ -85,6 +89,7 @@ class Diff:
             return {"commit": e.sha, "edit_id": r.edit_id, "subject": r.subject, "prompt": r.prompt,
                     "target_true": r.target_true, "target_new": r.target_new}
         return {"a": self.a, "b": self.b, "delta": self.delta, "commits_added": self.commits_added,
+                "patches_added": self.patches_added, "patches_removed": self.patches_removed,
                 "commits_removed": self.commits_removed, "edits_added": [edit(e) for e in self.edits_added],
                 "edits_removed": [edit(e) for e in self.edits_removed],
                 "changed_predictions": None if self.changed is None else [c.__dict__ for c in self.changed]}
@@ -99,9 +104,14 @@ def diff(store: "Store", rev_a: str, rev_b: str, *, evaluate: bool = False, prog
     changed = None
     if evaluate:
         changed = _changed_predictions(store, a, b, edits_a, edits_b, progress)
-    return Diff(a, b, delta.summary().to_json() if delta is not None else None, added, removed,
+    return Diff(a, b, delta.summary().to_json() if delta is not None else None,
+                _described(store, added), _described(store, removed), added, removed,
                 [e for e in edits_b if e.request.edit_id not in ids_a],
                 [e for e in edits_a if e.request.edit_id not in ids_b], changed)
+
+
+def _described(store: "Store", shas: list[str]) -> list[dict[str, Any]]:
+    return [{"commit": sha, **p.describe()} for sha in shas for p in store.read_commit(sha).patches()]
 
 
 def _changed_predictions(store: "Store", a: str, b: str, edits_a: list[LiveEdit], edits_b: list[LiveEdit],

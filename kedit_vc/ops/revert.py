@@ -52,6 +52,14 @@ def _same_predictions(now: ProbeScores, base: ProbeScores) -> dict[str, bool]:
     return out
 
 
+def side_patches_after(store: "Store", head: str, target: str) -> list:
+    """The non-weight patches live once ``target`` is reverted on ``head``: the live ones but
+    its own, or, when it is not live (a revert of a revert), the live ones plus its copy."""
+    live = store.live_commits(head)
+    side = [p for sha in live if sha != target for p in store.read_commit(sha).patches()]
+    return side if target in live else side + store.read_commit(target).patches()
+
+
 def revert(store: "Store", rev: str, *, message: str | None = None, wait: bool = False,
            progress: bool = False, eval_batch_size: int = 16) -> RevertResult:
     with store.lock(wait):
@@ -77,6 +85,7 @@ def revert(store: "Store", rev: str, *, message: str | None = None, wait: bool =
         delta = record.delta()
         assert delta is not None
         evaluator.weights.set_deltas([store.live_sum(head), delta.inverse()])
+        evaluator.weights.set_side(side_patches_after(store, head, target))
         evaluator.mark_changed()
         after_post = evaluator.score_now(remaining)
         after = summarize(after_post, before.pre)

@@ -1,5 +1,9 @@
 """``kvc squash A..B``: the live edits of a range re-solved as one batch (``BATCH_METHOD``).
 
+Weight edits are re-solved; edits held by non-weight patches (GRACE codebooks) cannot be
+folded into weights, so their patches are copied into the squash commit as they are, and
+its message and manifest (``extra.kept_patches``) say so.
+
 The commits after A up to B are replaced by one commit whose parent is A and whose
 delta is the batch method (MEMIT) run once, on A's weights, over every edit still live at B that those
 commits carry. Commits after B are replayed on top; the old history stays reachable
@@ -142,6 +146,33 @@ def parse_range(store: "Store", text: str) -> tuple[str, str]:
     return store.resolve(left), store.resolve(right or "HEAD")
 
 
+def kept_patch_commits(store: "Store", tip: str, inside: Sequence[str]) -> list[str]:
+    """The range's commits live at ``tip`` whose edits are held by non-weight patches (a GRACE
+    codebook): a squash keeps those patches as they are and re-solves only the rest. A commit
+    holding both weight changes and patches cannot be split, so it is refused."""
+    from kedit_vc.errors import StoreError
+
+    kept = []
+    for sha in store.live_commits(tip):
+        record = store.read_commit(sha)
+        if sha not in inside or not record.patch_kinds:
+            continue
+        delta = record.delta()
+        if delta is not None and delta.updates:
+            raise StoreError(f"commit {sha[:10]} holds both weight changes and {', '.join(record.patch_kinds)} "
+                             "patches; a squash cannot split it (squash a range that starts after it)")
+        kept.append(sha)
+    return kept
+
+
+def _plan_calls(store: "Store", sha: str) -> tuple[EditorCall, ...]:
+    from .history import source_commit
+
+    source = source_commit(store, sha)
+    plan = store.read_commit(source).plan if source else None
+    return Plan.from_json(plan).calls if plan else ()
+
+
 def squash(store: "Store", range_text: str, *, message: str | None = None,
            hparams: Mapping[str, Any] | None = None, wait: bool = False, progress: bool = False,
            eval_batch_size: int = 16, method: str | None = None, allow_loss: bool = False,
@@ -158,11 +189,16 @@ def squash(store: "Store", range_text: str, *, message: str | None = None,
         if base not in chain or tip not in chain or chain.index(base) >= chain.index(tip):
             raise UsageError(f"squash range {range_text!r}: A must be an ancestor of B on HEAD's history")
         inside = chain[chain.index(base) + 1: chain.index(tip) + 1]
-        edits = [e for e in live_edits(store, tip) if e.sha in inside]
+        kept = kept_patch_commits(store, tip, inside)
+        edits = [e for e in live_edits(store, tip) if e.sha in inside and e.sha not in kept]
         if not edits:
-            raise UsageError(f"squash range {range_text!r} has no live edits to re-solve")
+            more = " (those held by non-weight patches are kept as they are)" if kept else ""
+            raise UsageError(f"squash range {range_text!r} has no live weight edits to re-solve{more}")
         requests = tuple(e.request for e in edits)
         plan = Plan(calls=(EditorCall(method, call_hparams, requests),))
+        kept_patches = tuple(p for sha in kept for p in store.read_commit(sha).patches())
+        kept_calls = tuple(call for sha in kept for call in _plan_calls(store, sha))
+        kept_ids = tuple(r.edit_id for call in kept_calls for r in call.requests)
 
         evaluator = Evaluator(store, progress=progress, batch_size=eval_batch_size)
         before = evaluator.evaluate(tip, requests)
@@ -176,14 +212,18 @@ def squash(store: "Store", range_text: str, *, message: str | None = None,
         if dry_run:
             return measured
         replaced = set().union(*(supersedes(store, sha) for sha in inside))
+        kept_note = (f"; {len(kept_patches)} {'/'.join(sorted({p.kind for p in kept_patches}))} patch(es) of "
+                     f"{len(kept)} commit(s) kept as they are") if kept else ""
         sha = store.write_commit(
             CommitInput(
-                message or f"Squash {len(inside)} commits ({len(requests)} edits) into one {method} batch",
-                delta=delta, op="squash", squash_range=(base, tip), plan=plan.to_json(),
+                message or f"Squash {len(inside)} commits ({len(requests)} edits) into one {method} batch{kept_note}",
+                delta=delta, op="squash", squash_range=(base, tip),
+                plan=Plan(calls=plan.calls + kept_calls).to_json(),
                 metrics={**after.to_json(), "before": before.report.to_json()},
-                method=method, hparams=call_hparams, edit_ids=tuple(r.edit_id for r in requests),
-                timings={"edit_s": round(solved.seconds, 4)}, keys=keys,
+                method=method, hparams=call_hparams, edit_ids=tuple(r.edit_id for r in requests) + kept_ids,
+                timings={"edit_s": round(solved.seconds, 4)}, keys=keys, patches=kept_patches,
                 extra={"editor_info": infos, "supersedes": sorted(replaced),
+                       **({"kept_patches": {"commits": list(kept), "edit_ids": list(kept_ids)}} if kept else {}),
                        **({"weakened": [loss.to_json() for loss in losses]} if losses else {})}),
             expected_head=head)
     return SquashResult(sha, base, tip, tuple(inside), tuple(r.edit_id for r in requests), before.report, after,

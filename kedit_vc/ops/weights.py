@@ -14,7 +14,7 @@ would copy every page on first touch (and cloning them first would read them all
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
 
@@ -35,12 +35,25 @@ def load_base(store: "Store", progress: bool = False) -> "LoadedModel":
 
 
 class Weights:
-    """Moves a model's parameters between base + deltas states (float32 sums, one copy back)."""
+    """Moves a model between revisions: parameters between base + deltas states (float32 sums,
+    one copy back), and the non-weight patches (codebooks...) attached beside them."""
 
     def __init__(self, model: torch.nn.Module) -> None:
+        from kedit_vc.patches.attach import side_patches
+
         self.model = model
         self._params = model.state_dict(keep_vars=True)
         self._saved: dict[str, torch.Tensor] = {}
+        self.side = side_patches(model)
+
+    def set_side(self, patches: Sequence[Any]) -> None:
+        """Attach exactly ``patches`` (non-delta kinds, oldest first), replacing what was attached."""
+        self.side.set(patches)
+
+    def attach(self, patches: Sequence[Any]) -> None:
+        """Attach ``patches`` after those already attached (an edit's result, before the next call)."""
+        if patches:
+            self.side.add(patches)
 
     def _save(self, names: Sequence[str]) -> None:
         for name in names:
@@ -48,7 +61,8 @@ class Weights:
                 self._saved[name] = self._params[name].detach().clone()
 
     def reset(self) -> None:
-        """Back to the base weights."""
+        """Back to the base model: base weights, nothing attached."""
+        self.side.clear()
         with torch.no_grad():
             for name, original in self._saved.items():
                 self._params[name].copy_(original)
@@ -70,9 +84,14 @@ class Weights:
                     param.data = self._saved[name] + value
 
     def set_deltas(self, deltas: Sequence[Delta]) -> None:
-        """Base weights plus the sum of ``deltas``."""
+        """Base weights plus the sum of ``deltas`` (nothing attached)."""
         self.reset()
         self.add_sums(materialize(deltas))
+
+    def set_revision(self, store: "Store", rev: str) -> None:
+        """``rev`` as ``load_edited`` gives it: base + its live deltas' sum, its live patches attached."""
+        self.set_deltas([store.live_sum(rev)])
+        self.set_side(store.live_patches(rev))
 
     def apply(self, delta: Delta) -> None:
         """Add one more delta on top of the current state."""

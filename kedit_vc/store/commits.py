@@ -16,7 +16,7 @@ from kedit_vc.errors import StoreError
 from . import gitio
 from .carried import carried_from_bytes
 from .layout import CARRIED_FILE, KEYS_FILE, MANIFEST_FILE, METRICS_FILE, PLAN_FILE, SPEC_FILE
-from .objects import DeltaObjects
+from .objects import DeltaObjects, load_patches
 from .payload import json_from_bytes, keys_from_bytes
 from .records import CommitRecord
 
@@ -101,4 +101,5 @@ class CommitReader:
             if KEYS_FILE in files
             else {},
             load_carried=lambda: self.carried(sha),
+            load_patches=lambda: load_patches(sha, raw, manifest),
         )

@@ -68,6 +68,7 @@ def _commit_problems(store: "Store", chain: list[str], index: int, kept_required
         if record.manifest.get("keys"):
             record.keys()
         record.carried()  # checked against the manifest's names and hash
+        patches = record.patches()  # each decoded by its kind and checked against its hash
     except KvcError as error:
         return problems + [f"{tag}: {error}"]
     if record.op == "revert":
@@ -81,6 +82,9 @@ def _commit_problems(store: "Store", chain: list[str], index: int, kept_required
                 inverse = None  # reported at the target itself
             if inverse is not None and delta is not None and inverse.content_hash() != delta.content_hash():
                 problems.append(f"{tag}: its delta is not the exact inverse of {target[:10]}'s")
+            target_hashes = [p.get("hash") for p in store.manifest(target).get("patches") or ()]
+            if [p.content_hash() for p in patches] != target_hashes:
+                problems.append(f"{tag}: its patches are not a copy of {target[:10]}'s")
     if record.op == "merge" and record.parents[1:] != (manifest.get("merge_parent"),):
         problems.append(f"{tag}: manifest merge_parent {manifest.get('merge_parent')} differs from the git "
                         f"second parent {record.parents[1:]}")

@@ -37,6 +37,11 @@ CARRIED_FILE = "carried.safetensors"
 SQUASHED_REF_PREFIX = "refs/kvc/squashed/"
 
 
+def patch_file(index: int, kind: str) -> str:
+    """The tree file of a commit's ``index``-th non-delta patch (see ``objects``)."""
+    return f"patch.{index}.{kind}.safetensors"
+
+
 @dataclass(frozen=True)
 class StorePaths:
     """The paths of the store whose project directory is ``root``."""

@@ -15,6 +15,8 @@ Manifest (``manifest.json``), format_version 1::
      "delta": {"hash": "<sha256>", "storage": "git" | "object", "bytes": 8600} | null,
      "keys": {"layers": [4]} | null,
      "carried": {"names": [...], "hash": "<sha256>"},   (only when the commit carries state)
+     "patches": [{"kind": "codebook", "file": "patch.0.codebook.safetensors", "hash": "<sha256>",
+                  "bytes": 123, "summary": {...}}],   (only when the commit has non-delta patches)
      "reverts": "<sha>" | null,
      "squash": {"base": "<sha>", "tip": "<sha>", "commits": [...], "kept_at": "refs/kvc/squashed/<sha>"} | null,
      "extra": {...}}
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from kedit_vc import __version__
 
@@ -82,7 +84,10 @@ class CommitInput:
     [n, d_in] written by the edit, for history-aware editors. ``carried``: name -> tensor,
     this commit's additive contribution to carried method state (see ``carried``; a
     revert's is computed by the store, a squash's defaults to its range's sum); none
-    writes no file. ``squash_range``: (base, tip), the commits after ``base`` up to
+    writes no file. ``patches``: non-delta patches (``kedit_vc.patches``: a codebook...),
+    oldest first, stored by kind beside the delta (a revert's are its target's, copied by
+    the store: they are live exactly when the revert is, i.e. when it re-applies a reverted
+    revert). ``squash_range``: (base, tip), the commits after ``base`` up to
     ``tip`` that a squash replaces. ``merge_parent``: a merge's second parent (the tip
     of the branch merged in); the first is HEAD, and the delta takes HEAD's weights to
     the merge's (the store adds it like an edit's).
@@ -105,6 +110,7 @@ class CommitInput:
     extra: Mapping[str, Any] = field(default_factory=dict)
     carried: "Mapping[str, torch.Tensor]" = field(default_factory=dict)
     merge_parent: str | None = None
+    patches: tuple[Any, ...] = ()
 
 
 def build_manifest(
@@ -114,6 +120,7 @@ def build_manifest(
     config: StoreConfig,
     delta: Mapping[str, Any] | None,
     squash: Mapping[str, Any] | None = None,
+    patches: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     manifest: dict[str, Any] = {
         "format": MANIFEST_FORMAT,
@@ -139,6 +146,8 @@ def build_manifest(
         from .carried import manifest_entry
 
         manifest["carried"] = manifest_entry(payload.carried)
+    if patches:  # absent otherwise: delta-only commits keep their bytes
+        manifest["patches"] = [dict(p) for p in patches]
     return manifest
 
 
@@ -170,4 +179,8 @@ def manifest_problems(manifest: Any) -> list[str]:
     if carried is not None and not (isinstance(carried, dict) and isinstance(carried.get("names"), list)
                                     and carried.get("hash")):
         problems.append("manifest's carried entry lacks names or hash")
+    patches = manifest.get("patches")
+    if patches is not None and not (isinstance(patches, list) and all(
+            isinstance(p, dict) and p.get("kind") and p.get("file") and p.get("hash") for p in patches)):
+        problems.append("manifest's patches entry is not a list of {kind, file, hash}")
     return problems

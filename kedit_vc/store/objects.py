@@ -10,12 +10,12 @@ and loading verifies the content hash.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from kedit_vc.errors import StoreError
 from kedit_vc.fsio import atomic_write_bytes
 
-from .layout import DELTA_FILE, DELTA_POINTER_FILE, StorePaths
+from .layout import DELTA_FILE, DELTA_POINTER_FILE, StorePaths, patch_file
 from .manifest import dumps
 
 if TYPE_CHECKING:
@@ -71,3 +71,33 @@ class DeltaObjects:
                 raise StoreError(f"{source} is missing: commit {sha[:10]} has no {DELTA_FILE}")
             data = tree_data
         return Delta.from_bytes(data, expected_hash=info["hash"], source=source)
+
+
+def write_patches(patches: Sequence[Any]) -> tuple[dict[str, bytes], list[dict[str, Any]]]:
+    """The tree files of a commit's non-delta patches (``patch.<i>.<kind>.safetensors``, in
+    git: they are small) and the manifest's ``patches`` entries."""
+    files: dict[str, bytes] = {}
+    entries = []
+    for index, patch in enumerate(patches):
+        if patch.kind == "delta":
+            raise StoreError("a commit's weight delta goes in CommitInput.delta, not among its patches")
+        data = patch.to_bytes()
+        name = patch_file(index, patch.kind)
+        files[name] = data
+        entries.append({"kind": patch.kind, "file": name, "hash": patch.content_hash(), "bytes": len(data),
+                        "summary": dict(patch.describe())})
+    return files, entries
+
+
+def load_patches(sha: str, read_file: Callable[[str], bytes | None], manifest: Mapping[str, Any]) -> list[Any]:
+    """Commit ``sha``'s non-delta patches, each decoded by its kind and verified against its hash."""
+    from kedit_vc.patches import decode
+
+    out = []
+    for entry in manifest.get("patches") or ():
+        source = f"{entry['file']} of commit {sha[:10]}"
+        data = read_file(entry["file"])
+        if data is None:
+            raise StoreError(f"{source} is missing though the manifest lists it; run `kvc fsck`")
+        out.append(decode(entry["kind"], data, entry["hash"], source))
+    return out

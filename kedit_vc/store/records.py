@@ -18,7 +18,8 @@ class CommitRecord:
     ``manifest`` is the parsed manifest.json (see ``manifest``); ``plan`` the stored
     ``Plan.to_json()``; ``delta()`` loads and verifies the delta against the manifest's
     hash (None for the initial commit); ``keys()`` gives layer -> keys [n, d_in] or {};
-    ``carried()`` the commit's carried method state, name -> tensor, or {} (see ``carried``).
+    ``carried()`` the commit's carried method state, name -> tensor, or {} (see ``carried``);
+    ``patches()`` its non-delta patches (codebooks...), or [].
     """
 
     sha: str
@@ -34,6 +35,7 @@ class CommitRecord:
     load_delta: Callable[[], "Delta | None"] = field(repr=False, compare=False)
     load_keys: Callable[[], "dict[int, torch.Tensor]"] = field(repr=False, compare=False)
     load_carried: Callable[[], "dict[str, torch.Tensor]"] = field(default=dict, repr=False, compare=False)
+    load_patches: Callable[[], list[Any]] = field(default=list, repr=False, compare=False)
 
     @property
     def short(self) -> str:
@@ -76,3 +78,11 @@ class CommitRecord:
 
     def carried(self) -> "dict[str, torch.Tensor]":
         return self.load_carried()
+
+    def patches(self) -> list[Any]:
+        """The commit's non-delta patches (``kedit_vc.patches``), verified, oldest first."""
+        return self.load_patches()
+
+    @property
+    def patch_kinds(self) -> tuple[str, ...]:
+        return tuple(p["kind"] for p in self.manifest.get("patches") or ())

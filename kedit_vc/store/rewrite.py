@@ -30,9 +30,11 @@ def revert_input(
     target_manifest: Mapping[str, Any],
     target_delta: "Delta | None",
     target_carried: "Mapping[str, torch.Tensor]",
+    target_patches: Sequence[Any] = (),
 ) -> CommitInput:
     """The revert of commit ``target``: the exact inverse of its delta, the negation of its
-    carried tensors, and its edit ids unless the payload names others."""
+    carried tensors, a copy of its non-delta patches (live only if the revert itself becomes
+    live, i.e. when it undoes a revert), and its edit ids unless the payload names others."""
     if target_manifest["op"] == "init" or target_delta is None:
         raise StoreError("the initial commit has no delta to revert")
     inverse = target_delta.inverse()
@@ -40,9 +42,11 @@ def revert_input(
         raise StoreError("a revert's delta must be the exact inverse of its target's; pass none")
     if payload.carried:
         raise StoreError("a revert's carried state is the negation of its target's; pass none")
+    if payload.patches:
+        raise StoreError("a revert's patches are its target's, copied by the store; pass none")
     edit_ids = payload.edit_ids or tuple(target_manifest.get("edit_ids") or ())
     return replace(payload, delta=inverse, reverts=target, edit_ids=edit_ids,
-                   carried=carried_state.negated(target_carried))
+                   carried=carried_state.negated(target_carried), patches=tuple(target_patches))
 
 
 @dataclass(frozen=True)

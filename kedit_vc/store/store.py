@@ -31,7 +31,7 @@ from .history import live_commits
 from .layout import MANIFEST_FILE, SQUASHED_REF_PREFIX, STORE_FILE, StorePaths
 from .lock import StoreLock
 from .manifest import CommitInput, StoreConfig, build_manifest, dumps
-from .objects import DeltaObjects
+from .objects import DeltaObjects, write_patches
 from .payload import commit_files, json_from_bytes
 from .records import CommitRecord
 
@@ -199,6 +199,15 @@ class Store:
                 log.debug("HEAD cache not written: %s", error)
         return state.delta()
 
+    def live_patches(self, rev: str = "HEAD") -> list[Any]:
+        """The non-delta patches in effect at ``rev`` (codebooks...), in commit order: with the
+        weights ``base + live_sum(rev)`` they make up the revision (``ops.load.load_edited``)."""
+        out: list[Any] = []
+        for sha in self.live_commits(rev):
+            if self._commits.manifest(sha).get("patches"):
+                out += self.read_commit(sha).patches()
+        return out
+
     def rebuild_head_cache(self) -> None:
         """Sum HEAD's live deltas from the history and rewrite the cache (``kvc fsck --repair``)."""
         with self.lock():
@@ -304,7 +313,12 @@ class Store:
             )
         record = self.read_commit(target)
         delta = record.delta() if record.op != "init" else None
-        return rewrite.revert_input(payload, target, record.manifest, delta, record.carried())
+        patches = record.patches()
+        if patches and record.op != "revert" and target not in self.live_commits(head):
+            raise StoreError(f"{payload.reverts} ({target[:10]}) is already reverted; its patches "
+                             f"({', '.join(record.patch_kinds)}) have no inverse to add a second time "
+                             "(revert the revert instead to bring it back)")
+        return rewrite.revert_input(payload, target, record.manifest, delta, record.carried(), patches)
 
     def _write_squash(self, payload: CommitInput, head: str, branch: str) -> tuple[str, str]:
         """Write the squash and the replayed commits; returns (squash commit, new HEAD)."""
@@ -336,9 +350,11 @@ class Store:
         """Write the commit's files, tree and commit objects (no ref moves); returns its sha."""
         assert payload.delta is not None
         files, info = self.objects.write(payload.delta, self.config.large_delta_bytes)
-        manifest = build_manifest(payload, parent=parent, config=self.config, delta=info, squash=squash)
+        patch_files, patch_entries = write_patches(payload.patches)
+        manifest = build_manifest(payload, parent=parent, config=self.config, delta=info, squash=squash,
+                                  patches=patch_entries)
         store_json = gitio.blob_bytes(gitio.read_files(self.repo, parent)[STORE_FILE])
-        tree = gitio.write_tree(self.repo, {**files, **commit_files(payload, manifest, store_json)})
+        tree = gitio.write_tree(self.repo, {**files, **patch_files, **commit_files(payload, manifest, store_json)})
         parents = [parent] if payload.merge_parent is None else [parent, payload.merge_parent]
         return gitio.write_commit(self.repo, tree, parents, payload.message)
 

@@ -1,0 +1,132 @@
+"""GRACE in a long sequential history: N single-edit commits, the live codebook growing.
+
+CounterFact records (the shared 500-record file, from ``--start``; 200.. are not used by any
+test or sweep) are edited one at a time, each commit's codebook attached before the next edit,
+as ``kvc commit`` does. Every ``--every`` commits, all edits so far are scored with the
+codebook in place: efficacy, paraphrase and neighbourhood (``reliability_cf``,
+``generalization_cf``, ``locality_cf``) beside their pre-edit values. At the end, greedy
+``generate`` speed (tokens/s) on the plain model and with every entry live. To fit a shared
+CPU, each edit is scored on its rewrite prompt, ``--paraphrases`` paraphrases and
+``--neighbours`` neighbourhood prompts (CounterFact has 2 and 10). Writes
+``bench/results/grace_sequential.json``.
+
+    OMP_NUM_THREADS=1 python bench/grace_sequential.py --n 200 --every 50
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, replace
+from typing import Any
+
+from common import parser, save, setup
+
+METRICS = ("reliability_cf", "generalization_cf", "locality_cf", "reliability", "locality_agree")
+
+
+def arguments() -> Any:
+    p = parser(__doc__)
+    p.add_argument("--n", type=int, default=200, help="sequential single-edit commits")
+    p.add_argument("--every", type=int, default=50, help="score all edits so far every K commits")
+    p.add_argument("--start", type=int, default=200, help="first CounterFact record")
+    p.add_argument("--paraphrases", type=int, default=2, help="paraphrase probes scored per edit")
+    p.add_argument("--neighbours", type=int, default=5, help="neighbourhood probes scored per edit")
+    p.add_argument("--gen-tokens", type=int, default=32, help="tokens generated per prompt for the speed check")
+    p.add_argument("--hparam", action="append", default=[], metavar="NAME=VALUE", help="GRACE override (JSON value)")
+    return p.parse_args()
+
+
+def trimmed(request: Any, paraphrases: int, neighbours: int) -> Any:
+    kinds = {"rewrite": 10**6, "paraphrase": paraphrases, "neighbour": neighbours}
+    kept: list[Any] = []
+    for kind, limit in kinds.items():
+        kept += [p for p in request.probes if p.kind == kind][:limit]
+    return replace(request, probes=tuple(kept))
+
+
+def tokens_per_second(model: Any, tokenizer: Any, prompts: list[str], tokens: int) -> float:
+    """Greedy generation speed: ``tokens`` new tokens (no early stop) per prompt."""
+    import torch
+
+    from kedit_vc.models.prompting import encode_text, pad_id
+
+    total, seconds = 0, 0.0
+    for prompt in prompts:
+        ids = torch.tensor([encode_text(tokenizer, prompt)])
+        began = time.perf_counter()
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
+                                 min_new_tokens=tokens, do_sample=False, pad_token_id=pad_id(tokenizer))
+        seconds += time.perf_counter() - began
+        total += out.shape[1] - ids.shape[1]
+    return total / seconds
+
+
+def main() -> None:
+    import json
+
+    args = arguments()
+    setup(args)
+    from kedit_vc.editors.base import EditContext, get_editor
+    from kedit_vc.editors.registry import build_hparams
+    from kedit_vc.eval import score_requests, summarize
+    from kedit_vc.eval.datasets import load_cases
+    from kedit_vc.eval.scores import ProbeScores
+    from kedit_vc.models import load_model
+    from kedit_vc.patches.attach import side_patches
+
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.hparam)}
+    hparams = build_hparams("grace", overrides)
+    lm = load_model(args.model, progress=False)
+    cases = load_cases("counterfact")[args.start:args.start + args.n]
+    requests = [trimmed(r, args.paraphrases, args.neighbours) for case in cases for r in case.requests][:args.n]
+    pre_all = score_requests(lm.model, lm.tokenizer, requests, generative=False)
+    editor, side = get_editor("grace"), side_patches(lm.model)
+    context = EditContext(fingerprint=lm.fingerprint, progress=False)
+    curve: list[dict[str, Any]] = []
+    seconds: list[float] = []
+    entries = 0
+    for done, request in enumerate(requests, 1):
+        began = time.perf_counter()
+        result = editor.edit(lm.model, lm.tokenizer, [request], hparams, context)
+        side.add(result.patches)
+        seconds.append(time.perf_counter() - began)
+        entries += result.info["entries_added"]
+        if done % args.every == 0 or done == len(requests):
+            post = score_requests(lm.model, lm.tokenizer, requests[:done], generative=False)
+            report = summarize(post, ProbeScores(pre_all.edits[:done], pre_all.forms))
+            row = {"edits": done, "entries": entries, "seconds_per_edit": round(sum(seconds) / done, 3),
+                   **{m: report.metrics.get(m) for m in METRICS},
+                   "pre": {m: report.pre_metrics.get(m) for m in METRICS}}
+            curve.append(row)
+            print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items() if k != "pre"}),
+                  flush=True)
+            write(args, overrides, lm, hparams, requests, seconds, curve, None, done == len(requests))
+    prompts = [r.prompt.replace("{}", r.subject, 1) for r in requests[:5]]
+    live = tokens_per_second(lm.model, lm.tokenizer, prompts, args.gen_tokens)
+    patches = list(side.patches)
+    side.clear()
+    plain = tokens_per_second(lm.model, lm.tokenizer, prompts, args.gen_tokens)
+    side.set(patches)
+    speed = {"plain_tokens_per_s": round(plain, 2), "live_tokens_per_s": round(live, 2),
+             "live_entries": entries, "ratio": round(live / plain, 3)}
+    print(json.dumps(speed))
+    path = write(args, overrides, lm, hparams, requests, seconds, curve, speed, True)
+    print(f"wrote {path}")
+
+
+def write(args: Any, overrides: dict[str, Any], lm: Any, hparams: Any, requests: list[Any], seconds: list[float],
+          curve: list[dict[str, Any]], speed: dict[str, Any] | None, complete: bool) -> Any:
+    """Save the results so far (at every evaluation, so a stopped run leaves its curve)."""
+    from kedit_vc.editors.registry import resolve_hparams
+
+    return save("grace_sequential", {
+        "method": "grace", "model": args.model, "hparams": overrides, "n": len(requests), "every": args.every,
+        "start": args.start, "probes": {"paraphrases": args.paraphrases, "neighbours": args.neighbours},
+        "resolved_hparams": asdict(resolve_hparams("grace", lm.model, hparams)), "complete": complete,
+        "seconds_per_edit": round(sum(seconds) / len(seconds), 3), "generate": speed, "curve": curve},
+        args.results_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""``load_edited``: any revision of a store as a usable HuggingFace causal LM.
+
+The one way to get the model a revision stands for: the store's base model (checked against
+its fingerprint), its live weight deltas added (``Store.live_sum``), and its other live
+patches (GRACE codebooks...) attached as forward hooks on their modules, each checked
+against the model first. The result behaves as the HF model it is: ``model(input_ids)``
+gives logits aligned with the input and ``model.generate`` works (a codebook acts per
+token, so the KV cache changes nothing). ``kvc eval``, ``kvc check``, ``kvc commit`` and
+``kvc model generate --rev`` materialise revisions the same way (``Weights.set_revision``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kedit_vc.models import LoadedModel
+    from kedit_vc.store import Store
+
+
+def load_revision(store: "Store", rev: str = "HEAD", progress: bool = False) -> "LoadedModel":
+    """The store's base model moved to ``rev`` (see the module doc)."""
+    from .weights import Weights, load_base
+
+    sha = store.resolve(rev)
+    loaded = load_base(store, progress=progress)
+    Weights(loaded.model).set_revision(store, sha)
+    return loaded
+
+
+def load_edited(store_dir: str | os.PathLike[str] = ".", rev: str = "HEAD", progress: bool = False
+                ) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` of revision ``rev`` of the store at or above ``store_dir``:
+    the base model with every live patch applied, whatever its kind.
+
+    >>> model, tokenizer = load_edited(".", "HEAD~2")
+    >>> model.generate(**tokenizer("The Eiffel Tower is in", return_tensors="pt"), max_new_tokens=5)
+    """
+    from kedit_vc.store import open_store
+
+    with open_store(store_dir) as store:
+        loaded = load_revision(store, rev, progress)
+    return loaded.model, loaded.tokenizer
