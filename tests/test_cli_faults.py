@@ -31,7 +31,6 @@ fresh interpreter to show the entry point itself answers Ctrl-C with 130.
 from __future__ import annotations
 
 import hashlib
-import json
 import multiprocessing
 import os
 import re
