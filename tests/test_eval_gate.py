@@ -42,6 +42,15 @@ def test_operators_from_expectations():
     assert run_gate(REPORT, [Expectation("locality", "<=", 0.91)]).exit_code == 0
 
 
+def test_a_value_exactly_at_a_threshold_holds_for_the_inclusive_operators_only():
+    """A boundary case: ``>= 0.91`` holds at 0.91, ``> 0.91`` does not (and ``<=`` / ``<`` alike)."""
+    assert run_gate(REPORT, [Expectation("locality", ">=", 0.91)]).exit_code == 0
+    assert run_gate(REPORT, (), {"locality": 0.91}).exit_code == 0  # --min-locality is >=
+    assert run_gate(REPORT, [Expectation("locality", ">", 0.91)]).exit_code == 1
+    assert run_gate(REPORT, [Expectation("locality", "<", 0.91)]).exit_code == 1
+    assert Expectation("x", ">=", 0.5).holds(0.5) and not Expectation("x", ">=", 0.5).holds(0.4999)
+
+
 def test_usage_errors():
     with pytest.raises(UsageError, match="unknown metric"):
         thresholds_from((), {"localty": 0.9})

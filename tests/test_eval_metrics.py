@@ -80,6 +80,18 @@ def test_token_accuracy_agreement_and_multihop():
         assert m[headline] == m[definition]
 
 
+def test_locality_agreement_is_one_when_nothing_changed_and_zero_when_everything_did():
+    """Asymmetric cases: the half-and-half neighbours above score 0.5 whether agreements or
+    disagreements are counted (bench/mutants.py's "locality counts disagreements")."""
+    def scores(argmax):
+        return ProbeScores((EditScores("e", (ps("rewrite", 1.0), ps("neighbour", 1.0, prompt="n", argmax=argmax))),))
+
+    base = scores((4, 5))
+    assert summarize(scores((4, 5)), base).metrics["locality_agree"] == 1.0
+    assert summarize(scores((6, 7)), base).metrics["locality_agree"] == 0.0
+    assert summarize(scores((4, 7)), base).metrics["locality"] == 0.5
+
+
 def test_pre_values_and_rows():
     report = summarize(POST, PRE, extra={"seconds": 1.5}, pre_extra={"fluency": 5.0})
     assert report.pre_metrics["reliability_cf"] == 0.0          # equal NLLs: target does not beat foil
