@@ -31,8 +31,9 @@ from typing import Any
 from common import RESULTS, ints, parser, save, setup
 
 NAME = "squash"
-HEADLINE = ("reliability", "raw_reliability", "generalization", "raw_generalization", "neighbourhood",
-            "raw_neighbourhood", "gen_reliability")
+HEADLINE = ("reliability", "raw_reliability", "efficacy", "raw_reliability_cf", "gen_reliability",
+            "raw_gen_reliability", "generalization", "raw_generalization", "paraphrase", "raw_generalization_cf",
+            "neighbourhood", "raw_locality_cf", "locality", "raw_locality", "gen_locality")
 
 
 def arguments() -> Any:
@@ -117,6 +118,14 @@ def strategy(text: str) -> tuple[str, dict[str, Any]]:
     return name, hparams
 
 
+def len_chain(snapshot: Path) -> int:
+    """Commits after the initial one in the store at ``snapshot``."""
+    from kedit_vc.store import open_store
+
+    with open_store(snapshot) as store:
+        return len(store.chain()) - 1
+
+
 def measure(snapshot: Path, work: Path, method: str, dry_run: bool) -> dict[str, Any]:
     """One squash of the whole range of a copy of ``snapshot`` with ``method`` (``strategy`` syntax)."""
     from kedit_vc.ops import squash
@@ -129,6 +138,9 @@ def measure(snapshot: Path, work: Path, method: str, dry_run: bool) -> dict[str,
         shutil.rmtree(work)
     if not work.exists():
         shutil.copytree(snapshot, work)
+        scores = work.parent / f"dry_n{len_chain(snapshot)}" / ".kvc" / "cache" / "scores"
+        if not dry_run and scores.is_dir():  # the tip's and the base's scores, content-addressed
+            shutil.copytree(scores, work / ".kvc" / "cache" / "scores", dirs_exist_ok=True)
     store = open_store(work)
     try:
         n = len(store.chain()) - 1
@@ -196,6 +208,7 @@ def main() -> None:
 def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| N | strategy | chosen | rel b→a | raw rel b→a | gen b→a | gener. b→a | raw gener. b→a | neigh b→a | "
              "raw neigh b→a | lost | s | bytes parts → squashed |", "|" + "---|" * 13]
+    # neighbourhood is CounterFact's (new object less likely than the true one); raw_locality_cf its raw twin
 
     def pair(row: dict[str, Any], name: str) -> str:
         b, a = row["before"].get(name), row["after"].get(name)
@@ -206,7 +219,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append(f"| {r['commits']} | {what} | {r['chosen']} | {pair(r, 'reliability')} | "
                      f"{pair(r, 'raw_reliability')} | {pair(r, 'gen_reliability')} | {pair(r, 'generalization')} | "
                      f"{pair(r, 'raw_generalization')} | {pair(r, 'neighbourhood')} | "
-                     f"{pair(r, 'raw_neighbourhood')} | {r['edits_lost']}/{r['held_before']} | {r['seconds']} | "
+                     f"{pair(r, 'raw_locality_cf')} | {r['edits_lost']}/{r['held_before']} | {r['seconds']} | "
                      f"{r['parts_bytes']} → {r['squashed_bytes']} |")
     return "\n".join(lines)
 
