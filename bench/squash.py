@@ -16,7 +16,8 @@ each smaller one, so a rerun or a larger size redoes no ROME edit. Results are s
 each (size, strategy), and a rerun skips rows already in the results file (``--fresh`` to
 redo them).
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/squash.py --sizes 10,50 --methods memit,compose
+    OMP_NUM_THREADS=1 .venv/bin/python bench/squash.py --sizes 10 \
+        --methods "compose,memit,ultraedit,memit:layers=[4],alphaedit"
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def arguments() -> Any:
     p.add_argument("--methods", default="memit,compose",
                    help="strategies measured as dry runs, comma-separated, each NAME or NAME:key=value;key=value "
                         "(JSON values), e.g. 'memit,memit:layers=[4],ultraedit,compose' (default memit,compose)")
-    p.add_argument("--real", default="auto", help="strategy committed for real after the dry runs (default auto)")
+    p.add_argument("--real", default="compose",
+                   help="strategy committed for real after the dry runs (default compose, kvc squash's default)")
     p.add_argument("--cache", default=None, help="where the ROME stores are kept between runs")
     p.add_argument("--build-only", action="store_true", help="only build (or finish) the ROME stores")
     p.add_argument("--fresh", action="store_true", help="redo rows already in the results file")
@@ -159,7 +161,8 @@ def measure(snapshot: Path, work: Path, method: str, dry_run: bool) -> dict[str,
         row = {
             "commits": n, "method": method, "hparams": hparams, "chosen": result.method, "dry_run": dry_run,
             "refused": refused,
-            "seconds": round(seconds, 2), "attempts": [dict(a) for a in getattr(result, "attempts", ())],
+            "seconds": round(seconds, 2), "edit_seconds": round(after.get("seconds", float("nan")), 2),
+            "attempts": [dict(a) for a in result.attempts],
             "before": headline(result.before.metrics), "after": headline(after),
             "held_before": sum(1 for r in result.before.rows if r.metrics.get("reliability") == 1.0),
             "edits_lost": len({loss.edit_id for loss in result.losses}),

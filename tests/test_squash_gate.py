@@ -163,3 +163,18 @@ def test_auto_keeps_the_composed_deltas_when_the_resolve_would_lose_an_edit(squa
 def test_compose_takes_no_hparams(squashable):
     result = run_kvc("squash", "HEAD~2..HEAD", "--method", "compose", "--hparam", "v_steps=3")
     assert result.exit_code != 0 and "runs no editor" in result.stderr
+
+
+def test_a_composed_patch_is_stored_dense_once_that_is_smaller():
+    import torch
+
+    from kedit_vc.delta import Delta
+    from kedit_vc.delta.updates import Dense, LowRank
+    from kedit_vc.ops.squash import smallest_form
+
+    g = torch.Generator().manual_seed(0)
+    thin = LowRank(torch.randn(6, 2, generator=g), torch.randn(4, 2, generator=g))   # 20 numbers < 24
+    wide = LowRank(torch.randn(6, 3, generator=g), torch.randn(4, 3, generator=g))   # 30 numbers > 24
+    out = smallest_form(Delta({"a": thin, "b": wide}))
+    assert isinstance(out.updates["a"], LowRank) and isinstance(out.updates["b"], Dense)
+    assert torch.allclose(out.dense("b"), wide.dense()) and out.summary().stored_bytes <= 24 * 4 + 20 * 4

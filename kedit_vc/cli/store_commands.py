@@ -426,7 +426,7 @@ def _squash_strategy(ctx: click.Context, param: click.Parameter, value: str | No
 @hparam_option
 @click.option("--allow-loss", is_flag=True,
               help="Commit even if edits that held before would be weakened (they are recorded in the commit).")
-@click.option("--dry-run", is_flag=True, help="Re-solve and show the before/after table; write nothing.")
+@click.option("--dry-run", is_flag=True, help="Squash in memory and show the before/after table; write nothing.")
 @wait_option
 @eval_batch_option
 @json_option
@@ -442,9 +442,10 @@ def squash_command(range_text: str, message: str | None, method: str | None, hpa
     alphaedit, ultraedit) instead re-solves the range's live edits as one batch on A's
     weights, with targets optimised afresh; --method auto tries memit and composes when
     that would weaken an edit. Why compose is the default: on SmolLM2 a MEMIT re-solve of
-    10 single-edit ROME commits lost edits and stored 5x the bytes
-    (bench/results/squash.json). A composed patch is as big as its parts (N rank-one edits
-    of one matrix have no smaller exact form); what shrinks is the history: one commit.
+    10 single-edit ROME commits lost an edit's paraphrases and stored 5x the bytes,
+    UltraEdit lost two edits (bench/results/squash.json). A composed patch is as big as its parts while their factors
+    are smaller than the matrix they change (for SmolLM2's MLP, under 419 rank-one
+    edits), and stored dense, so smaller, past that; what shrinks is the history: one commit.
 
     Gated: every edit whose rewrite prompt, paraphrases or greedy answer held at B must
     still hold after, or the squash is refused (exit 1) with a table of what would be
