@@ -178,3 +178,16 @@ def test_a_composed_patch_is_stored_dense_once_that_is_smaller():
     out = smallest_form(Delta({"a": thin, "b": wide}))
     assert isinstance(out.updates["a"], LowRank) and isinstance(out.updates["b"], Dense)
     assert torch.allclose(out.dense("b"), wide.dense()) and out.summary().stored_bytes <= 24 * 4 + 20 * 4
+
+
+def test_raw_prompt_checks_are_kept_too():
+    from dataclasses import replace
+
+    def scored(correct_raw: bool) -> EditScores:
+        prefixed = probe("rewrite", True, " Rome")
+        return EditScores("e-1", (replace(prefixed, raw=probe("rewrite", correct_raw, " Rome")),))
+
+    requests = [EditRequest("e-1", "Eiffel Tower", "{} is in", "Rome", "Paris")]
+    before, after = summarize(ProbeScores((scored(True),))), summarize(ProbeScores((scored(False),)))
+    assert before.rows[0].metrics["raw_reliability"] == 1.0 and after.rows[0].metrics["reliability"] == 1.0
+    assert [x.check for x in find_losses(requests, before, after)] == ["raw_reliability"]

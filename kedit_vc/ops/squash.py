@@ -109,15 +109,20 @@ class SquashRefused(KvcError):
 #: before (every rewrite / paraphrase target token the argmax; every rewrite prompt's greedy
 #: continuation holding the new object) must be at 1.0 after.
 KEPT = ("reliability", "gen_reliability", "generalization")
+#: The same checks on raw prompts (no prefix token: as a user prompts an exported model),
+#: where the edit's scores have that form; a MEMIT re-solve can keep every prefixed check
+#: and still lose raw ones (bench/results/squash.json: raw reliability 0.60 -> 0.47 at 10).
+KEPT_RAW = tuple("raw_" + name for name in KEPT)
 
 
 def find_losses(requests: Sequence["EditRequest"], before: EvalReport, after: EvalReport) -> list[Loss]:
-    """Kept metrics an edit held (1.0) in ``before`` and misses in ``after``, in request order."""
+    """Kept metrics (``KEPT``, ``KEPT_RAW``) an edit held (1.0) in ``before`` and misses in
+    ``after``, in request order."""
     old = {row.edit_id: row.metrics for row in before.rows}
     new = {row.edit_id: row.metrics for row in after.rows}
     losses = []
     for request in requests:
-        for check in KEPT:
+        for check in KEPT + KEPT_RAW:
             if old.get(request.edit_id, {}).get(check) == 1.0 and new.get(request.edit_id, {}).get(check) != 1.0:
                 losses.append(Loss(request.edit_id, request.subject, request.target_new, check))
     return losses
