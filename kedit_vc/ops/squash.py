@@ -15,10 +15,11 @@ held-out CounterFact records 400..409): a MEMIT re-solve lost one edit's paraphr
 raw-prompt reliability from 0.60 to 0.47 and stored 5x the bytes (rank-10 factors at each of its
 five layers, against one rank-one pair per ROME edit at one layer); MEMIT at ROME's own layer
 alone lost 5 of 10 (its (lambda C + K K^T)^-1 solve leaves part of each target unreached, where
-ROME's rank-one solve meets it exactly); UltraEdit lost two edits and halved locality. A composed patch is as big as its parts while N rank-one factor pairs of a
-576x1536 matrix are smaller than the matrix (N < 419); past that it is stored dense
-(``smallest_form``), so it is never bigger than the parts and then smaller. Below that,
-what a squash shrinks is the history.
+ROME's rank-one solve meets it exactly); UltraEdit lost two edits and halved locality.
+A composed patch is as big as its parts while N rank-one factor pairs of a 576x1536 matrix
+are smaller than the matrix (N < 419); past that it is stored dense (``smallest_form``), so
+it is never bigger than the parts and then smaller. Below that, what a squash shrinks is the
+history.
 
 Commits after B are replayed on top; the old history stays reachable
 under ``refs/kvc/squashed/<old head>``. Metrics of the range's edits are measured at B
