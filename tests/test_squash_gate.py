@@ -99,3 +99,95 @@ def test_a_squash_without_losses_commits_and_records_none(squashable):
     report = json.loads(result.stdout)
     # On the tiny model nothing held before (three optimisation steps), so nothing can be lost.
     assert result.exit_code == 0 and report["committed"] and report["losses"] == []
+
+
+def test_the_default_squash_composes_the_range_exactly(squashable):
+    import torch
+
+    from kedit_vc.store import open_store
+
+    with open_store(squashable) as store:
+        tip = store.head()
+        old = store.live_sum(tip)
+    result = run_kvc("squash", "HEAD~2..HEAD", "--no-progress", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["method"] == "compose" and report["committed"] and report["losses"] == []
+    # The model after the squash is the model at the old tip, so every score is unchanged.
+    assert report["after"]["rows"] == report["before"]["rows"]
+    with open_store(squashable) as store:
+        new = store.live_sum("HEAD")
+        assert set(new.updates) == set(old.updates)
+        for name in old.updates:
+            assert torch.allclose(new.dense(name), old.dense(name), atol=1e-6)
+        manifest = store.manifest("HEAD")
+        assert manifest["method"] == "compose" and manifest["hparams"] == {}
+        # The plan says how the delta was made: the range's own calls, its edits still live.
+        calls = manifest_plan_calls(store)
+        assert [c.method for c in calls] == ["rome", "rome"]
+        assert [r.subject for c in calls for r in c.requests] == ["Eiffel Tower", "Tokyo"]
+        assert sum(u.rank for u in new.updates.values()) == sum(u.rank for u in old.updates.values())
+        assert store.fsck() == []
+
+
+def manifest_plan_calls(store):
+    from kedit_vc.compiler.plan import Plan
+
+    return Plan.from_json(store.read_commit("HEAD").plan).calls
+
+
+def test_auto_keeps_the_composed_deltas_when_the_resolve_would_lose_an_edit(squashable, monkeypatch):
+    import importlib
+
+    squash_op = importlib.import_module("kedit_vc.ops.squash")
+    real, calls = squash_op.find_losses, []
+
+    def first_attempt_loses(requests, before, after):  # the re-solve loses e-1; compose is judged for real
+        calls.append(len(calls))
+        if len(calls) == 1:
+            return [Loss(requests[0].edit_id, requests[0].subject, requests[0].target_new, "reliability")]
+        return real(requests, before, after)
+
+    monkeypatch.setattr(squash_op, "find_losses", first_attempt_loses)
+    result = run_kvc("squash", "HEAD~2..HEAD", "--method", "auto", *SQUASH[2:], "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["method"] == "compose" and report["losses"] == [] and report["committed"]
+    assert [(a["method"], a["edits_weakened"]) for a in report["attempts"]] == [("memit", 1), ("compose", 0)]
+    from kedit_vc.store import open_store
+
+    with open_store(squashable) as store:
+        assert [a["method"] for a in store.manifest("HEAD")["extra"]["attempts"]] == ["memit", "compose"]
+
+
+def test_compose_takes_no_hparams(squashable):
+    result = run_kvc("squash", "HEAD~2..HEAD", "--method", "compose", "--hparam", "v_steps=3")
+    assert result.exit_code != 0 and "runs no editor" in result.stderr
+
+
+def test_a_composed_patch_is_stored_dense_once_that_is_smaller():
+    import torch
+
+    from kedit_vc.delta import Delta
+    from kedit_vc.delta.updates import Dense, LowRank
+    from kedit_vc.ops.squash import smallest_form
+
+    g = torch.Generator().manual_seed(0)
+    thin = LowRank(torch.randn(6, 2, generator=g), torch.randn(4, 2, generator=g))   # 20 numbers < 24
+    wide = LowRank(torch.randn(6, 3, generator=g), torch.randn(4, 3, generator=g))   # 30 numbers > 24
+    out = smallest_form(Delta({"a": thin, "b": wide}))
+    assert isinstance(out.updates["a"], LowRank) and isinstance(out.updates["b"], Dense)
+    assert torch.allclose(out.dense("b"), wide.dense()) and out.summary().stored_bytes <= 24 * 4 + 20 * 4
+
+
+def test_raw_prompt_checks_are_kept_too():
+    from dataclasses import replace
+
+    def scored(correct_raw: bool) -> EditScores:
+        prefixed = probe("rewrite", True, " Rome")
+        return EditScores("e-1", (replace(prefixed, raw=probe("rewrite", correct_raw, " Rome")),))
+
+    requests = [EditRequest("e-1", "Eiffel Tower", "{} is in", "Rome", "Paris")]
+    before, after = summarize(ProbeScores((scored(True),))), summarize(ProbeScores((scored(False),)))
+    assert before.rows[0].metrics["raw_reliability"] == 1.0 and after.rows[0].metrics["reliability"] == 1.0
+    assert [x.check for x in find_losses(requests, before, after)] == ["raw_reliability"]
