@@ -16,6 +16,8 @@ from kedit_vc.errors import UsageError
 from kedit_vc.eval.registry import HEADLINES
 
 from .options import (
+    echo_before_after,
+    echo_losses,
     eval_batch_option,
     hparam_option,
     json_option,
@@ -185,16 +187,8 @@ def _print_result(r: "MergeResult", as_json: bool) -> None:
         for edit_id in r.superseded:
             click.echo(f"  supersedes {edit_id}")
     if r.before is not None and r.after is not None:
-        names = [n for n in HEADLINES if n in r.before.metrics or n in r.after.metrics]
-        click.echo(f"{'metric':<16} {'own side':>9} {'merged':>9}")
-        for name in names:
-            b, a = r.before.metrics.get(name), r.after.metrics.get(name)
-            click.echo(f"{name:<16} {'-' if b is None else f'{b:.4f}':>9} {'-' if a is None else f'{a:.4f}':>9}")
-    if r.losses:
-        click.echo(f"{len(r.losses)} check(s) that held before fail after:")
-        click.echo(f"  {'edit':<16} {'subject':<24} {'new object':<16} check")
-        for loss in r.losses:
-            click.echo(f"  {loss.edit_id:<16} {loss.subject[:24]:<24} {loss.target[:16]:<16} {loss.check}")
+        echo_before_after(r.before, r.after, "own side", "merged")
+    echo_losses(r.losses)
 
 
 def _run(kind: str, target: str | None, message: str | None, method: str | None, hparams: tuple[str, ...],

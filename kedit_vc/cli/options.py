@@ -145,3 +145,23 @@ def method_option(default: str | None, lead: str) -> Callable[[F], F]:
     """``--method NAME``, checked against the registry (one line with a did-you-mean)."""
     return click.option("--method", default=default, show_default=default is not None, cls=_MethodOption,
                         lead=lead, callback=_known_method, help=lead)
+
+
+def echo_before_after(before: Any, after: Any, left: str = "before", right: str = "after") -> None:
+    """The headline metrics of two reports side by side (squash, merge, cherry-pick)."""
+    names = [n for n in HEADLINES if n in before.metrics or n in after.metrics]
+    click.echo(f"{'metric':<16} {left:>9} {right:>9}")
+    for name in names:
+        b, a = before.metrics.get(name), after.metrics.get(name)
+        click.echo(f"{name:<16} {'-' if b is None else f'{b:.4f}':>9} {'-' if a is None else f'{a:.4f}':>9}")
+
+
+def echo_losses(losses: Any) -> None:
+    """The checks that held before a re-solve and fail after it, one row each."""
+    if not losses:
+        return
+    click.echo(f"{len(losses)} check(s) that held before fail after:")
+    click.echo(f"  {'edit':<16} {'subject':<24} {'new object':<16} check")
+    for loss in losses:
+        click.echo(f"  {loss.edit_id:<16} {loss.subject[:24]:<24} {loss.target[:16]:<16} {loss.check}")
+

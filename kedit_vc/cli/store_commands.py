@@ -18,6 +18,8 @@ from kedit_vc.eval.registry import GENERATIVE, HEADLINES
 
 from .options import (
     collect_minimums,
+    echo_before_after,
+    echo_losses,
     eval_batch_option,
     hparam_option,
     json_option,
@@ -531,16 +533,8 @@ def squash_command(range_text: str, message: str | None, method: str | None, hpa
         else:
             what = "dry run" if dry_run else "refused"
             click.echo(f"({what}) {len(r.commits)} commit(s), {len(r.edit_ids)} edit(s) re-solved with {r.method}")
-        names = [n for n in HEADLINES if n in r.before.metrics or n in r.after.metrics]
-        click.echo(f"{'metric':<16} {'before':>9} {'after':>9}")
-        for name in names:
-            b, a = r.before.metrics.get(name), r.after.metrics.get(name)
-            click.echo(f"{name:<16} {'-' if b is None else f'{b:.4f}':>9} {'-' if a is None else f'{a:.4f}':>9}")
-        if r.losses:
-            click.echo(f"{len(r.losses)} check(s) that held before fail after:")
-            click.echo(f"  {'edit':<16} {'subject':<24} {'new object':<16} check")
-            for loss in r.losses:
-                click.echo(f"  {loss.edit_id:<16} {loss.subject[:24]:<24} {loss.target[:16]:<16} {loss.check}")
+        echo_before_after(r.before, r.after)
+        echo_losses(r.losses)
     if refused is not None:
         click.secho(f"error: {refused}", fg="red", err=True)
         return 1

@@ -43,7 +43,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, NoReturn, Sequence
 
 from kedit_vc.compiler.plan import EditorCall, EditRequest, Plan
 from kedit_vc.editors.defaults import BATCH_METHOD
@@ -409,6 +409,21 @@ def _union(plan: _MergePlan, picks: Mapping[tuple[str, str], str]) -> tuple[list
     return ours, theirs
 
 
+
+def _stop_at_conflicts(store: "Store", kind: str, pairs: Sequence[tuple[Any, Any]],
+                       shas: tuple[str, str, str | None], name: str, options: Any, dry_run: bool) -> NoReturn:
+    """Show both sides of each conflicting pair and stop; outside a dry run, write the state
+    ``--continue``/``--abort`` read (``shas``: ours, theirs, merge base or None)."""
+    current = refs.current_branch(store) or "HEAD"
+    conflicts = [Conflict(_side(store, o, f"ours ({current})"), _side(store, t, f"theirs ({name})"))
+                 for o, t in pairs]
+    spec = None
+    if not dry_run:
+        ours, theirs, base = shas
+        spec = _write_state(store, {"kind": kind, "ours": ours, "theirs": theirs, "base": base,
+                                    "name": name, "options": _options_json(options)}, conflicts)
+    raise MergeConflict(kind, conflicts, spec)
+
 def merge(store: "Store", branch: str, *, method: str | None = None, hparams: Mapping[str, Any] | None = None,
           message: str | None = None, allow_loss: bool = False, dry_run: bool = False, wait: bool = False,
           progress: bool = False, eval_batch_size: int = 16) -> MergeResult:
@@ -433,14 +448,7 @@ def merge(store: "Store", branch: str, *, method: str | None = None, hparams: Ma
         plan = _merge_plan(store, ours, theirs, base)
         pairs = _find_conflicts(plan.added_ours, plan.added_theirs)
         if pairs:
-            current = refs.current_branch(store) or "HEAD"
-            conflicts = [Conflict(_side(store, o, f"ours ({current})"), _side(store, t, f"theirs ({branch})"))
-                         for o, t in pairs]
-            spec = None
-            if not dry_run:
-                spec = _write_state(store, {"kind": "merge", "ours": ours, "theirs": theirs, "base": base,
-                                            "name": branch, "options": _options_json(options)}, conflicts)
-            raise MergeConflict("merge", conflicts, spec)
+            _stop_at_conflicts(store, "merge", pairs, (ours, theirs, base), branch, options, dry_run)
         return _finish_merge(store, plan, branch, {}, options)
 
 
@@ -532,14 +540,7 @@ def cherry_pick(store: "Store", rev: str, *, method: str | None = None, hparams:
             raise UsageError(f"{rev} ({record.short}) is a {record.op} commit: it adds no edit to pick")
         pairs = _pick_conflicts(store, head, picked)
         if pairs:
-            current = refs.current_branch(store) or "HEAD"
-            conflicts = [Conflict(_side(store, o, f"ours ({current})"), _side(store, t, f"theirs ({rev})"))
-                         for o, t in pairs]
-            spec = None
-            if not dry_run:
-                spec = _write_state(store, {"kind": "cherry-pick", "ours": head, "theirs": picked, "base": None,
-                                            "name": rev, "options": _options_json(options)}, conflicts)
-            raise MergeConflict("cherry-pick", conflicts, spec)
+            _stop_at_conflicts(store, "cherry-pick", pairs, (head, picked, None), rev, options, dry_run)
         return _finish_pick(store, head, picked, rev, {}, options)
 
 
