@@ -215,3 +215,27 @@ def test_squash_keeps_codebook_patches_as_they_are(store):
     assert "kept as they are" in record.message
     assert len(record.edit_ids) == 2 and record.manifest["extra"]["kept_patches"]["commits"]
     assert store.fsck() == []
+
+
+def test_merge_and_cherry_pick_refuse_edits_held_by_codebooks_and_change_nothing(store):
+    """A re-solve cannot carry a codebook: merging (diverged, so not a fast-forward) or
+    picking a GRACE commit is refused with what to do, and the store is left as it was
+    (the edit is never silently lost)."""
+    import pytest as _pytest
+
+    from conftest import TINY_ROME
+    from kedit_vc.errors import UsageError
+    from kedit_vc.ops import branches
+    from kedit_vc.ops.merge import cherry_pick, merge
+
+    branches.create_branch(store, "memory")
+    branches.switch(store, "memory")
+    commit(store, "grace.kedit", EIFFEL)
+    grace_commit = store.head()
+    branches.switch(store, "main")
+    commit(store, "rome.kedit", FRANCE, method=TINY_ROME)
+    start = store.head()
+    for attempt in (lambda: merge(store, "memory"), lambda: cherry_pick(store, grace_commit)):
+        with _pytest.raises(UsageError, match="codebook patches"):
+            attempt()
+        assert store.head() == start and store.fsck() == []

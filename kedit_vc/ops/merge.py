@@ -394,7 +394,18 @@ def _merge_plan(store: "Store", ours: str, theirs: str, base: str) -> _MergePlan
     # re-solved away: its edits are live on both sides but not in the start weights.
     kept = tuple(e for e in both if e.sha in start)
     again = tuple(e for e in both if e.sha not in start)
+    _refuse_patch_edits(store, [e.sha for e in (*added_ours, *added_theirs, *again)], "merge")
     return _MergePlan(ours, theirs, base, added_ours, added_theirs, kept, again, start, dropped, tuple(live_ours))
+
+
+def _refuse_patch_edits(store: "Store", shas: Sequence[str], verb: str) -> None:
+    """Merge and cherry-pick re-solve weight edits; an edit held by a non-weight patch (a
+    GRACE codebook) would be re-solved without its patch, so it is refused, not lost."""
+    for sha in dict.fromkeys(shas):
+        kinds = store.read_commit(sha).patch_kinds
+        if kinds:
+            raise UsageError(f"{verb}: commit {sha[:10]} holds its edits in {', '.join(kinds)} patches, which a "
+                             f"{verb} cannot re-solve yet; commit those facts again on this branch instead")
 
 
 def _union(plan: _MergePlan, picks: Mapping[tuple[str, str], str]) -> tuple[list[LiveEdit], list[LiveEdit]]:
@@ -538,6 +549,7 @@ def cherry_pick(store: "Store", rev: str, *, method: str | None = None, hparams:
         record = store.read_commit(picked)
         if record.op not in ("edit", "squash", "merge") and source_commit(store, picked) is None:
             raise UsageError(f"{rev} ({record.short}) is a {record.op} commit: it adds no edit to pick")
+        _refuse_patch_edits(store, [picked], "cherry-pick")
         pairs = _pick_conflicts(store, head, picked)
         if pairs:
             _stop_at_conflicts(store, "cherry-pick", pairs, (head, picked, None), rev, options, dry_run)
