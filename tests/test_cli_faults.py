@@ -296,7 +296,10 @@ def test_the_kvc_entry_point_exits_130_on_ctrl_c(template, tmp_path, kvc_cache, 
     shutil.copytree(template, project)
     before = snapshot(project)
     log_path, out_path = tmp_path / "fresh" / "project.log", str(tmp_path / "fresh" / "project")
-    bootstrap = ("import sys, fault_child; fault_child.install(fault_child._Log(sys.argv[1], sys.argv[2])); "
+    # A terminal's foreground job has the default SIGINT handler; a job started in the
+    # background of a non-interactive shell (as CI may run us) inherits SIGINT ignored.
+    bootstrap = ("import signal, sys, fault_child; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                 "fault_child.install(fault_child._Log(sys.argv[1], sys.argv[2])); "
                  "fault_child.kedit_vc.cli.main.main(sys.argv[3:])")
     path = os.pathsep.join(p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, **_env(kvc_cache, stats_text), "PYTHONPATH": path}

@@ -55,8 +55,11 @@ def test_commit_revert_squash_export_on_smollm2(tmp_path):
     france = [i for i, e in enumerate(all_requests) if e.edit_id == ids["france"]][0]
     assert now.edits[france].probes[0].argmax_ids == base.edits[france].probes[0].argmax_ids
 
-    squashed = squash(store, "HEAD~4..HEAD", hparams=MEMIT)
-    assert set(squashed.edit_ids) == {ids["eiffel"], ids["tokyo"]}
+    # A MEMIT re-solve (not the default exact compose); the gate also keeps raw-prompt checks,
+    # which MEMIT's trade-off can miss: accepted knowingly, and only raw-prompt ones may go.
+    squashed = squash(store, "HEAD~4..HEAD", hparams=MEMIT, allow_loss=True)
+    assert squashed.method == "memit" and set(squashed.edit_ids) == {ids["eiffel"], ids["tokyo"]}
+    assert all(loss.check.startswith("raw_") for loss in squashed.losses), squashed.losses
     remaining = tuple(e.request for e in live_edits(store))
     after = evaluator.scores_at(store.head(), remaining)
     assert all(takes(after).values()), squashed.after.to_json()
