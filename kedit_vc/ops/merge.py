@@ -57,7 +57,7 @@ from .branches import is_ancestor
 from .evaluate import Evaluation, Evaluator
 from .history import LiveEdit, fact_key, live_edits, source_commit
 from .plans import check_call
-from .squash import Loss, Resolved, resolve
+from .squash import Loss, Resolved, WouldWeaken, resolve
 
 if TYPE_CHECKING:
     from kedit_vc.delta import Delta
@@ -145,16 +145,11 @@ class MergeConflict(KvcError):
         super().__init__(f"{len(self.conflicts)} conflicting edit(s) (both sides above); {where}")
 
 
-class MergeRefused(KvcError):
+class MergeRefused(WouldWeaken):
     """The re-solve would weaken edits that held on their own side; nothing was written."""
 
-    exit_code = 1
-
     def __init__(self, result: MergeResult) -> None:
-        self.result = result
-        n = len({loss.edit_id for loss in result.losses})
-        super().__init__(f"the {result.kind} would weaken {n} edit(s) that held before (table above); nothing "
-                         "was written. Try --method or --hparam, or pass --allow-loss to accept it")
+        super().__init__(result, result.kind, "Try --method or --hparam")
 
 
 # -- the state of a stopped merge -----------------------------------------------------------

@@ -99,16 +99,24 @@ class SquashResult:
     attempts: tuple[Mapping[str, Any], ...] = ()  # auto: each try's method, seconds, edits it would weaken
 
 
-class SquashRefused(KvcError):
-    """The squash would weaken edits that held; nothing was written (exit 1)."""
+class WouldWeaken(KvcError):
+    """A re-solve (squash, merge, cherry-pick) would weaken edits that held; nothing was
+    written (exit 1). ``result`` carries the losses the CLI prints as a table."""
 
     exit_code = 1
 
-    def __init__(self, result: SquashResult) -> None:
+    def __init__(self, result: Any, verb: str, advice: str) -> None:
         self.result = result
         n = len({loss.edit_id for loss in result.losses})
-        super().__init__(f"the squash would weaken {n} edit(s) that held before (table above); nothing was "
-                         "written. Try other --hparam settings or --method, or pass --allow-loss to accept it")
+        super().__init__(f"the {verb} would weaken {n} edit(s) that held before (table above); nothing was "
+                         f"written. {advice}, or pass --allow-loss to accept it")
+
+
+class SquashRefused(WouldWeaken):
+    """The squash would weaken edits that held; nothing was written (exit 1)."""
+
+    def __init__(self, result: SquashResult) -> None:
+        super().__init__(result, "squash", "Try other --hparam settings or --method")
 
 
 #: Per-edit metrics a squash keeps (the registry's per-edit rows): an edit at 1.0 on one
