@@ -37,6 +37,22 @@ def save_tiny_llama(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+def save_tiny_qwen2(folder: Path, seed: int = 1) -> Path:
+    """A random 3-layer Qwen2 (hidden 48, MLP 96) with the tiny Llama's tokenizer, in ``folder``:
+    another architecture that a store made on the tiny Llama must refuse as its base."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Qwen2Config(vocab_size=VOCAB, hidden_size=48, intermediate_size=96, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         tie_word_embeddings=False, pad_token_id=0, eos_token_id=2, bos_token_id=None)
+    model = Qwen2ForCausalLM(config).eval()
+    model.save_pretrained(folder, safe_serialization=True)
+    tiny_tokenizer(VOCAB).save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def kvc_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("kvc-cache")
