@@ -53,7 +53,13 @@ def test_rome_takes_every_demo_fact_and_keeps_neighbours(lm) -> None:  # noqa: A
             continuation = _greedy_first_word(lm, request.rewrite_prompt)
             assert continuation.strip().startswith(request.target_new.split()[0]), continuation
             report = summarize(post, pre)
-            assert report.metrics["locality_cf"] >= 0.5 * report.pre_metrics["locality_cf"]
+            m, before_edit = report.metrics, report.pre_metrics
+            # README ("Results on this CPU"): the demo's paraphrases 1.00, neighbourhood 1.00.
+            # Measured (2026-11-28, each fact alone): paraphrase 1.00 for all four (0.00 before
+            # the edit), neighbourhood 1.00 = pre. Two or three neighbours per fact, so 0.9x pre
+            # means every neighbour that held still holds; the margin is below one probe.
+            assert m["generalization_cf"] >= 0.9, (request.subject, m)
+            assert m["locality_cf"] >= 0.9 * before_edit["locality_cf"], (request.subject, m, before_edit)
         finally:
             with torch.no_grad():
                 for name, value in before.items():
