@@ -4,6 +4,7 @@ transformers expects (no deprecation warnings) and gives the logits of a full fo
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import torch
 from hypothesis import given, settings
@@ -43,3 +44,18 @@ def test_our_forward_and_generate_paths_emit_no_warning() -> None:
         texts = greedy_continuations(MODEL, TOK, ["Ghana is in", "a"], [4, 4])
         docs = next(sample_documents(MODEL, TOK, n_tokens=8, seed=0))
     assert len(made) == 5 and len(texts) == 2 and docs.shape[0] == 1
+
+
+def test_missing_statistics_corpus_is_a_usage_error(tmp_path: Path) -> None:
+    """KVC_STATS_TEXT naming nothing is the user's to fix: a UsageError naming the path."""
+    import pytest
+
+    from kedit_vc.errors import UsageError
+    from kedit_vc.stats.corpus import corpus_id
+
+    with pytest.raises(UsageError, match="no such file"):
+        corpus_id(str(tmp_path / "missing.txt"), 0)
+    with pytest.raises(UsageError, match="no .txt files"):
+        corpus_id(str(tmp_path), 0)
+    (tmp_path / "a.txt").write_text("hello", encoding="utf-8")
+    assert corpus_id(str(tmp_path), 0).startswith("text-")

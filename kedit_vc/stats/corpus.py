@@ -29,7 +29,12 @@ def corpus_id(corpus: str | None, seed: int) -> str:
     if corpus is None:
         return f"self-sampled-s{seed}-k{SAMPLE_TOP_K}-l{SAMPLE_LENGTH}"
     path = Path(corpus)
+    if not path.exists():
+        raise UsageError(f"statistics corpus {corpus}: no such file or folder (set KVC_STATS_TEXT to a text "
+                         "file or a folder of .txt files, or unset it to use the model's own samples)")
     files = sorted(path.rglob("*.txt")) if path.is_dir() else [path]
+    if not files:
+        raise UsageError(f"statistics corpus {corpus}: the folder holds no .txt files")
     digest = hashlib.sha256()
     for file in files:
         digest.update(file.read_bytes())
@@ -70,7 +75,12 @@ def text_batches(tokenizer: Any, corpus: str, n_tokens: int, max_length: int = S
                  ) -> Iterator[torch.Tensor]:
     """Yield [1, <=SAMPLE_LENGTH] token chunks of a text file or folder of .txt files."""
     path = Path(corpus)
+    if not path.exists():
+        raise UsageError(f"statistics corpus {corpus}: no such file or folder (set KVC_STATS_TEXT to a text "
+                         "file or a folder of .txt files, or unset it to use the model's own samples)")
     files = sorted(path.rglob("*.txt")) if path.is_dir() else [path]
+    if not files:
+        raise UsageError(f"statistics corpus {corpus}: the folder holds no .txt files")
     if not files or not all(f.is_file() for f in files):
         raise UsageError(f"statistics corpus {corpus!r}: no such text file or folder of .txt files")
     produced = 0
