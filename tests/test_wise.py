@@ -80,6 +80,25 @@ def test_a_batch_with_padding_routes_each_sequence_as_it_would_alone(store):
         torch.testing.assert_close(together[row], logits(model, text)[0, -1], atol=1e-4, rtol=0)
 
 
+def test_generate_with_a_kv_cache_routes_as_the_whole_sequence_would(store):
+    """Each cached step is routed on the mean over the sequence so far, so greedy generation
+    with the cache gives the tokens a full forward per step (no cache) gives."""
+    from kedit_vc.models.prompting import encode_text
+
+    commit(store, "a.kedit", EIFFEL, method=TINY_WISE)
+    model = load(store)
+    tok = model_tokenizer()
+    for text in ("The Eiffel Tower is located in the city of", *UNRELATED):
+        ids = torch.tensor([encode_text(tok, text)])
+        with torch.no_grad():
+            cached = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4,
+                                    do_sample=False, pad_token_id=0)
+            full = ids
+            for _ in range(4):
+                full = torch.cat([full, model(input_ids=full).logits[:, -1:].argmax(-1)], dim=1)
+        assert cached.tolist() == full.tolist(), text
+
+
 def model_tokenizer():
     from test_patches import _TOKENIZER
 
