@@ -1,16 +1,17 @@
-"""GRACE in a long sequential history: N single-edit commits, the live codebook growing.
+"""GRACE or WISE in a long sequential history: N single-edit commits, the live memory growing.
 
 CounterFact records (the shared 500-record file, from ``--start``; 200.. are not used by any
-test or sweep) are edited one at a time, each commit's codebook attached before the next edit,
-as ``kvc commit`` does. Every ``--every`` commits, all edits so far are scored with the
-codebook in place: efficacy, paraphrase and neighbourhood (``reliability_cf``,
-``generalization_cf``, ``locality_cf``) beside their pre-edit values. At the end, greedy
-``generate`` speed (tokens/s) on the plain model and with every entry live. To fit a shared
-CPU, each edit is scored on its rewrite prompt, ``--paraphrases`` paraphrases and
-``--neighbours`` neighbourhood prompts (CounterFact has 2 and 10). Writes
-``bench/results/grace_sequential.json``.
+test or sweep) are edited one at a time, each commit's codebook (``--method wise``: side-memory
+increment) attached before the next edit, as ``kvc commit`` does. Every ``--every`` commits,
+all edits so far are scored with the memory in place: efficacy, paraphrase and neighbourhood
+(``reliability_cf``, ``generalization_cf``, ``locality_cf``) beside their pre-edit values. At
+the end, greedy ``generate`` speed (tokens/s) on the plain model and with every entry live. To
+fit a shared CPU, each edit is scored on its rewrite prompt, ``--paraphrases`` paraphrases and
+``--neighbours`` neighbourhood prompts (CounterFact has 2 and 10); ``--generative`` adds the
+greedy-generation metrics (``gen_*``). Writes ``bench/results/<method>_sequential.json``.
 
     OMP_NUM_THREADS=1 python bench/grace_sequential.py --n 200 --every 50
+    OMP_NUM_THREADS=1 python bench/grace_sequential.py --method wise --n 100 --every 25 --generative
 """
 
 from __future__ import annotations
@@ -22,17 +23,21 @@ from typing import Any
 from common import parser, save, setup
 
 METRICS = ("reliability_cf", "generalization_cf", "locality_cf", "reliability", "locality_agree")
+GEN_METRICS = ("gen_reliability", "gen_generalization", "gen_locality_agree")
+METHODS = ("grace", "wise")
 
 
 def arguments() -> Any:
     p = parser(__doc__)
+    p.add_argument("--method", choices=METHODS, default="grace", help="the memory-based editor")
+    p.add_argument("--generative", action="store_true", help="also score greedy generations (gen_* metrics)")
     p.add_argument("--n", type=int, default=200, help="sequential single-edit commits")
     p.add_argument("--every", type=int, default=50, help="score all edits so far every K commits")
     p.add_argument("--start", type=int, default=200, help="first CounterFact record")
     p.add_argument("--paraphrases", type=int, default=2, help="paraphrase probes scored per edit")
     p.add_argument("--neighbours", type=int, default=5, help="neighbourhood probes scored per edit")
     p.add_argument("--gen-tokens", type=int, default=32, help="tokens generated per prompt for the speed check")
-    p.add_argument("--hparam", action="append", default=[], metavar="NAME=VALUE", help="GRACE override (JSON value)")
+    p.add_argument("--hparam", action="append", default=[], metavar="NAME=VALUE", help="editor override (JSON value)")
     return p.parse_args()
 
 
@@ -76,12 +81,13 @@ def main() -> None:
     from kedit_vc.patches.attach import side_patches
 
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.hparam)}
-    hparams = build_hparams("grace", overrides)
+    hparams = build_hparams(args.method, overrides)
+    metrics = METRICS + (GEN_METRICS if args.generative else ())
     lm = load_model(args.model, progress=False)
     cases = load_cases("counterfact")[args.start:args.start + args.n]
     requests = [trimmed(r, args.paraphrases, args.neighbours) for case in cases for r in case.requests][:args.n]
-    pre_all = score_requests(lm.model, lm.tokenizer, requests, generative=False)
-    editor, side = get_editor("grace"), side_patches(lm.model)
+    pre_all = score_requests(lm.model, lm.tokenizer, requests, generative=args.generative)
+    editor, side = get_editor(args.method), side_patches(lm.model)
     context = EditContext(fingerprint=lm.fingerprint, progress=False)
     curve: list[dict[str, Any]] = []
     seconds: list[float] = []
@@ -91,13 +97,13 @@ def main() -> None:
         result = editor.edit(lm.model, lm.tokenizer, [request], hparams, context)
         side.add(result.patches)
         seconds.append(time.perf_counter() - began)
-        entries += result.info["entries_added"]
+        entries += result.info.get("entries_added", result.info.get("edits_added", 0))
         if done % args.every == 0 or done == len(requests):
-            post = score_requests(lm.model, lm.tokenizer, requests[:done], generative=False)
+            post = score_requests(lm.model, lm.tokenizer, requests[:done], generative=args.generative)
             report = summarize(post, ProbeScores(pre_all.edits[:done], pre_all.forms))
             row = {"edits": done, "entries": entries, "seconds_per_edit": round(sum(seconds) / done, 3),
-                   **{m: report.metrics.get(m) for m in METRICS},
-                   "pre": {m: report.pre_metrics.get(m) for m in METRICS}}
+                   **{m: report.metrics.get(m) for m in metrics},
+                   "pre": {m: report.pre_metrics.get(m) for m in metrics}}
             curve.append(row)
             print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items() if k != "pre"}),
                   flush=True)
@@ -120,10 +126,11 @@ def write(args: Any, overrides: dict[str, Any], lm: Any, hparams: Any, requests:
     """Save the results so far (at every evaluation, so a stopped run leaves its curve)."""
     from kedit_vc.editors.registry import resolve_hparams
 
-    return save("grace_sequential", {
-        "method": "grace", "model": args.model, "hparams": overrides, "n": len(requests), "every": args.every,
+    return save(f"{args.method}_sequential", {
+        "method": args.method, "generative": args.generative,
+        "model": args.model, "hparams": overrides, "n": len(requests), "every": args.every,
         "start": args.start, "probes": {"paraphrases": args.paraphrases, "neighbours": args.neighbours},
-        "resolved_hparams": asdict(resolve_hparams("grace", lm.model, hparams)), "complete": complete,
+        "resolved_hparams": asdict(resolve_hparams(args.method, lm.model, hparams)), "complete": complete,
         "seconds_per_edit": round(sum(seconds) / len(seconds), 3), "generate": speed, "curve": curve},
         args.results_dir)
 

@@ -1,0 +1,76 @@
+"""WISE's hyperparameters, checks and model-dependent defaults (no torch import).
+
+Defaults follow the reference implementation (EasyEdit's wise, Llama-2-7B settings): the side
+memory copies the MLP down-projection of a late block (block 27 of 32: 85% of the depth),
+gradient mask ratio 0.2, 70 SGD steps at lr 1.0, margins α = 5 (irrelevant inputs below),
+β = 20 (edit inputs above), γ = 10 (the gap between them), threshold ratio 0.88 and an
+element-wise norm constraint of 1.0 on ``W_side − W_main``.
+
+WISE-lite: one knowledge shard, continued by every commit, and no merging (the paper splits
+the memory into shards of ``save_freq`` edits with their own masks and TIES-merges them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from kedit_vc.editors.common.hparams import depth_layer, hparam, layer_problems, with_model_defaults
+
+if TYPE_CHECKING:
+    import torch
+
+#: Fraction of depth of the block whose MLP value matrix gets the side copy (EasyEdit: 27/32).
+LAYER_FRACTION = 0.85
+#: Inputs the router learns to keep on the main memory (the reference draws one per edit
+#: from the dataset's locality prompts; fixed generic sentences keep the eval's probes unseen).
+IRRELEVANT = (
+    "The weather was cold and the streets were quiet that morning.",
+    "She poured a cup of tea and opened the newspaper.",
+    "Water boils at one hundred degrees Celsius at sea level.",
+    "He practised the piano for an hour every evening.",
+)
+
+
+@dataclass(frozen=True)
+class WiseHparams:
+    """WISE-lite (Wang et al. 2024, arXiv 2405.14768): a routed side memory at one layer."""
+
+    layer: int | None = hparam(None, f"block whose MLP down-projection gets the side copy (None: "
+                                     f"{LAYER_FRACTION:.0%} of the depth)")
+    mask_ratio: float = hparam(0.2, "fraction of the side memory's entries the edits may train (the random "
+                                    "gradient mask of the knowledge shard)")
+    steps: int = hparam(70, "most SGD steps per edit")
+    lr: float = hparam(1.0, "SGD learning rate of the side memory")
+    alpha: float = hparam(5.0, "margin: irrelevant inputs' activation is pushed below alpha")
+    beta: float = hparam(20.0, "margin: the edit's activation is pushed above beta")
+    gamma: float = hparam(10.0, "margin: the edit's activation is pushed gamma above the irrelevant ones'")
+    act_ratio: float = hparam(0.88, "the router's threshold is act_ratio times the least edit activation")
+    norm_constraint: float = hparam(1.0, "|W_side - W_main| <= this, element-wise (0: no constraint)")
+    early_stop: bool = hparam(True, "stop once every target token is the argmax and the edit clears beta and "
+                                     "the irrelevant activations by gamma")
+    seed: int = hparam(0, "seed of the gradient mask (drawn when the memory is first made)")
+    irrelevant: tuple[str, ...] = hparam(IRRELEVANT, "texts whose activation the router keeps low")
+
+
+def check(hp: WiseHparams) -> list[str]:
+    problems = layer_problems("layer", hp.layer)
+    if not 0 < hp.mask_ratio <= 1:
+        problems.append(f"mask_ratio must lie in (0, 1], got {hp.mask_ratio}")
+    if not 0 < hp.act_ratio <= 1:
+        problems.append(f"act_ratio must lie in (0, 1], got {hp.act_ratio}")
+    if hp.steps < 1:
+        problems.append(f"steps must be >= 1, got {hp.steps}")
+    if not hp.lr > 0:
+        problems.append(f"lr must be > 0, got {hp.lr}")
+    for name in ("alpha", "beta", "gamma", "norm_constraint"):
+        if getattr(hp, name) < 0:
+            problems.append(f"{name} must be >= 0, got {getattr(hp, name)}")
+    if not hp.irrelevant or not all(isinstance(t, str) and t.strip() for t in hp.irrelevant):
+        problems.append("irrelevant must list at least one non-empty text")
+    return problems
+
+
+def resolve(model: torch.nn.Module, hp: WiseHparams) -> WiseHparams:
+    """``hp`` with the layer this model gets by default."""
+    return with_model_defaults(model, hp, layer=lambda: depth_layer(model, LAYER_FRACTION))
