@@ -385,7 +385,7 @@ def test_auto_composes_when_the_re_solve_would_weaken_an_edit(store_dir, monkeyp
 
     real = merge_ops.resolve
 
-    def losing(evaluator, plan, before, *args, **kwargs):  # noqa: ANN001, ANN202
+    def losing(evaluator, plan, before, *args, **kwargs):
         solved = real(evaluator, plan, before, *args, **kwargs)
         lost = tuple(Loss(r.edit_id, r.subject, r.target_new, "reliability") for r in plan.requests)
         return dataclasses.replace(solved, losses=lost)
