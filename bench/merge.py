@@ -44,6 +44,7 @@ from common import parser, save, setup
 
 TINY_ROME = "method rome { layer = 1 v_steps = 3 stats_tokens = 2000 context_templates = 2 context_length = 4 }"
 REAL_ROME = "method rome { v_steps = 20 stats_tokens = 4000 context_templates = 5 }"
+TINY_HPARAMS = {"layer": 1, "v_steps": 3, "stats_tokens": 2000, "context_templates": 2, "context_length": 4}
 
 
 def tiny_model(folder: Path) -> str:
@@ -79,9 +80,10 @@ def main() -> None:
     p.add_argument("--build-only", action="store_true", help="--cached: only grow (or finish growing) the branches")
     args = p.parse_args()
     setup(args)
-    if args.cached:
+    if args.cached:  # --model tiny here is a quick check of the script itself
         if args.model == "tiny":
-            args.model = "smollm2"
+            args.model = tiny_model(Path(tempfile.mkdtemp(prefix="kvc-bench-merge-")))
+            args.rome = TINY_HPARAMS
         cached(args)
         return
 
@@ -151,6 +153,9 @@ def main() -> None:
 # -- the cached real-model run ------------------------------------------------------------
 
 SIDES = ("main", "feature")
+#: The metrics printed (the JSON keeps every one): prefixed and raw prompt forms, greedy generation.
+HEADLINE = ("reliability", "generalization", "locality", "raw_reliability", "raw_generalization", "raw_locality",
+            "gen_reliability", "raw_gen_reliability")
 
 
 def cache_dir(args: Any) -> Path:
@@ -189,7 +194,7 @@ def grow(args: Any, folder: Path) -> dict[str, float]:
                 branches.switch(store, side)
                 index = args.start + number * args.per_branch + i
                 (request,) = counterfact_case(records[index - args.start]).requests
-                plan = Plan(calls=(EditorCall("rome", {}, (request,)),))
+                plan = Plan(calls=(EditorCall("rome", dict(getattr(args, "rome", {})), (request,)),))
                 began = time.perf_counter()
                 result = commit_plan(store, plan, f"# CounterFact record {index} (bench/merge.py)\n",
                                      f"cf{index}.kedit", CommitOptions(message=f"{side} {i}: {request.subject}"),
@@ -216,9 +221,10 @@ def cached(args: Any) -> None:
     from kedit_vc.store import open_store
 
     folder = cache_dir(args) / f"rome_{args.start}_2x{args.per_branch}"
-    timings = grow(args, folder)
+    grown = grow(args, folder)
     if args.build_only:
         return
+    timings = {f"{name}_this_run": seconds for name, seconds in grown.items()}
     k = args.merge_at or args.per_branch
     work = cache_dir(args) / "scratch"
     if work.exists():
@@ -233,6 +239,10 @@ def cached(args: Any) -> None:
                 raise SystemExit(f"{side} has {len(commits)} commits, fewer than --merge-at {k}")
             branches.create_branch(store, f"{side}{k}", commits[k - 1])
             ids[side] = [i for sha in commits[:k] for i in store.read_commit(sha).edit_ids]
+            # Build seconds from the commits' own records (a resumed build spans processes).
+            spent = [store.read_commit(sha).manifest.get("timings", {}) for sha in commits[:k]]
+            timings[f"build_{side}_s"] = sum(t.get("total_s", 0.0) for t in spent)
+            timings[f"build_{side}_edit_s"] = sum(t.get("edit_s", 0.0) for t in spent)
         branches.switch(store, f"main{k}")
         began = time.perf_counter()
         try:
@@ -254,7 +264,7 @@ def cached(args: Any) -> None:
             "timings_s": {k2: round(v, 3) for k2, v in timings.items()},
             "per_side": {side: {"own_tip": side_means(before, ids[side]), "merged": side_means(after, ids[side])}
                          for side in SIDES},
-            "fsck_problems": store.fsck(),
+            "fsck_problems": store.fsck(), "load_average_after": list(os.getloadavg()),
         }
     finally:
         store.close()
@@ -263,7 +273,8 @@ def cached(args: Any) -> None:
           f"{payload['strategy']} ({payload['strategy_reason']}) in {timings['merge_s']:.1f} s")
     for side in SIDES:
         for where in ("own_tip", "merged"):
-            shown = ", ".join(f"{n} {v:.3f}" for n, v in payload["per_side"][side][where].items())
+            values = payload["per_side"][side][where]
+            shown = ", ".join(f"{n} {values[n]:.3f}" for n in HEADLINE if n in values)
             print(f"  {side:<8} {where:<8} {shown}")
     print(f"saved {path}")
 
