@@ -80,7 +80,9 @@ def main() -> None:
     p.add_argument("--build-only", action="store_true", help="--cached: only grow (or finish growing) the branches")
     args = p.parse_args()
     setup(args)
-    if args.cached:  # --model tiny here is a quick check of the script itself
+    if args.cached:  # default smollm2; --model tiny here is a quick check of the script itself
+        if args.model == "tiny" and "--model" not in sys.argv:
+            args.model = "smollm2"
         if args.model == "tiny":
             args.model = tiny_model(Path(tempfile.mkdtemp(prefix="kvc-bench-merge-")))
             args.rome = TINY_HPARAMS
@@ -187,7 +189,7 @@ def grow(args: Any, folder: Path) -> dict[str, float]:
     timings = {"grow_main_s": 0.0, "grow_feature_s": 0.0}
     evaluator = Evaluator(store, prompts="prefixed", generative=False)
     try:
-        for i in range(args.per_branch):
+        for i in range(min(args.merge_at or args.per_branch, args.per_branch)):  # a cut needs only its commits
             for number, side in enumerate(SIDES):
                 if len(side_commits(store, side)) > i:
                     continue
