@@ -16,20 +16,35 @@ minutes: run it with ``--per-branch 3`` there.
 
     OMP_NUM_THREADS=1 python bench/merge.py                     # tiny model, 2 x 20
     OMP_NUM_THREADS=1 python bench/merge.py --model smollm2 --per-branch 3 --name merge_smollm2
+
+``--cached`` (the real model's 2 x 20 run) grows the two branches once in a store kept
+under ``--cache`` (default ``~/.cache/kedit_vc/bench_merge2x20``), alternating sides so
+that the first K commits of each side exist at any time, with one-edit ROME commits of
+CounterFact records ``--start``.. (scored on prefixed prompts only while growing; the merge
+scores every form itself). A rerun resumes the growth; ``--build-only`` stops there. The
+merge runs on a copy, on branches cut at ``--merge-at`` commits per side (default all),
+with ``--strategy`` (default auto); per side and merged it reports the edits' metrics in
+both prompt forms and generatively, the seconds of each strategy tried, and auto's choice:
+
+    OMP_NUM_THREADS=1 python bench/merge.py --cached --build-only          # resumable
+    OMP_NUM_THREADS=1 python bench/merge.py --cached --name merge_smollm2_2x20
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from common import parser, save, setup
 
 TINY_ROME = "method rome { layer = 1 v_steps = 3 stats_tokens = 2000 context_templates = 2 context_length = 4 }"
 REAL_ROME = "method rome { v_steps = 20 stats_tokens = 4000 context_templates = 5 }"
+TINY_HPARAMS = {"layer": 1, "v_steps": 3, "stats_tokens": 2000, "context_templates": 2, "context_length": 4}
 
 
 def tiny_model(folder: Path) -> str:
@@ -57,8 +72,22 @@ def main() -> None:
     p.set_defaults(model="tiny")
     p.add_argument("--per-branch", type=int, default=20, help="one-edit commits on each branch (default 20)")
     p.add_argument("--name", default="merge", help="results file name (default merge)")
+    p.add_argument("--cached", action="store_true", help="real-model run: branches grown once in --cache")
+    p.add_argument("--cache", default=None, help="where --cached keeps its store (default $KVC_CACHE/bench_merge2x20)")
+    p.add_argument("--start", type=int, default=200, help="--cached: first CounterFact record (default 200)")
+    p.add_argument("--merge-at", type=int, default=None, help="--cached: merge the first K commits of each side")
+    p.add_argument("--strategy", default="auto", help="--cached: merge strategy (auto, resolve, compose)")
+    p.add_argument("--build-only", action="store_true", help="--cached: only grow (or finish growing) the branches")
     args = p.parse_args()
     setup(args)
+    if args.cached:  # default smollm2; --model tiny here is a quick check of the script itself
+        if args.model == "tiny" and "--model" not in sys.argv:
+            args.model = "smollm2"
+        if args.model == "tiny":
+            args.model = tiny_model(Path(tempfile.mkdtemp(prefix="kvc-bench-merge-")))
+            args.rome = TINY_HPARAMS
+        cached(args)
+        return
 
     from kedit_vc.eval.datasets import load_cases
     from kedit_vc.ops import CommitOptions, Evaluator, branches, commit_spec, init, live_edits
@@ -120,6 +149,135 @@ def main() -> None:
     for side, values in per_side.items():
         print(f"  {side:<8} reliability on its own tip {values['own_tip_reliability']:.3f}, "
               f"at the merged HEAD {values['merged_reliability']:.3f}")
+    print(f"saved {path}")
+
+
+# -- the cached real-model run ------------------------------------------------------------
+
+SIDES = ("main", "feature")
+#: The metrics printed (the JSON keeps every one): prefixed and raw prompt forms, greedy generation.
+HEADLINE = ("reliability", "generalization", "locality", "raw_reliability", "raw_generalization", "raw_locality",
+            "gen_reliability", "raw_gen_reliability")
+
+
+def cache_dir(args: Any) -> Path:
+    if args.cache:
+        return Path(args.cache)
+    return Path(os.environ.get("KVC_CACHE", Path.home() / ".cache" / "kedit_vc")) / "bench_merge2x20"
+
+
+def side_commits(store: Any, side: str) -> list[str]:
+    """The side's own commits after the initial one, oldest first."""
+    return list(reversed(store.repo.git.rev_list("--first-parent", side).split()))[1:]
+
+
+def grow(args: Any, folder: Path) -> dict[str, float]:
+    """Alternate one-edit ROME commits on main and feature until each has ``--per-branch``."""
+    from kedit_vc.compiler.plan import EditorCall, Plan
+    from kedit_vc.eval.datasets import counterfact_case, load_records
+    from kedit_vc.ops import Evaluator, branches, init
+    from kedit_vc.ops.commit import CommitOptions, commit_plan
+    from kedit_vc.store import open_store
+
+    records = load_records("counterfact")[args.start:args.start + 2 * args.per_branch]
+    if len(records) < 2 * args.per_branch:
+        raise SystemExit(f"only {len(records)} records from {args.start}; lower --start or --per-branch")
+    fresh = not (folder / ".kvc").is_dir()
+    store = init(folder, args.model) if fresh else open_store(folder)
+    if fresh:
+        branches.create_branch(store, "feature")
+    timings = {"grow_main_s": 0.0, "grow_feature_s": 0.0}
+    evaluator = Evaluator(store, prompts="prefixed", generative=False)
+    try:
+        for i in range(min(args.merge_at or args.per_branch, args.per_branch)):  # a cut needs only its commits
+            for number, side in enumerate(SIDES):
+                if len(side_commits(store, side)) > i:
+                    continue
+                branches.switch(store, side)
+                index = args.start + number * args.per_branch + i
+                (request,) = counterfact_case(records[index - args.start]).requests
+                plan = Plan(calls=(EditorCall("rome", dict(getattr(args, "rome", {})), (request,)),))
+                began = time.perf_counter()
+                result = commit_plan(store, plan, f"# CounterFact record {index} (bench/merge.py)\n",
+                                     f"cf{index}.kedit", CommitOptions(message=f"{side} {i}: {request.subject}"),
+                                     evaluator=evaluator)
+                seconds = time.perf_counter() - began
+                timings[f"grow_{side}_s"] += seconds
+                print(f"{side} {i + 1}/{args.per_branch} (record {index}) {request.subject!r}: reliability "
+                      f"{result.report.rows[0].metrics.get('reliability')} ({seconds:.1f} s)", flush=True)
+    finally:
+        store.close()
+    return timings
+
+
+def side_means(rows: dict[str, dict[str, float]], ids: list[str]) -> dict[str, float]:
+    """Each metric's mean over ``ids`` (rows: edit id -> metrics)."""
+    names = sorted({name for i in ids for name in rows.get(i, {})})
+    return {name: round(mean([rows[i][name] for i in ids if name in rows.get(i, {})]), 4) for name in names}
+
+
+def cached(args: Any) -> None:
+    """Grow (or finish) the cached branches, then merge a copy cut at ``--merge-at``."""
+    from kedit_vc.ops import branches
+    from kedit_vc.ops.merge import MergeRefused, merge
+    from kedit_vc.store import open_store
+
+    folder = cache_dir(args) / f"rome_{args.start}_2x{args.per_branch}"
+    grown = grow(args, folder)
+    if args.build_only:
+        return
+    timings = {f"{name}_this_run": seconds for name, seconds in grown.items()}
+    k = args.merge_at or args.per_branch
+    work = cache_dir(args) / "scratch"
+    if work.exists():
+        shutil.rmtree(work)
+    shutil.copytree(folder, work)
+    store = open_store(work)
+    try:
+        ids: dict[str, list[str]] = {}
+        for side in SIDES:
+            commits = side_commits(store, side)
+            if len(commits) < k:
+                raise SystemExit(f"{side} has {len(commits)} commits, fewer than --merge-at {k}")
+            branches.create_branch(store, f"{side}{k}", commits[k - 1])
+            ids[side] = [i for sha in commits[:k] for i in store.read_commit(sha).edit_ids]
+            # Build seconds from the commits' own records (a resumed build spans processes).
+            spent = [store.read_commit(sha).manifest.get("timings", {}) for sha in commits[:k]]
+            timings[f"build_{side}_s"] = sum(t.get("total_s", 0.0) for t in spent)
+            timings[f"build_{side}_edit_s"] = sum(t.get("edit_s", 0.0) for t in spent)
+        branches.switch(store, f"main{k}")
+        began = time.perf_counter()
+        try:
+            result = merge(store, f"feature{k}", strategy=args.strategy)
+            refused = False
+        except MergeRefused as error:
+            result, refused = error.result, True
+        timings["merge_s"] = time.perf_counter() - began
+        assert result.before is not None and result.after is not None
+        before = {row.edit_id: dict(row.metrics) for row in result.before.rows}
+        after = {row.edit_id: dict(row.metrics) for row in result.after.rows}
+        payload = {
+            "model": args.model, "threads": args.threads, "per_branch": k, "grown_per_branch": args.per_branch,
+            "records": [args.start, args.start + 2 * args.per_branch], "method": result.method,
+            "strategy_asked": args.strategy, "strategy": result.strategy, "strategy_reason": result.reason,
+            "refused": refused, "outcome": result.outcome, "edits_merged": len(result.requests),
+            "losses": [loss.to_json() for loss in result.losses],
+            "attempts": [dict(a) for a in result.attempts],
+            "timings_s": {k2: round(v, 3) for k2, v in timings.items()},
+            "per_side": {side: {"own_tip": side_means(before, ids[side]), "merged": side_means(after, ids[side])}
+                         for side in SIDES},
+            "fsck_problems": store.fsck(), "load_average_after": list(os.getloadavg()),
+        }
+    finally:
+        store.close()
+    path = save(args.name, payload, args.results_dir)
+    print(f"{args.model}: merge of 2 x {k} one-edit ROME commits: {payload['outcome']} with strategy "
+          f"{payload['strategy']} ({payload['strategy_reason']}) in {timings['merge_s']:.1f} s")
+    for side in SIDES:
+        for where in ("own_tip", "merged"):
+            values = payload["per_side"][side][where]
+            shown = ", ".join(f"{n} {values[n]:.3f}" for n in HEADLINE if n in values)
+            print(f"  {side:<8} {where:<8} {shown}")
     print(f"saved {path}")
 
 

@@ -325,3 +325,171 @@ def test_a_merged_history_survives_push_and_clone(store_dir, tmp_path, tiny_mode
         assert b.read_commit("HEAD").op == "merge" and a.head() == b.head()
         assert a.fsck() == [] and b.fsck() == []
         assert torch.equal(head_logits(a, tiny_model_dir), head_logits(b, tiny_model_dir))
+
+
+# -- strategies: compose and auto ---------------------------------------------------------------
+
+
+def _dense(deltas) -> dict:
+    """Tensor name -> the deltas' dense updates summed (float64, so the order does not matter)."""
+    total: dict = {}
+    for delta in deltas:
+        for name in delta.updates:
+            update = delta.dense(name).double()
+            total[name] = total[name] + update if name in total else update
+    return total
+
+
+def test_a_compose_merge_is_the_base_plus_both_sides_deltas(store_dir):
+    import torch
+
+    _commit(store_dir, "base.kedit", FACTS[2])
+    _diverged(store_dir, [FACTS[0]], [FACTS[1], FACTS[3]])
+    ours_live, theirs_live = _live(store_dir), _live(store_dir, "feature")
+    with open_store(store_dir) as store:
+        base = store.repo.git.merge_base("HEAD", "feature")
+        at_base = store.live_commits(base)
+        ours_deltas = store.live_deltas("HEAD")
+        theirs_since = [store.read_commit(c).delta() for c in store.live_commits("feature") if c not in at_base]
+        assert len(theirs_since) == 2
+    result = run_kvc("merge", "feature", "--strategy", "compose", QUIET)
+    assert result.exit_code == 0, result.output
+    assert "composed" in result.stdout and "strategy compose: --strategy compose" in result.stdout
+    with open_store(store_dir) as store:
+        merged = _dense(store.live_deltas("HEAD"))
+        expected = _dense(ours_deltas + theirs_since)
+        assert merged.keys() == expected.keys()
+        for name, value in expected.items():  # equal up to float32 rounding of a dense sum
+            scale = float(value.abs().max())
+            torch.testing.assert_close(merged[name], value, rtol=0, atol=1e-5 * scale)
+            assert scale > 0
+        record = store.read_commit("HEAD")
+        assert record.op == "merge" and record.method == "compose"
+        assert record.manifest["extra"]["merge"]["strategy"] == "compose"
+        assert store.fsck() == []
+    assert _live(store_dir) == {**ours_live, **theirs_live}
+    shown = run_kvc("show", "HEAD")
+    assert shown.exit_code == 0 and "merge strategy compose: --strategy compose" in shown.stdout
+    # Reverting the merge returns to ours exactly, as for a re-solved merge.
+    assert run_kvc("revert", "HEAD", QUIET).exit_code == 0
+    assert _live(store_dir) == ours_live
+
+
+def test_auto_composes_when_the_re_solve_would_weaken_an_edit(store_dir, monkeypatch):
+    """A re-solve that loses every edit's reliability (forced) is not what auto commits: it
+    falls back to the composed deltas and records why, with both attempts."""
+    import dataclasses
+
+    from kedit_vc.ops import merge as merge_ops
+    from kedit_vc.ops.squash import Loss
+
+    real = merge_ops.resolve
+
+    def losing(evaluator, plan, before, *args, **kwargs):
+        solved = real(evaluator, plan, before, *args, **kwargs)
+        lost = tuple(Loss(r.edit_id, r.subject, r.target_new, "reliability") for r in plan.requests)
+        return dataclasses.replace(solved, losses=lost)
+
+    monkeypatch.setattr(merge_ops, "resolve", losing)
+    _diverged(store_dir, [FACTS[0]], [FACTS[1]])
+    ours_live, theirs_live = _live(store_dir), _live(store_dir, "feature")
+    forced = run_kvc("merge", "feature", "--strategy", "resolve", QUIET)
+    assert forced.exit_code == 1 and "would weaken 2 edit(s)" in forced.stderr, forced.output
+    result = run_kvc("merge", "feature", QUIET, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["strategy"] == "compose" and report["method"] == "compose" and report["losses"] == []
+    assert [a["strategy"] for a in report["attempts"]] == ["resolve", "compose"]
+    assert [a["edits_weakened"] for a in report["attempts"]] == [2, 0]
+    assert "rome re-solve would weaken 2 edit(s)" in report["reason"]
+    with open_store(store_dir) as store:
+        merged = store.read_commit("HEAD").manifest["extra"]["merge"]
+        assert merged["strategy"] == "compose" and merged["strategy_reason"] == report["reason"]
+        assert store.fsck() == []
+    assert _live(store_dir) == {**ours_live, **theirs_live}
+    assert "merge strategy compose: auto: the rome re-solve would weaken" in run_kvc("show", "HEAD").stdout
+
+
+def test_auto_keeps_a_re_solve_that_weakens_nothing(store_dir):
+    _diverged(store_dir, [FACTS[0]], [FACTS[1]])
+    result = run_kvc("merge", "feature", QUIET, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    if report["attempts"][0]["edits_weakened"] == 0:  # the tiny model's re-solve usually keeps both
+        assert report["strategy"] == "resolve" and len(report["attempts"]) == 1
+        assert report["reason"] == "auto: the rome re-solve weakens no edit"
+    else:
+        assert len(report["attempts"]) == 2
+
+
+def test_strategy_flags_are_checked(store_dir):
+    from kedit_vc.ops.merge import check_strategy
+
+    with pytest.raises(UsageError, match="choose one of"):
+        check_strategy("octopus", None, None)
+    with pytest.raises(UsageError, match="runs no editor"):
+        check_strategy("compose", "memit", None)
+    assert check_strategy("AUTO", "memit", {"v_steps": 3}) == "auto"
+    refused = run_kvc("merge", "--continue", "--strategy", "compose")
+    assert refused.exit_code != 0 and "started with" in refused.output
+
+
+def test_compose_cannot_settle_a_conflict(store_dir):
+    _diverged(store_dir, [FACTS[0]], [EIFFEL_OSLO])
+    assert run_kvc("merge", "feature", "--strategy", "compose", QUIET).exit_code == 1
+    spec = store_dir / ".kvc" / "MERGE_CONFLICTS.kedit"
+    spec.write_text("\n".join(line for line in spec.read_text().splitlines() if '"Oslo"' not in line) + "\n")
+    refused = run_kvc("merge", "--continue", QUIET)
+    assert refused.exit_code != 0 and "cannot drop one side of a" in refused.output
+    assert run_kvc("merge", "--abort").exit_code == 0
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
+@given(ours=st.sets(st.integers(0, 3), max_size=2), theirs=st.sets(st.integers(0, 3), min_size=1, max_size=2))
+def test_a_compose_merge_is_symmetric_in_the_edits_left_live(tmp_path_factory, tiny_model_dir, monkeypatch,
+                                                             ours, theirs):
+    """As for the re-solve: either side merging the other leaves the same edits live (an
+    edit both sides committed is summed once), and the store stays sound."""
+    from kedit_vc.ops import branches, commit_spec, init
+    from kedit_vc.ops.commit import CommitOptions
+    from kedit_vc.ops.merge import merge
+
+    folder = tmp_path_factory.mktemp("sym-compose")
+    monkeypatch.chdir(folder)
+    with init(folder, str(tiny_model_dir)) as store:
+        branches.create_branch(store, "feature")
+        for side, picks in (("main", ours), ("feature", theirs)):
+            branches.switch(store, side)
+            for i in sorted(picks):
+                commit_spec(store, write_spec(folder, f"{side}{i}.kedit", FACTS[i]), CommitOptions())
+        branches.switch(store, "main")
+        branches.create_branch(store, "main-copy")
+        expected = {e.request.edit_id for rev in ("main", "feature") for e in live_edits(store, store.resolve(rev))}
+        merge(store, "feature", strategy="compose", allow_loss=True)
+        into_main = {e.request.edit_id for e in live_edits(store, store.head())}
+        branches.switch(store, "feature")
+        merge(store, "main-copy", strategy="compose", allow_loss=True)
+        into_feature = {e.request.edit_id for e in live_edits(store, store.head())}
+        assert into_main == into_feature == expected
+        assert store.fsck() == []
+
+
+def test_a_criss_cross_merge_is_refused_naming_both_bases(store_dir):
+    """main and feature each merged the other's tip: two merge bases; the third merge stops
+    before anything is solved, naming them."""
+    _diverged(store_dir, [FACTS[0]], [FACTS[1]])
+    with open_store(store_dir) as store:
+        tips = store.resolve("main"), store.resolve("feature")
+        branches_at = {"main-tip": tips[0]}
+    assert run_kvc("branch", "main-tip").exit_code == 0
+    assert run_kvc("merge", "feature", QUIET).exit_code == 0          # main: M1 (main-tip + feature)
+    assert run_kvc("switch", "feature").exit_code == 0
+    assert run_kvc("merge", "main-tip", QUIET).exit_code == 0         # feature: M2 (feature + main-tip)
+    assert run_kvc("switch", "main").exit_code == 0
+    before = _state(store_dir)
+    refused = run_kvc("merge", "feature", QUIET)
+    assert refused.exit_code != 0
+    assert "2 merge bases" in refused.stderr and "criss-cross" in refused.stderr
+    for sha in (*tips, branches_at["main-tip"]):
+        assert sha[:10] in refused.stderr
+    assert _state(store_dir) == before

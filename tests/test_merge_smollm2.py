@@ -1,6 +1,7 @@
 """Merge on the real model: two branches each write a different fact with ROME; the merge
-re-solves both on the common ancestor's weights, and both facts take at the merged HEAD
-(every rewrite-prompt token the top prediction, per-edit reliability 1.0)."""
+(default strategy auto: re-solve both on the common ancestor's weights, or compose both
+sides' deltas when that would weaken an edit) weakens no check, and both facts take at the
+merged HEAD (every rewrite-prompt token the top prediction, per-edit reliability 1.0)."""
 
 from __future__ import annotations
 
@@ -30,11 +31,16 @@ def test_two_branches_merge_and_both_facts_take(tmp_path):
     branches.switch(store, "main")
 
     # The gate also keeps raw-prompt checks (no <|endoftext|> prefix); a ROME re-solve of the
-    # second fact on weights the first already moved can miss one there, so it is accepted
-    # knowingly here, and nothing but raw-prompt checks may be weakened.
-    merged = merge(store, "tokyo", allow_loss=True)
-    assert merged.outcome == "merged" and merged.method == "rome"
-    assert all(loss.check.startswith("raw_") for loss in merged.losses), merged.losses
+    # second fact on weights the first already moved can miss one there. The default strategy
+    # (auto) then composes both sides' deltas instead, and says so; nothing may be weakened.
+    merged = merge(store, "tokyo")
+    assert merged.outcome == "merged" and merged.losses == (), merged.losses
+    assert merged.attempts[0]["strategy"] == "resolve" and merged.attempts[0]["method"] == "rome"
+    if merged.strategy == "compose":
+        assert merged.attempts[0]["edits_weakened"] > 0 and "would weaken" in merged.reason
+    else:
+        assert merged.method == "rome" and merged.reason == "auto: the rome re-solve weakens no edit"
+    assert store.read_commit("HEAD").manifest["extra"]["merge"]["strategy"] == merged.strategy
     assert {e.request.edit_id for e in live_edits(store)} == set(ids.values())
     record = store.read_commit("HEAD")
     assert record.op == "merge" and len(record.parents) == 2

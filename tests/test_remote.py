@@ -147,6 +147,20 @@ def test_errors_name_what_to_do(origin, project, tmp_path):
     fsck_clean(project)
 
 
+def test_a_removed_remote_is_forgotten_with_its_tracking_refs(origin, project):
+    ok(run_kvc("push"))
+    ok(run_kvc("pull"))
+    with Store(project) as store:
+        assert store.resolve("refs/remotes/origin/main") == store.head()
+    assert f"removed remote origin ({origin})" in ok(run_kvc("remote", "remove", "origin"))
+    assert ok(run_kvc("remote")).startswith("no remotes")
+    with Store(project) as store:
+        assert not [r for r in store.repo.git.for_each_ref("--format=%(refname)").split() if "remotes/origin" in r]
+        assert store.fsck() == []
+    one_line_error(run_kvc("remote", "remove", "origin"), "unknown remote 'origin'")
+    one_line_error(run_kvc("push"), "no remote", "kvc remote add origin")
+
+
 def _push_process(root: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     return subprocess.Popen([sys.executable, "-m", "kedit_vc.cli.main", "push"], cwd=root, env=env,

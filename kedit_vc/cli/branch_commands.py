@@ -175,12 +175,17 @@ def _print_result(r: "MergeResult", as_json: bool) -> None:
     if r.outcome == "fast-forward":
         click.echo(f"fast-forward {r.ours[:10]}..{r.theirs[:10]}")
         return
+    how = "composed (both sides' deltas summed)" if r.strategy == "compose" else f"re-solved with {r.method}"
     if r.sha is not None:
         verb = "merged" if r.kind == "merge" else "picked"
-        click.echo(f"[{r.sha[:10]}] {verb} {len(r.requests)} edit(s) from {r.theirs[:10]}, re-solved with {r.method}"
+        click.echo(f"[{r.sha[:10]}] {verb} {len(r.requests)} edit(s) from {r.theirs[:10]}, {how}"
                    + (f" on base {r.base[:10]}" if r.base else ""))
     else:
-        click.echo(f"({r.outcome}) {len(r.requests)} edit(s) re-solved with {r.method}")
+        click.echo(f"({r.outcome}) {len(r.requests)} edit(s) {how}")
+    if r.kind == "merge" and r.reason:
+        click.echo(f"  strategy {r.strategy}: {r.reason}")
+        for a in r.attempts if len(r.attempts) > 1 else ():
+            click.echo(f"    tried {a['strategy']:<8} {a['seconds']:>9.1f} s, {a['edits_weakened']} edit(s) weakened")
     for edit_id in r.skipped:
         click.echo(f"  {edit_id} is live here already: skipped")
     if r.kind == "cherry-pick":
@@ -193,7 +198,7 @@ def _print_result(r: "MergeResult", as_json: bool) -> None:
 
 def _run(kind: str, target: str | None, message: str | None, method: str | None, hparams: tuple[str, ...],
          allow_loss: bool, dry_run: bool, resume: bool, abort: bool, wait: bool, eval_batch_size: int,
-         as_json: bool, progress: bool | None) -> int:
+         as_json: bool, progress: bool | None, strategy: str | None = None) -> int:
     from kedit_vc.ops import merge as merge_ops
 
     modes = [flag for flag, on in (("--continue", resume), ("--abort", abort)) if on]
@@ -201,9 +206,9 @@ def _run(kind: str, target: str | None, message: str | None, method: str | None,
         raise UsageError("--continue and --abort exclude each other")
     if modes and target is not None:
         raise UsageError(f"{modes[0]} takes no {'BRANCH' if kind == 'merge' else 'REV'} argument")
-    if resume and (method or hparams or message):
-        raise UsageError("--continue finishes with the options the run started with; pass --method, --hparam "
-                         "and -m with the BRANCH/REV that starts it")
+    if resume and (method or hparams or message or strategy):
+        raise UsageError("--continue finishes with the options the run started with; pass --method, --hparam, "
+                         "--strategy and -m with the BRANCH/REV that starts it")
     if not modes and target is None:
         raise UsageError(f"name what to {kind} (argument {'BRANCH' if kind == 'merge' else 'REV'}), "
                          "or pass --continue / --abort")
@@ -219,8 +224,12 @@ def _run(kind: str, target: str | None, message: str | None, method: str | None,
                 result = merge_ops.resume(store, **common)
             else:
                 assert target is not None
-                run = merge_ops.merge if kind == "merge" else merge_ops.cherry_pick
-                result = run(store, target, method=method, hparams=parse_hparams(hparams), message=message, **common)
+                if kind == "merge":
+                    result = merge_ops.merge(store, target, method=method, hparams=parse_hparams(hparams),
+                                             message=message, strategy=strategy or merge_ops.STRATEGY, **common)
+                else:
+                    result = merge_ops.cherry_pick(store, target, method=method, hparams=parse_hparams(hparams),
+                                                   message=message, **common)
         except merge_ops.MergeConflict as conflict:
             _print_conflict(conflict, as_json)
             click.secho(f"error: {conflict}", fg="red", err=True)
@@ -236,9 +245,14 @@ def _run(kind: str, target: str | None, message: str | None, method: str | None,
 @click.command("merge")
 @click.argument("branch", required=False)
 @_resolve_options
+@click.option("--strategy", type=click.Choice(["auto", "resolve", "compose"], case_sensitive=False), default=None,
+              help="resolve: re-solve the union from the merge base; compose: sum both sides' deltas since it "
+                   "(no editor runs); auto (default): resolve, composing instead when that would weaken an edit.")
 def merge_command(branch: str | None, **kwargs: Any) -> int:
     """Merge BRANCH into HEAD: re-solve both sides' edits since their common ancestor in one
-    batch and commit with two parents (or fast-forward).
+    batch and commit with two parents (or fast-forward). If the re-solve would weaken an
+    edit, the merge sums both sides' deltas since the ancestor instead (--strategy auto, the
+    default; `kvc show` records which and why).
 
     Both sides editing one subject and relation to different objects is a conflict: the
     merge stops and shows both sides; keep one edit line of each pair in
@@ -251,6 +265,7 @@ def merge_command(branch: str | None, **kwargs: Any) -> int:
       kvc merge capitals
       kvc merge capitals --dry-run
       kvc merge capitals --method memit --hparam v_steps=40
+      kvc merge capitals --strategy compose
       kvc merge --continue
     """
     return _run("merge", branch, **kwargs)

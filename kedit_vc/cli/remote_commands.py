@@ -28,7 +28,7 @@ def _echo_json(data: Any) -> None:
 @json_option
 @click.pass_context
 def remote_command(ctx: click.Context, as_json: bool) -> None:
-    """List the store's remotes, or add one (`kvc remote add NAME URL`).
+    """List the store's remotes, add one (`kvc remote add NAME URL`) or forget one (`kvc remote remove NAME`).
 
     \b
     A remote is any git repository git can reach: a bare repository on disk
@@ -58,6 +58,17 @@ def remote_add_command(name: str, url: str) -> None:
     with _open() as store:
         recorded = add_remote(store, name, url)
     click.echo(f"added remote {name}: {recorded}")
+
+
+@remote_command.command("remove")
+@click.argument("name")
+def remote_remove_command(name: str) -> None:
+    """Forget remote NAME: its URL and remote-tracking refs (objects fetched stay until `kvc gc`)."""
+    from kedit_vc.ops.remote import remove_remote
+
+    with _open() as store:
+        url = remove_remote(store, name)
+    click.echo(f"removed remote {name} ({url})")
 
 
 @click.command("push")

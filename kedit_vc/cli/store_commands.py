@@ -327,6 +327,12 @@ def show_command(rev: str, as_json: bool) -> None:
     click.echo(f"op {m['op']}, method {m.get('method')}, parent {str(m.get('parent'))[:10]}"
                + (f", {n_derived} derived" if n_derived else ""))
     click.echo("\n    " + "\n    ".join(info["message"].splitlines()) + "\n")
+    merged = m.get("extra", {}).get("merge", {})
+    if merged.get("strategy"):
+        click.echo(f"merge strategy {merged['strategy']}: {merged.get('strategy_reason', '')}")
+        for a in merged.get("attempts", ()) if len(merged.get("attempts", ())) > 1 else ():
+            click.echo(f"  tried {a['strategy']:<8} {a['seconds']:>9.1f} s, {a['edits_weakened']} edit(s) weakened")
+        click.echo()
     weakened = m.get("extra", {}).get("weakened", [])
     if weakened:
         click.secho(f"weakened by this squash (--allow-loss): {len(weakened)} check(s)", bold=True)

@@ -19,6 +19,20 @@ Merge. With ``base`` the merge base of HEAD (ours) and BRANCH (theirs):
   own side's tip and after on the merged weights; an edit check that held and fails is a
   loss, and the merge is refused (``MergeRefused``) unless ``allow_loss``.
 
+Strategies (``strategy``, ``STRATEGIES``): ``resolve`` is the re-solve above; ``compose``
+runs no editor: the merged weights are ours + theirs - base (the merge base plus both
+sides' live deltas since it, summed exactly, low-rank factors concatenated), gated the
+same way; ``auto`` (the default) re-solves and, when that would weaken an edit, composes
+instead, keeping whichever weakens fewer edits (the re-solve on a tie). An edit commit of
+theirs whose edits ours committed too is summed once (ours'); a commit holding both such
+edits and others is summed whole, and the gate judges the result. The chosen
+strategy, why, and each attempt's seconds and losses are recorded in the merge commit
+(``extra.merge``). Why auto: on SmolLM2 a ROME re-solve of two branches' edits from the
+base can miss a raw-prompt check that each edit's own commit met, where each side's own
+deltas, summed, keep what they did on their side unless the two sides' edits interfere.
+Compose cannot drop one side of a conflict (both sides' deltas are in the sum), so a merge
+finished with ``--continue`` re-solves.
+
 The merge commit has two parents (HEAD, then BRANCH's tip). Its delta takes ours'
 weights to the merge's (start + the re-solve): the inverses of the commits live at ours
 but not in the start, composed with the re-solved delta, so the store's rule "weights =
@@ -57,7 +71,7 @@ from .branches import is_ancestor
 from .evaluate import Evaluation, Evaluator
 from .history import LiveEdit, fact_key, live_edits, source_commit
 from .plans import check_call
-from .squash import Loss, Resolved, WouldWeaken, resolve
+from .squash import COMPOSE, Loss, Resolved, WouldWeaken, find_losses, resolve, smallest_form
 
 if TYPE_CHECKING:
     from kedit_vc.delta import Delta
@@ -66,6 +80,12 @@ if TYPE_CHECKING:
 STATE_FILE = "MERGE_STATE.json"
 CONFLICTS_FILE = "MERGE_CONFLICTS.kedit"
 STATE_VERSION = 1
+#: Merge strategies: re-solve the union from the base, sum both sides' deltas, or the
+#: first, falling back to the second when it would weaken an edit (the default).
+RESOLVE = "resolve"
+AUTO = "auto"
+STRATEGIES = (AUTO, RESOLVE, COMPOSE)
+STRATEGY = AUTO
 
 
 # -- what the result and the refusals say -----------------------------------------------
@@ -121,10 +141,14 @@ class MergeResult:
     method: str = ""
     superseded: tuple[str, ...] = ()
     skipped: tuple[str, ...] = field(default=())  # cherry-pick: edit ids already live at HEAD
+    strategy: str = RESOLVE  # merge: resolve | compose, the one that made ``after``
+    reason: str = ""         # merge: why that strategy (auto's choice explained)
+    attempts: tuple[Mapping[str, Any], ...] = ()  # merge: each strategy tried, its seconds and losses
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "committed": self.sha, "outcome": self.outcome, "ours": self.ours,
-                "theirs": self.theirs, "base": self.base, "method": self.method,
+                "theirs": self.theirs, "base": self.base, "method": self.method, "strategy": self.strategy,
+                "reason": self.reason, "attempts": [dict(a) for a in self.attempts],
                 "edit_ids": [r.edit_id for r in self.requests], "superseded": list(self.superseded),
                 "skipped": list(self.skipped), "losses": [loss.to_json() for loss in self.losses],
                 "before": self.before.to_json() if self.before else None,
@@ -357,6 +381,7 @@ class _Options:
     dry_run: bool
     progress: bool
     eval_batch_size: int
+    strategy: str = STRATEGY
 
 
 # -- merge -----------------------------------------------------------------------------------
@@ -374,6 +399,8 @@ class _MergePlan:
     start: tuple[str, ...]              # commits live at the base and live on both sides
     dropped_at_base: tuple[str, ...]    # commits live at the base that a side no longer has
     live_ours: tuple[str, ...]
+    theirs_added: tuple[str, ...] = ()  # commits live at theirs, not at the base (compose adds them)
+    theirs_dropped: tuple[str, ...] = ()  # live at the base and ours, not theirs (compose subtracts them)
 
 
 def _merge_plan(store: "Store", ours: str, theirs: str, base: str) -> _MergePlan:
@@ -390,7 +417,19 @@ def _merge_plan(store: "Store", ours: str, theirs: str, base: str) -> _MergePlan
     kept = tuple(e for e in both if e.sha in start)
     again = tuple(e for e in both if e.sha not in start)
     _refuse_patch_edits(store, [e.sha for e in (*added_ours, *added_theirs, *again)], "merge")
-    return _MergePlan(ours, theirs, base, added_ours, added_theirs, kept, again, start, dropped, tuple(live_ours))
+    live_base = store.live_commits(base)
+    # An edit commit of theirs whose edits ours added too (the same facts, committed on both
+    # sides) is in ours' weights already: compose adds it once, from ours.
+    theirs_added = tuple(c for c in store.live_commits(theirs) if c not in set(live_base)
+                         and not _duplicate(store, c, ids[1]))
+    theirs_dropped = tuple(c for c in live_base if c in set(live_ours) and c not in live_theirs)
+    return _MergePlan(ours, theirs, base, added_ours, added_theirs, kept, again, start, dropped, tuple(live_ours),
+                      theirs_added, theirs_dropped)
+
+
+def _duplicate(store: "Store", sha: str, live_ids: set[str]) -> bool:
+    record = store.read_commit(sha)
+    return record.op == "edit" and bool(record.edit_ids) and set(record.edit_ids) <= live_ids
 
 
 def _refuse_patch_edits(store: "Store", shas: Sequence[str], verb: str) -> None:
@@ -432,13 +471,15 @@ def _stop_at_conflicts(store: "Store", kind: str, pairs: Sequence[tuple[Any, Any
 
 def merge(store: "Store", branch: str, *, method: str | None = None, hparams: Mapping[str, Any] | None = None,
           message: str | None = None, allow_loss: bool = False, dry_run: bool = False, wait: bool = False,
-          progress: bool = False, eval_batch_size: int = 16) -> MergeResult:
+          progress: bool = False, eval_batch_size: int = 16, strategy: str = STRATEGY) -> MergeResult:
     """Merge ``branch`` (a branch, tag or revision) into HEAD (see the module docstring).
 
     Raises ``MergeConflict`` (state written unless ``dry_run``), ``MergeRefused`` (nothing
     written), or returns the result (a new two-parent commit, a fast-forward, or nothing).
     """
-    options = _Options(method, dict(hparams or {}), message, allow_loss, dry_run, progress, eval_batch_size)
+    strategy = check_strategy(strategy, method, hparams)
+    options = _Options(method, dict(hparams or {}), message, allow_loss, dry_run, progress, eval_batch_size,
+                       strategy)
     with store.lock(wait):
         _refuse_if_pending(store)
         ours, theirs = store.head(), store.resolve(branch)
@@ -447,6 +488,7 @@ def merge(store: "Store", branch: str, *, method: str | None = None, hparams: Ma
         base = store.repo.git.merge_base(ours, theirs).split()[0] if _has_base(store, ours, theirs) else None
         if base is None:
             raise StoreError(f"HEAD and {branch} share no history; they cannot be merged")
+        _refuse_criss_cross(store, ours, theirs, branch)
         if is_ancestor(store, ours, theirs):
             if not dry_run:
                 refs.fast_forward(store, theirs, ours)
@@ -458,13 +500,167 @@ def merge(store: "Store", branch: str, *, method: str | None = None, hparams: Ma
         return _finish_merge(store, plan, branch, {}, options)
 
 
+def _refuse_criss_cross(store: "Store", ours: str, theirs: str, branch: str) -> None:
+    """Two lines that merged each other both ways have several merge bases (criss-cross):
+    the start weights would depend on which one is taken, so such a merge is refused."""
+    bases = store.repo.git.merge_base("--all", ours, theirs).split()
+    if len(bases) > 1:
+        named = ", ".join(sha[:10] for sha in bases)
+        raise StoreError(f"HEAD and {branch} have {len(bases)} merge bases ({named}): each side merged the other "
+                         f"(a criss-cross), so no one ancestor to merge from exists. Bring {branch}'s edits over "
+                         f"with `kvc cherry-pick` of its commits after {bases[0][:10]}, or branch anew from one "
+                         "side's tip and merge into that")
+
+
 def _has_base(store: "Store", a: str, b: str) -> bool:
     status, _, _ = store.repo.git.merge_base(a, b, with_extended_output=True, with_exceptions=False)
     return status == 0
 
 
+def check_strategy(strategy: str, method: str | None, hparams: Mapping[str, Any] | None) -> str:
+    """``strategy`` lower-cased, checked against ``STRATEGIES`` and against re-solve options."""
+    name = strategy.lower()
+    if name not in STRATEGIES:
+        raise UsageError(f"--strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
+    if name == COMPOSE and (method or hparams):
+        raise UsageError("--method and --hparam set the re-solve; `--strategy compose` runs no editor "
+                         "(pass --strategy auto or resolve with them)")
+    return name
+
+
 def _options_json(options: _Options) -> dict[str, Any]:
-    return {"method": options.method, "hparams": dict(options.hparams), "message": options.message}
+    return {"method": options.method, "hparams": dict(options.hparams), "message": options.message,
+            "strategy": options.strategy}
+
+
+@dataclass(frozen=True)
+class _Made:
+    """One strategy's merged weights, measured: ``delta`` takes ours' weights to them."""
+
+    strategy: str
+    method: str
+    plan: Plan
+    delta: "Delta"
+    keys: "dict[int, Any]"
+    carried: "dict[str, Any]"
+    infos: list[dict[str, Any]]
+    after: EvalReport
+    losses: tuple[Loss, ...]
+    edit_s: float
+    seconds: float   # editing (or summing) and scoring
+
+    def to_json(self) -> dict[str, Any]:
+        return {"strategy": self.strategy, "method": self.method, "seconds": round(self.seconds, 4),
+                "edits_weakened": len({loss.edit_id for loss in self.losses}),
+                "checks_lost": [loss.to_json() for loss in self.losses]}
+
+
+def _resolved(store: "Store", plan: _MergePlan, evaluator: Evaluator, call_plan: Plan, before: Evaluation,
+              progress: bool) -> _Made:
+    """The ``resolve`` strategy: the union re-solved in one batch on the start weights."""
+    import time
+
+    began = time.perf_counter()
+    evaluator.move_to(plan.base)
+    for sha in plan.dropped_at_base:  # a side reverted it since the base: the merge does too
+        delta = store.read_commit(sha).delta()
+        assert delta is not None
+        evaluator.weights.apply(delta.inverse())
+        evaluator.mark_changed()
+    solved = resolve(evaluator, call_plan, before, store.live_keys(plan.base), progress,
+                     _start_carried(store, plan.base, plan.dropped_at_base))
+    dropped = tuple(c for c in plan.live_ours if c not in plan.start)
+    return _Made(RESOLVE, call_plan.calls[0].method, call_plan, _delta_from(store, dropped, solved.delta),
+                 solved.keys, _carried_from(store, dropped, solved), solved.infos, solved.after, solved.losses,
+                 solved.seconds, time.perf_counter() - began)
+
+
+def composed_delta(store: "Store", plan: _MergePlan) -> "tuple[Delta, dict[int, Any], dict[str, Any]]":
+    """Theirs' weights less the base's, as one delta on ours: theirs' live deltas since the
+    base, less those of base commits theirs no longer has and ours still has (a commit both
+    sides dropped is gone from ours already). Ours + it = base + both sides' changes, exact:
+    low-rank factors are concatenated. Also the written keys (layer -> [n, d_in]) and the
+    carried state the sum adds."""
+    from kedit_vc.store.carried import negated, summed
+
+    from .commit import _merge_keys
+
+    total: "Delta | None" = None
+    keys: "dict[int, Any]" = {}
+    carried: list[Any] = []
+    for sha, sign in [(c, 1) for c in plan.theirs_added] + [(c, -1) for c in plan.theirs_dropped]:
+        record = store.read_commit(sha)
+        delta = record.delta()
+        assert delta is not None
+        part = delta if sign > 0 else delta.inverse()
+        total = part if total is None else total.compose(part)
+        if sign > 0:
+            _merge_keys(keys, record.keys())
+        carried.append(record.carried() if sign > 0 else negated(record.carried()))
+    if total is None:  # theirs changed no weights since the base (e.g. only superseding edits)
+        from kedit_vc.delta import Delta
+
+        total = Delta({}, {})
+    return smallest_form(total), keys, (summed(carried) if any(carried) else {})
+
+
+def _compose_plan(store: "Store", edits: Sequence[LiveEdit]) -> Plan:
+    """The calls that made the composed deltas: each edit under the method and settings its
+    own commit used, consecutive edits of one call grouped (what ``kvc show`` lists)."""
+    calls: list[EditorCall] = []
+    for edit in edits:
+        name, settings = _call_of(store, edit)
+        last = calls[-1] if calls else None
+        if last is not None and (last.method, json.dumps(dict(last.hparams), sort_keys=True)) == (name, settings):
+            calls[-1] = EditorCall(name, dict(last.hparams), last.requests + (edit.request,))
+        else:
+            calls.append(EditorCall(name, json.loads(settings), (edit.request,)))
+    return Plan(calls=tuple(calls))
+
+
+def _composed(store: "Store", plan: _MergePlan, evaluator: Evaluator, union: Sequence[LiveEdit],
+              before: Evaluation) -> _Made:
+    """The ``compose`` strategy: ours' weights + (theirs' - the base's), scored and gated."""
+    import time
+
+    began = time.perf_counter()
+    evaluator.move_to(plan.ours)
+    delta, keys, carried = composed_delta(store, plan)
+    evaluator.weights.apply(delta)
+    evaluator.mark_changed()
+    summed_s = time.perf_counter() - began
+    requests = tuple(e.request for e in union)
+    after = summarize(evaluator.score_now(requests), before.pre,
+                      extra={"delta_bytes": float(delta.summary().stored_bytes)})
+    losses = tuple(find_losses(requests, before.report, after))
+    infos = [{"method": COMPOSE, "commits_added": len(plan.theirs_added),
+              "commits_subtracted": len(plan.theirs_dropped)}]
+    return _Made(COMPOSE, COMPOSE, _compose_plan(store, union), delta, keys, carried, infos, after, losses,
+                 summed_s, time.perf_counter() - began)
+
+
+def _weakened(made: _Made) -> int:
+    return len({loss.edit_id for loss in made.losses})
+
+
+def _choose(tries: Sequence[_Made], asked: str, picks: Mapping[tuple[str, str], str]) -> tuple[_Made, str]:
+    """The attempt to keep and why: the one asked for; under auto the re-solve unless it
+    weakens an edit, then whichever of the two weakens fewer edits (the re-solve on a tie)."""
+    first = tries[0]
+    if asked != AUTO:
+        return first, f"--strategy {asked}"
+    if not first.losses:
+        return first, f"auto: the {first.method} re-solve weakens no edit"
+    if picks:
+        return first, (f"auto: the {first.method} re-solve weakens {_weakened(first)} edit(s); compose cannot "
+                       "drop one side of a conflict, so it was not tried")
+    second = tries[1]
+    if _weakened(second) < _weakened(first):
+        tail = "none" if not second.losses else f"only {_weakened(second)}"
+        return second, (f"auto: the {first.method} re-solve would weaken {_weakened(first)} edit(s); composing "
+                        f"both sides' deltas weakens {tail}")
+    return first, (f"auto: the {first.method} re-solve weakens {_weakened(first)} edit(s) and composing "
+                   f"{_weakened(second)}; the re-solve is kept")
 
 
 def _finish_merge(store: "Store", plan: _MergePlan, name: str, picks: Mapping[tuple[str, str], str],
@@ -474,43 +670,46 @@ def _finish_merge(store: "Store", plan: _MergePlan, name: str, picks: Mapping[tu
     requests = tuple(e.request for e in union)
     if not requests:  # e.g. the other side only reverted: nothing to solve, no weights to add
         raise UsageError(f"{name} adds no edit that is not live here; nothing to merge")
-    call_plan = _plan_for(store, union, options.method, options.hparams)
+    if options.strategy == COMPOSE and picks:
+        raise UsageError("--strategy compose sums both sides' deltas, so it cannot drop one side of a "
+                         "conflict; finish this merge with --strategy resolve (or auto)")
     evaluator = Evaluator(store, progress=options.progress, batch_size=options.eval_batch_size)
     before = _joined([evaluator.evaluate(plan.ours, [e.request for e in ours_edits]),
                       evaluator.evaluate(plan.theirs, [e.request for e in theirs_edits])])
-    evaluator.move_to(plan.base)
-    for sha in plan.dropped_at_base:  # a side reverted it since the base: the merge does too
-        delta = store.read_commit(sha).delta()
-        assert delta is not None
-        evaluator.weights.apply(delta.inverse())
-        evaluator.mark_changed()
-    keys = store.live_keys(plan.base)
-    solved = resolve(evaluator, call_plan, before, keys, options.progress,
-                     _start_carried(store, plan.base, plan.dropped_at_base))
-    method = call_plan.calls[0].method
+    tries: list[_Made] = []
+    if options.strategy != COMPOSE:
+        call_plan = _plan_for(store, union, options.method, options.hparams)
+        tries.append(_resolved(store, plan, evaluator, call_plan, before, options.progress))
+    if options.strategy == COMPOSE or (options.strategy == AUTO and tries[0].losses and not picks):
+        tries.append(_composed(store, plan, evaluator, union, before))
+    chosen, reason = _choose(tries, options.strategy, picks)
     union_keys = {e.key for e in union}
     kept_ids = {e.request.edit_id for e in plan.kept if e.key not in union_keys}
     live_ours_ids = {e.request.edit_id for e in live_edits(store, plan.ours)}
     superseded = tuple(sorted(live_ours_ids - kept_ids))
+    attempts = tuple(t.to_json() for t in tries)
     result = MergeResult("merge", None, plan.ours, plan.theirs, plan.base, "refused", requests, before.report,
-                         solved.after, solved.losses, method, superseded)
-    if solved.losses and not options.allow_loss and not options.dry_run:
+                         chosen.after, chosen.losses, chosen.method, superseded, strategy=chosen.strategy,
+                         reason=reason, attempts=attempts)
+    if chosen.losses and not options.allow_loss and not options.dry_run:
         raise MergeRefused(result)
     if options.dry_run:
         return _replace(result, outcome="dry-run")
     dropped = tuple(c for c in plan.live_ours if c not in plan.start)
-    title = options.message or f"Merge {name}: {len(ours_edits)} + {len(theirs_edits)} edit(s) re-solved with {method}"
+    how = f"re-solved with {chosen.method}" if chosen.strategy == RESOLVE else "composed"
+    title = options.message or f"Merge {name}: {len(ours_edits)} + {len(theirs_edits)} edit(s) {how}"
     payload = CommitInput(
-        title, delta=_delta_from(store, dropped, solved.delta), op="merge", merge_parent=plan.theirs,
-        spec_text=_union_spec(requests, title), spec_name=None, plan=call_plan.to_json(),
-        metrics={**solved.after.to_json(), "before": before.report.to_json()}, method=method,
-        hparams=dict(call_plan.calls[0].hparams), edit_ids=tuple(r.edit_id for r in requests),
-        timings={"edit_s": round(solved.seconds, 4)}, keys=solved.keys,
-        carried=_carried_from(store, dropped, solved),
-        extra={"editor_info": solved.infos, "supersedes": list(superseded),
+        title, delta=chosen.delta, op="merge", merge_parent=plan.theirs,
+        spec_text=_union_spec(requests, title), spec_name=None, plan=chosen.plan.to_json(),
+        metrics={**chosen.after.to_json(), "before": before.report.to_json()}, method=chosen.method,
+        hparams=dict(chosen.plan.calls[0].hparams) if chosen.strategy == RESOLVE else {},
+        edit_ids=tuple(r.edit_id for r in requests),
+        timings={"edit_s": round(chosen.edit_s, 4)}, keys=chosen.keys, carried=chosen.carried,
+        extra={"editor_info": chosen.infos, "supersedes": list(superseded),
                "merge": {"base": plan.base, "name": name, "dropped": list(dropped), "ours_edits": len(ours_edits),
-                         "theirs_edits": len(theirs_edits), "picked": {f"{k[0]}|{k[1]}": v for k, v in picks.items()}},
-               **({"weakened": [loss.to_json() for loss in solved.losses]} if solved.losses else {})})
+                         "theirs_edits": len(theirs_edits), "picked": {f"{k[0]}|{k[1]}": v for k, v in picks.items()},
+                         "strategy": chosen.strategy, "strategy_reason": reason, "attempts": list(attempts)},
+               **({"weakened": [loss.to_json() for loss in chosen.losses]} if chosen.losses else {})})
     sha = store.write_commit(payload, expected_head=plan.ours)
     return _replace(result, sha=sha, outcome="merged")
 
@@ -623,7 +822,7 @@ def resume(store: "Store", *, allow_loss: bool = False, dry_run: bool = False, w
         picks = _picks(store, state)
         saved = state.get("options", {})
         options = _Options(saved.get("method"), saved.get("hparams") or {}, saved.get("message"), allow_loss,
-                           dry_run, progress, eval_batch_size)
+                           dry_run, progress, eval_batch_size, saved.get("strategy", STRATEGY))
         if kind == "merge":
             plan = _merge_plan(store, state["ours"], state["theirs"], state["base"])
             result = _finish_merge(store, plan, state["name"], picks, options)

@@ -77,6 +77,14 @@ def add_remote(store: "Store", name: str, url: str) -> str:
         return remotes.add_remote(store.repo, name, url)
 
 
+def remove_remote(store: "Store", name: str) -> str:
+    """Forget remote ``name`` (its URL and remote-tracking refs); returns the URL it had."""
+    from kedit_vc.store import remotes
+
+    with store.lock():
+        return remotes.remove_remote(store.repo, name)
+
+
 def list_remotes(store: "Store") -> dict[str, str]:
     from kedit_vc.store import remotes
 

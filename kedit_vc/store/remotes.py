@@ -97,6 +97,16 @@ def add_remote(repo: git.Repo, name: str, url: str) -> str:
     return url
 
 
+def remove_remote(repo: git.Repo, name: str) -> str:
+    """``git remote remove NAME``: its URL, remote-tracking refs and upstream settings go;
+    the objects fetched from it stay (``kvc gc`` prunes what nothing reaches). Returns its URL."""
+    url = remote_url(repo, name)
+    done = _run(repo.git_dir, ["remote", "remove", name])
+    if done.returncode != 0:
+        raise StoreError(f"cannot remove remote {name!r}: {_first_line(done.stderr)}")
+    return url
+
+
 def remote_url(repo: git.Repo, name: str) -> str:
     known = remotes(repo)
     if name not in known:
