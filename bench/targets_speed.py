@@ -46,6 +46,13 @@ def parse_settings(text: str) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def merge(folder: Path) -> None:
+    """targets_speed.json: every tagged run's file under ``runs`` (the README rows read it)."""
+    runs = {p.stem[len("targets_speed_"):]: json.loads(p.read_text())
+            for p in sorted(folder.glob("targets_speed_*.json"))}
+    save("targets_speed", {"runs": runs}, folder)
+
+
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--method", default="memit")
@@ -54,7 +61,12 @@ def main() -> None:
     p.add_argument("--settings", default=DEFAULT_SETTINGS, help="';'-separated NAME:key=value,... (JSON values)")
     p.add_argument("--tag", default="")
     p.add_argument("--no-generative", action="store_true", help="skip the generative metrics")
+    p.add_argument("--merge", action="store_true",
+                   help="only gather targets_speed_<tag>.json into targets_speed.json (runs by tag)")
     args = p.parse_args()
+    if args.merge:
+        merge(Path(args.results_dir or RESULTS))
+        return
     setup(args)
     import torch
 
