@@ -140,10 +140,14 @@ def targets_speed(r: dict[str, Any]) -> Iterator[Row]:
             quality = lambda x: "/".join(f"{x['post'][m]:.2f}" if x["post"].get(m) is not None else "-"  # noqa: E731
                                          for m in ("reliability_cf", "generalization_cf", "locality_cf",
                                                    "raw_reliability_cf", "gen_reliability", "raw_gen_reliability"))
-            yield (f"{run['method'].upper()} targets `{name}` {row['overrides'] or ''}, {where}, CPU s per fact; "
+            lower = [m for m, v in row["post"].items() if v is not None and old["post"].get(m) is not None
+                     and v < old["post"][m] - 1e-9]
+            setting = ",".join(f"{k}={v}" for k, v in row["overrides"].items()) or "defaults"
+            yield (f"{run['method'].upper()} targets `{name}` ({setting}), {where}, CPU s per fact; "
                    "quality eff/para/neigh/raw eff/gen/raw gen", f"{_s(row['cpu_seconds_per_fact'])}; {quality(row)}",
                    f"{_s(old['cpu_seconds_per_fact'])} old; {quality(old)}", f"{ratio:.2f}x",
-                   "<= 0.4x, equal quality", _ok(ratio <= 0.4))
+                   "<= 0.4x, equal quality",
+                   _ok(ratio <= 0.4 and not lower) + (f" (lower: {', '.join(lower)})" if lower else ""))
 
 
 KNOWN: dict[str, Callable[[dict[str, Any]], Iterator[Row]]] = {

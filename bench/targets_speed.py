@@ -50,7 +50,8 @@ def merge(folder: Path) -> None:
     """targets_speed.json: every tagged run's file under ``runs`` (the README rows read it)."""
     runs = {p.stem[len("targets_speed_"):]: json.loads(p.read_text())
             for p in sorted(folder.glob("targets_speed_*.json"))}
-    save("targets_speed", {"runs": runs}, folder)
+    first = next(iter(runs.values()), {})
+    save("targets_speed", {"runs": runs, **({"machine": first["machine"]} if "machine" in first else {})}, folder)
 
 
 def main() -> None:
