@@ -124,7 +124,34 @@ def memory(r: dict[str, Any]) -> Iterator[Row]:
                    f"{_b(m['available_bytes'])} available", "", "", "")
 
 
+def targets_speed(r: dict[str, Any]) -> Iterator[Row]:
+    """Per run (dev or report records): the new settings' CPU seconds per fact against
+    ``old`` (whole prompts every target step) and their quality side by side."""
+    olds = {(run["method"], run["start"], run["n"]): x for run in r["runs"].values()
+            for x in run["rows"] if x["setting"] == "old"}
+    for tag, run in r["runs"].items():
+        rows = {x["setting"]: x for x in run["rows"]}
+        old = rows.get("old") or olds.get((run["method"], run["start"], run["n"]))  # a run beside it
+        where = f"{run['n']} facts, records {run['start']}..{run['start'] + run['n'] - 1} ({tag})"
+        for name, row in rows.items():
+            if name == "old" or old is None:
+                continue
+            ratio = row["cpu_seconds_per_fact"] / old["cpu_seconds_per_fact"]
+            quality = lambda x: "/".join(f"{x['post'][m]:.2f}" if x["post"].get(m) is not None else "-"  # noqa: E731
+                                         for m in ("reliability_cf", "generalization_cf", "locality_cf",
+                                                   "raw_reliability_cf", "gen_reliability", "raw_gen_reliability"))
+            lower = [m for m, v in row["post"].items() if v is not None and old["post"].get(m) is not None
+                     and v < old["post"][m] - 1e-9]
+            setting = ",".join(f"{k}={v}" for k, v in row["overrides"].items()) or "defaults"
+            yield (f"{run['method'].upper()} targets `{name}` ({setting}), {where}, CPU s per fact; "
+                   "quality eff/para/neigh/raw eff/gen/raw gen", f"{_s(row['cpu_seconds_per_fact'])}; {quality(row)}",
+                   f"{_s(old['cpu_seconds_per_fact'])} old; {quality(old)}", f"{ratio:.2f}x",
+                   "<= 0.4x, equal quality",
+                   _ok(ratio <= 0.4 and not lower) + (f" (lower: {', '.join(lower)})" if lower else ""))
+
+
 KNOWN: dict[str, Callable[[dict[str, Any]], Iterator[Row]]] = {
+    "targets_speed": targets_speed,
     "rome_latency": rome_latency, "memit_scaling": memit_scaling, "storage": storage, "checkout": checkout,
     "stats_throughput": stats_throughput, "memory": memory,
 }

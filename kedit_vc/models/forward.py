@@ -8,7 +8,7 @@ head only at the positions a loss or metric reads.
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -59,6 +59,50 @@ def logits_from_hidden(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Te
     if cap:
         logits = torch.tanh(logits / cap) * cap
     return logits
+
+
+def prefix_states(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  position_ids: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every block's attention keys and values of a left-padded prefix batch [b, L], as
+    ``(keys, values)`` per block ([b, kv_heads, L, head_dim]), computed without gradients.
+
+    For loops that re-run only the tokens after a fixed prefix (``suffix_hidden``): the
+    prefix's states do not change, so they are computed once.
+    """
+    model = unwrap(model)
+    base = get_module(model, family_of(model).base)
+    with torch.no_grad():
+        out = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True)
+    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    if cache is None or not hasattr(cache, "layers"):
+        raise TypeError(f"{type(base).__name__} returned no per-layer key/value cache")
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def suffix_hidden(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  position_ids: torch.Tensor, prefix: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Decoder output after the final norm for ``input_ids`` [b, S] read after ``prefix``
+    (``prefix_states`` of the same rows): [b, S, d_model].
+
+    ``attention_mask`` [b, L + S] and ``position_ids`` [b, S] cover the prefix's
+    ``L`` positions first. The prefix is copied into a fresh cache, so every call sees it
+    unchanged.
+    """
+    from transformers import DynamicCache
+
+    model = unwrap(model)
+    base = get_module(model, family_of(model).base)
+    extra: dict[str, Any] = {}
+    if prefix and prefix[0][0].shape[-2] > 0:
+        config: Any = model.config
+        cache = DynamicCache(config=config)
+        for index, (keys, values) in enumerate(prefix):
+            cache.update(keys, values, index)
+        extra = {_cache_keyword(base): cache, "use_cache": True}
+    else:
+        extra = {"use_cache": False}
+    out = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **extra)
+    return out[0] if isinstance(out, tuple) else out.last_hidden_state
 
 
 def logits_at(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,

@@ -4,7 +4,7 @@
 spec checker read ``metadata["help"]``); ``kind`` tells the spec checker that a value
 names other things it can check with a location: ``METHODS`` (a list of method names),
 ``METHOD_HPARAMS`` (method -> that method's hyperparameters) or ``PROBE_WEIGHTS``
-(probe metric -> weight >= 0). ``TargetHparams`` are the nine settings every
+(probe metric -> weight >= 0). ``TargetHparams`` are the eleven settings every
 locate-then-edit method that optimises a target vector shares.
 """
 
@@ -51,6 +51,9 @@ class TargetHparams:
     raw_context: bool = hparam(False, "also fit keys and targets on the bare prompt without the "
                                       "<|endoftext|> prefix, so edits hold on raw prompts too")
     stats_tokens: int | None = hparam(None, f"covariance sample size in tokens (None: {STATS_TOKENS})")
+    v_stop_nll: float = hparam(0.05, "a fact's target optimisation stops once its mean target NLL is below this")
+    v_prefix_cache: bool = hparam(True, "run each prompt's tokens before the subject once, not at every "
+                                        "target step (same vectors; False: whole prompts every step)")
 
     def target_problems(self) -> list[str]:
         """The shared fields' own checks."""
@@ -58,6 +61,8 @@ class TargetHparams:
         for name in ("v_steps", "context_templates", "context_length"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, not {getattr(self, name)}")
+        if self.v_stop_nll < 0:
+            problems.append(f"v_stop_nll must be >= 0, not {self.v_stop_nll}")
         if self.stats_tokens is not None and self.stats_tokens <= 0:
             problems.append(f"stats_tokens must be > 0, not {self.stats_tokens}")
         return problems

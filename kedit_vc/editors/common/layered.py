@@ -33,7 +33,8 @@ from .templates import context_templates
 
 
 def target_settings(hp: Any) -> TargetSettings:
-    return TargetSettings(hp.v_steps, hp.v_lr, hp.v_weight_decay, hp.kl_factor, hp.clamp_norm_factor)
+    return TargetSettings(hp.v_steps, hp.v_lr, hp.v_weight_decay, hp.kl_factor, hp.clamp_norm_factor,
+                          early_stop_nll=hp.v_stop_nll, prefix_cache=hp.v_prefix_cache)
 
 
 def compute_z_targets(model: torch.nn.Module, tokenizer: Any, requests: Sequence[EditRequest],
@@ -101,6 +102,9 @@ def layered_edit(model: torch.nn.Module, tokenizer: Any, requests: Sequence[Edit
     total, written = spread_over_layers(model, tokenizer, requests, layers, targets, templates, solver)
     facts = {
         "layers": list(layers), "target_steps": info["steps"], **facts,
+        "target_forward_seconds": round(info["forward_seconds"], 3),
+        "target_backward_seconds": round(info["backward_seconds"], 3), "target_tokens": info["tokens"],
+        "target_request_steps": info["request_steps"],
         "stats_seconds": round(t_stats - started, 3),
         "value_seconds": round(t_targets - t_stats, 3),
         "update_seconds": round(time.perf_counter() - t_targets, 3)}

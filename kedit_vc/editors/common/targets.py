@@ -12,6 +12,7 @@ LM head only at target positions.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -20,7 +21,13 @@ import torch.nn.functional as F
 
 from kedit_vc.compiler.plan import EditRequest
 from kedit_vc.models.families import get_module
-from kedit_vc.models.forward import LowerBlockReplay, final_hidden, logits_from_hidden
+from kedit_vc.models.forward import (
+    LowerBlockReplay,
+    final_hidden,
+    logits_from_hidden,
+    prefix_states,
+    suffix_hidden,
+)
 from kedit_vc.models.hooks import edit_output
 from kedit_vc.models.prompting import encode_continuation, encode_text, pad_batch, pad_id
 
@@ -37,6 +44,9 @@ class TargetSettings:
     kl_factor: float
     clamp_norm_factor: float
     early_stop_nll: float = 0.05
+    #: Run the tokens before each subject's last token once (their states do not depend on
+    #: the vector) and only the rest at every step; False: whole prompts every step.
+    prefix_cache: bool = True
 
 
 @dataclass
@@ -53,6 +63,8 @@ class _Batch:
     n_rewrite: int               # sequences [0, n_rewrite) are rewrite prompts
     kl_rows: torch.Tensor        # [n_requests] sequence index of each request's KL prompt
     first_rows: torch.Tensor     # [n_requests] the bare-prompt sequence of each request
+    prefix: torch.Tensor | None = None     # [s, L] left-padded tokens before lookup (prefix-cached form)
+    positions: torch.Tensor | None = None  # [s, L + S] position ids (prefix-cached form; mask is [s, L + S])
 
 
 def _build_batch(tokenizer: Any, units: Sequence[Sequence[EditRequest]], templates: Sequence[str]) -> _Batch:
@@ -97,6 +109,30 @@ def _build_batch(tokenizer: Any, units: Sequence[Sequence[EditRequest]], templat
                   n_rewrite, as_long(kl_rows), as_long(first_rows))
 
 
+def _split_at_subject(batch: _Batch, geometry: tuple[int, int] | None = None) -> _Batch:
+    """``batch`` cut at each sequence's subject-last token: the tokens before it, left-padded
+    to a common width ``L`` (``prefix``), and the rest from it on, right-padded to ``S``
+    (``ids``), so every lookup sits at column 0 of ``ids``. ``geometry`` fixes ``(L, S)``
+    (a subset of a batch keeps the full batch's). The mask and positions cover ``L + S``.
+    """
+    lengths = batch.mask.sum(-1)
+    if geometry is None:
+        geometry = (int(batch.lookup.max()), int((lengths - batch.lookup).max()))
+    width_l, width_s = geometry
+    rows = batch.ids.shape[0]
+    ids = torch.zeros((rows, width_l + width_s), dtype=torch.long)  # padding is masked, never read
+    mask = torch.zeros((rows, width_l + width_s), dtype=torch.long)
+    for row in range(rows):
+        k, n = int(batch.lookup[row]), int(lengths[row])
+        ids[row, width_l - k:width_l - k + n] = batch.ids[row, :n]
+        mask[row, width_l - k:width_l - k + n] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return _Batch(ids[:, width_l:], mask, batch.owner, torch.zeros_like(batch.lookup), batch.target_rows,
+                  batch.target_cols - batch.lookup[batch.target_rows], batch.target_ids, batch.target_owner,
+                  batch.target_len, batch.n_rewrite, batch.kl_rows, batch.first_rows,
+                  prefix=ids[:, :width_l], positions=positions)
+
+
 def by_subject(requests: Sequence[EditRequest]) -> list[list[EditRequest]]:
     """Requests grouped by subject, in order of first appearance (each group is one unit
     of ``optimise_unit_targets``: one key, one vector)."""
@@ -139,7 +175,8 @@ def optimise_unit_targets(model: torch.nn.Module, tokenizer: Any, units: Sequenc
     subject's last token of the unit's first bare prompt.
     """
     inits, deltas = [], []
-    info: dict[str, Any] = {"steps": 0, "nll": [], "request_steps": []}
+    info: dict[str, Any] = {"steps": 0, "nll": [], "request_steps": [], "forward_seconds": 0.0,
+                            "backward_seconds": 0.0, "tokens": 0}
     for start in range(0, len(units), chunk_size):
         chunk = units[start:start + chunk_size]
         init, delta, chunk_info = _optimise_chunk(model, tokenizer, chunk, module_path, block_index,
@@ -149,6 +186,8 @@ def optimise_unit_targets(model: torch.nn.Module, tokenizer: Any, units: Sequenc
         info["steps"] = max(info["steps"], chunk_info["steps"])
         info["nll"] += chunk_info["nll"]
         info["request_steps"] += chunk_info["request_steps"]
+        for key in ("forward_seconds", "backward_seconds", "tokens"):
+            info[key] += chunk_info[key]
     return torch.cat(inits), torch.cat(deltas), info
 
 
@@ -163,9 +202,19 @@ def _optimise_chunk(model: torch.nn.Module, tokenizer: Any, requests: Sequence[S
     and its sequences leave the batch, so later steps cost only what is still learning.
     """
     full = _build_batch(tokenizer, requests, templates)
+    if settings.prefix_cache:
+        split = _split_at_subject(full)
+        # A sliding window counts the left padding as positions: only when it covers every row.
+        window = getattr(getattr(model, "config", None), "sliding_window", None)
+        if not window or split.mask.shape[1] <= int(window):
+            full = split
     module = get_module(model, module_path)
     n = len(requests)
-    state: dict[str, Any] = {"batch": full, "shift": None}
+    state: dict[str, Any] = {"batch": full, "shift": None, "kv": None}
+    if full.prefix is not None and full.positions is not None:
+        width_l = full.prefix.shape[1]
+        state["kv"] = prefix_states(model, full.prefix, full.mask[:, :width_l], full.positions[:, :width_l])
+        full_kv = state["kv"]
 
     def add_delta(hidden: torch.Tensor) -> torch.Tensor:  # hidden [s, t, d]
         batch = state["batch"]
@@ -178,12 +227,17 @@ def _optimise_chunk(model: torch.nn.Module, tokenizer: Any, requests: Sequence[S
 
     def forward() -> tuple[torch.Tensor, torch.Tensor]:
         batch = state["batch"]
-        hidden = final_hidden(model, batch.ids, batch.mask)
+        if batch.positions is None:
+            hidden = final_hidden(model, batch.ids, batch.mask)
+        else:
+            hidden = suffix_hidden(model, batch.ids, batch.mask, batch.positions[:, -batch.ids.shape[1]:],
+                                   state["kv"])
         target_logits = logits_from_hidden(model, hidden[batch.target_rows, batch.target_cols])
         kl_logits = logits_from_hidden(model, hidden[batch.kl_rows, batch.lookup[batch.kl_rows]])
         return target_logits, kl_logits
 
-    info: dict[str, Any] = {"steps": 0, "nll": [0.0] * n, "request_steps": [settings.steps] * n}
+    info: dict[str, Any] = {"steps": 0, "nll": [0.0] * n, "request_steps": [settings.steps] * n,
+                            "forward_seconds": 0.0, "backward_seconds": 0.0, "tokens": 0}
     sizes = torch.tensor([len(unit) for unit in requests], dtype=torch.float32)  # [n] prompts per unit
     with LowerBlockReplay(model, block_index) as replay, edit_output(module, add_delta):
         with torch.no_grad():
@@ -201,6 +255,8 @@ def _optimise_chunk(model: torch.nn.Module, tokenizer: Any, requests: Sequence[S
             batch = state["batch"]
             optimiser.zero_grad()
             state["shift"] = delta[active]
+            began = time.perf_counter()
+            info["tokens"] += int(batch.ids.numel())
             target_logits, kl_logits = forward()
             log_probs = F.log_softmax(target_logits.float(), dim=-1)
             token_nll = -log_probs.gather(-1, batch.target_ids[:, None])[:, 0] / batch.target_len
@@ -211,6 +267,7 @@ def _optimise_chunk(model: torch.nn.Module, tokenizer: Any, requests: Sequence[S
                           reduction="none").sum(-1)  # [active]
             decay = settings.weight_decay * delta[active].norm(dim=-1) / init_norm_sq[active]
             info["steps"] = step + 1
+            info["forward_seconds"] += time.perf_counter() - began
             nll = per_request.detach()
             for position, request in enumerate(active.tolist()):
                 info["nll"][request] = float(nll[position])
@@ -224,7 +281,9 @@ def _optimise_chunk(model: torch.nn.Module, tokenizer: Any, requests: Sequence[S
             if bool(done.all()):
                 break
             loss = (per_request + settings.kl_factor * kl + decay)[~done].sum()
+            began = time.perf_counter()
             loss.backward()
+            info["backward_seconds"] += time.perf_counter() - began
             optimiser.step()
             with torch.no_grad():
                 norms = delta.norm(dim=-1, keepdim=True)
@@ -233,7 +292,11 @@ def _optimise_chunk(model: torch.nn.Module, tokenizer: Any, requests: Sequence[S
                     delta[request] = value
             if bool(done.any()):
                 active = active[~done]
-                state["batch"] = _build_batch(tokenizer, [requests[i] for i in active.tolist()], templates)
-                keep = torch.isin(full.owner, active)
-                replay.select(torch.nonzero(keep).flatten(), state["batch"].ids.shape[1])
+                subset = _build_batch(tokenizer, [requests[i] for i in active.tolist()], templates)
+                keep = torch.nonzero(torch.isin(full.owner, active)).flatten()
+                if full.prefix is not None:
+                    subset = _split_at_subject(subset, (full.prefix.shape[1], full.ids.shape[1]))
+                    state["kv"] = [(keys[keep], values[keep]) for keys, values in full_kv]
+                state["batch"] = subset
+                replay.select(keep, subset.ids.shape[1])
     return target_init, delta.detach(), info

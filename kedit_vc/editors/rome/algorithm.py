@@ -75,7 +75,8 @@ class RomeEditor:
         templates = context_templates(model, tokenizer, hp.context_templates, hp.context_length,
                                   raw=hp.raw_context)
         settings = TargetSettings(hp.v_steps, hp.v_lr, hp.v_weight_decay, hp.kl_factor,
-                                  hp.clamp_norm_factor)
+                                  hp.clamp_norm_factor, early_stop_nll=hp.v_stop_nll,
+                                  prefix_cache=hp.v_prefix_cache)
         total: Delta | None = None
         timings = {"key": 0.0, "value": 0.0, "update": 0.0}
         keys_written = []
