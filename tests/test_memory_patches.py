@@ -243,3 +243,18 @@ def test_a_memory_mixing_methods_or_another_vocabulary_is_refused():
     model = tiny_family_model("llama", seed=0, d_model=32, d_mlp=64, vocab=200, layers=3)
     with pytest.raises(PatchError, match="another model"):
         side_patches(model).set([_patch()])
+
+
+def test_a_weight_edit_after_memory_commits_is_the_same_as_without_them(project, tiny_model_dir, tmp_path):
+    """The memory is detached while an editor runs: ROME's hooks see the caller's positions."""
+    from conftest import TINY_ROME
+    from kedit_vc.ops import init
+
+    with init(project, str(tiny_model_dir)) as with_memory:
+        commit(with_memory, "a.kedit", EIFFEL)
+        commit(with_memory, "b.kedit", FRANCE, method=TINY_ROME)
+        after_memory = with_memory.read_commit("HEAD").delta().content_hash()
+    with init(tmp_path / "plain", str(tiny_model_dir)) as plain:
+        commit(plain, "b.kedit", FRANCE, method=TINY_ROME)
+        alone = plain.read_commit("HEAD").delta().content_hash()
+    assert after_memory == alone

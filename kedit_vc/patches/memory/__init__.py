@@ -19,5 +19,5 @@ def _attach(model: Any, patches: Any) -> list[Any]:
     return attach(model, list(patches))
 
 
-register_kind(PatchKind(name="memory", decode=_decode, attach=_attach,
+register_kind(PatchKind(name="memory", decode=_decode, attach=_attach, while_editing=False,
                         summary="an edit memory of facts as text, put in front of the queries they apply to"))

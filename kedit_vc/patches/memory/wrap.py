@@ -17,9 +17,12 @@ Attaching a memory replaces two methods on the model instance (``remove()`` puts
   ``input_ids`` followed by the new tokens, as without a memory. New tokens keep the
   prompt's context (re-choosing it per token would recompute the sequence each step).
 
-A forward with a non-empty KV cache passes through (its cache already holds what came
-before); asking the decoder for a cache (``use_cache=True``) while a context applies is
-refused, since the cache would hold the context's keys at the caller's positions.
+A forward that asks for a KV cache (``use_cache=True``, as incremental decoding by hand does:
+``models.forward.decode_step``) or brings one passes through without the memory: a cache
+made over a context would hold the context's keys at the caller's positions. Generate with
+``generate`` to decode with the memory. ``ops.commit`` detaches the memory while an editor
+runs (``PatchKind.while_editing``), so a weight edit made after memory commits is the same
+as without them.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ from typing import Any, Sequence
 import torch
 
 from kedit_vc.models.families import family_of, get_module
-from kedit_vc.patches.registry import PatchError
 
 from .core import MemoryPatch
 from .embed import hidden_states
@@ -96,8 +98,8 @@ class MemoryWrapper:
     def _forward(self, *args: Any, **kwargs: Any) -> Any:
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         if (self.generating or input_ids is None or kwargs.get("inputs_embeds") is not None
-                or _cache_len(kwargs.get("past_key_values")) or _cache_len(kwargs.get("cache"))
-                or not self.memory.facts):
+                or kwargs.get("use_cache") is True or _cache_len(kwargs.get("past_key_values"))
+                or _cache_len(kwargs.get("cache")) or not self.memory.facts):
             return self.inner_forward(*args, **kwargs)
         mask = kwargs.get("attention_mask")
         if mask is not None and mask.dim() != 2:
@@ -105,9 +107,6 @@ class MemoryWrapper:
         rows = self._rows(input_ids, mask)
         if all(c is None for _, _, _, contexts in rows for c in contexts):
             return self.inner_forward(*args, **kwargs)
-        if kwargs.get("use_cache") is True:
-            raise PatchError("a model with a live edit memory cannot hand out a KV cache for a prompt it puts a "
-                             "context in front of; generate with model.generate, or pass use_cache=False")
         from transformers.modeling_outputs import BaseModelOutputWithPast
 
         plain = None
@@ -143,8 +142,10 @@ class MemoryWrapper:
         if input_ids is None or kwargs.get("inputs_embeds") is not None or not self.memory.facts:
             return self.inner_generate(*args, **kwargs)
         kwargs = dict(kwargs)
-        kwargs.pop("input_ids", None)
-        args = args[1:] if "input_ids" not in kwargs and args else args
+        if "input_ids" in kwargs:
+            kwargs.pop("input_ids")
+        else:
+            args = args[1:]
         mask = kwargs.pop("attention_mask", None)
         rows = self._rows(input_ids, mask)
         combined = []
