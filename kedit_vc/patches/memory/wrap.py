@@ -6,8 +6,9 @@ Attaching a memory replaces two methods on the model instance (``remove()`` puts
   and kedit_vc's scorers all go through): for each row, the context each position asks for
   (``live.Retriever``) is inserted after the row's shared prefix token (``lead_ids``; at the
   start when there is none), the decoder runs on ``lead + context + the row's tokens`` (one
-  run per distinct context, cut after the last position that uses it), and each position's
-  output is read back at its own place. The returned hidden states [b, t, d] are aligned
+  run per distinct context, cut after the last position that uses it; the context's KV cache
+  is made once and reused, so a query pays for its own tokens), and each position's output
+  is read back at its own place. The returned hidden states [b, t, d] are aligned
   with the caller's ``input_ids`` [b, t], so ``model(ids).logits`` [b, t, V] is too; positions
   whose context is empty come from one ordinary call on the whole batch, unchanged, and a
   batch where no position asks for a context is that ordinary call. Padding (either side) is
@@ -22,11 +23,13 @@ A forward that asks for a KV cache (``use_cache=True``, as incremental decoding 
 made over a context would hold the context's keys at the caller's positions. Generate with
 ``generate`` to decode with the memory. ``ops.commit`` detaches the memory while an editor
 runs (``PatchKind.while_editing``), so a weight edit made after memory commits is the same
-as without them.
+as without them. The context caches belong to one attachment: weights changed by hand while
+a memory is attached need a re-attach (``SidePatches.set``), as every kedit_vc path does.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Sequence
 
 import torch
@@ -36,6 +39,9 @@ from kedit_vc.models.families import family_of, get_module
 from .core import MemoryPatch
 from .embed import hidden_states
 from .live import LiveMemory, Retriever, live_memory
+
+#: Context KV caches kept per attached memory (a context is one fact's, so a few cover a batch).
+PREFIXES = 8
 
 
 def _cache_len(cache: Any) -> int:
@@ -60,6 +66,10 @@ class MemoryWrapper:
         self.lead = set(memory.lead_ids)
         self.retriever = Retriever(model, self.inner_forward, memory)
         self.generating = False
+        # transformers 5 names the KV cache ``cache`` (``past_key_values`` is deprecated there)
+        parameters = inspect.signature(type(self.base).forward).parameters
+        self.cache_keyword = "cache" if "cache" in parameters else "past_key_values"
+        self._prefixes: dict[tuple[tuple[int, ...], tuple[int, ...]], tuple[Any, int, torch.Tensor]] = {}
         self.base.forward = self._forward
         if self.inner_generate is not None:
             setattr(model, "generate", self._generate)  # noqa: B010 - an instance attribute, removed by remove()
@@ -120,19 +130,46 @@ class MemoryWrapper:
                     groups.setdefault(context, []).append(j)
             first = True
             for context, positions in groups.items():
-                last = max(positions)
-                ids = tokens[:lead] + list(context) + tokens[lead:last + 1]
-                run = torch.tensor([ids], device=input_ids.device)
-                states = self.inner_forward(input_ids=run, attention_mask=torch.ones_like(run),
-                                            use_cache=False).last_hidden_state[0]
+                states = self._after(tokens[:lead], context, tokens[lead:max(positions) + 1], input_ids.device)
                 if out is None:
                     out = states.new_zeros(input_ids.shape[0], input_ids.shape[1], states.shape[-1])
                 taken = positions + (list(range(lead)) if first else [])
-                where = torch.tensor([j if j < lead else j + len(context) for j in taken], device=states.device)
+                where = torch.tensor(taken, device=states.device)
                 out[row, real[torch.tensor(taken, device=real.device)]] = states[where].to(out.dtype)
                 first = False
         assert out is not None
         return BaseModelOutputWithPast(last_hidden_state=out)
+
+    def _after(self, lead: list[int], context: tuple[int, ...], tail: list[int], device: torch.device
+               ) -> torch.Tensor:
+        """Decoder states [len(lead) + len(tail), d] of ``lead`` then ``tail`` read with ``context``
+        between them: the context's KV cache is made once (``PREFIXES`` kept, least recently used
+        dropped) and cut back to its length after each use, so a query pays for its own tokens."""
+        key = (tuple(lead), context)
+        prefix = self._prefixes.pop(key, None)
+        if prefix is None:
+            ids = torch.tensor([list(lead) + list(context)], device=device)
+            made = self.inner_forward(input_ids=ids, use_cache=True)
+            made_cache = made.cache if self.cache_keyword == "cache" else made.past_key_values
+            prefix = (made_cache, ids.shape[1], made.last_hidden_state[0, :len(lead)])
+        self._prefixes[key] = prefix
+        while len(self._prefixes) > PREFIXES:
+            self._prefixes.pop(next(iter(self._prefixes)))
+        cache, length, lead_states = prefix
+        if not tail:
+            return lead_states
+        try:
+            states = self.inner_forward(input_ids=torch.tensor([tail], device=device), use_cache=True,
+                                        **{self.cache_keyword: cache}).last_hidden_state[0]
+        finally:
+            try:  # a negative crop removes that many tokens (what every transformers version accepts)
+                cache.crop(length - _cache_len(cache))
+                kept = _cache_len(cache) == length
+            except (ValueError, RuntimeError):  # a cache layer that cannot roll back: make it again next time
+                kept = False
+            if not kept:
+                self._prefixes.pop(key, None)
+        return torch.cat([lead_states, states], dim=0)
 
     # -- generate --------------------------------------------------------------------
 
