@@ -360,6 +360,8 @@ def show_command(rev: str, as_json: bool) -> None:
 def _patch_line(patch: dict[str, Any]) -> str:
     """One line per non-delta patch: a codebook's module, entries added, their radii, changes;
     a kind's own ``summary`` line (a side memory's module, edits, threshold, size) otherwise."""
+    if isinstance(patch.get("line"), str):  # a kind that words its own summary (the edit memory)
+        return str(patch["line"])
     if patch.get("kind") != "codebook":
         return str(patch["summary"]) if patch.get("summary") else json.dumps(patch, sort_keys=True)
     radii = ", ".join(f"{r:.3g}" for r in patch["radii"][:8]) + (" ..." if len(patch["radii"]) > 8 else "")

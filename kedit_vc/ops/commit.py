@@ -133,8 +133,9 @@ def execute_plan(evaluator: Evaluator, plan: Plan, preserved: "Mapping[int, torc
         context = EditContext(fingerprint=evaluator.store.fingerprint, progress=progress,
                               preserved_keys=_joined(preserved, keys),
                               carried=summed([carried or {}, *contributions]))
-        result = get_editor(call.method).edit(loaded.model, loaded.tokenizer, call.requests,
-                                              build_hparams(call.method, call.hparams), context)
+        with weights.side.editing():  # an edit memory is context, not the model an editor edits
+            result = get_editor(call.method).edit(loaded.model, loaded.tokenizer, call.requests,
+                                                  build_hparams(call.method, call.hparams), context)
         delta = result.delta
         weights.apply(delta)
         weights.attach(result.patches)

@@ -10,7 +10,8 @@ replaces it, and lets an editor read what is live on the model it was handed
 from __future__ import annotations
 
 import weakref
-from typing import Any, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -51,6 +52,21 @@ class SidePatches:
                 handle.remove()
             raise
         self._handles, self.patches = handles, list(patches)
+
+    @contextmanager
+    def editing(self) -> Iterator[None]:
+        """Within: only the patches whose kind stays attached while an editor runs
+        (``PatchKind.while_editing``); after: all of them again."""
+        kept = self.patches
+        editing = [p for p in kept if require_kind(p.kind).while_editing]
+        if len(editing) == len(kept):
+            yield
+            return
+        self.set(editing)
+        try:
+            yield
+        finally:
+            self.set(kept)
 
     def add(self, patches: Sequence[Any]) -> None:
         """Attach ``patches`` after the ones already attached."""

@@ -49,13 +49,17 @@ class PatchKind:
     (raising ``PatchError`` or the kind's own ``KvcError``); ``summary``: one line for docs.
     ``weights``: whether it is applied by adding to the weights (only ``delta``);
     ``attach(model, patches)``: for the other kinds, put the live ``patches`` of this kind
-    (oldest first) on ``model`` and return handles whose ``remove()`` takes them off again."""
+    (oldest first) on ``model`` and return handles whose ``remove()`` takes them off again.
+    ``while_editing``: whether the patches stay attached while an editor runs on the model
+    (a codebook does: later edits see it; an edit memory does not: it is the model's context,
+    and an editor's hooks must see the caller's positions)."""
 
     name: str
     decode: Callable[[bytes, str | None, str], Any]
     summary: str
     weights: bool = False
     attach: Callable[[Any, Sequence[Any]], list[Any]] | None = None
+    while_editing: bool = True
 
 
 _KINDS: dict[str, PatchKind] = {}
