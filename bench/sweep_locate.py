@@ -46,7 +46,7 @@ def main() -> None:
             continue
         hp = build_hparams(args.method, config)
         result = run_bench(lm.model, lm.tokenizer, "counterfact", cases, get_editor(args.method), hp,
-                           fingerprint=lm.fingerprint)
+                           fingerprint=lm.fingerprint, progress=True)
         pre = {k: result.report.pre_metrics[v] for k, v in NAMES.items() if v in result.report.pre_metrics}
         row = {"config": config, **{k: result.report.metrics[v] for k, v in NAMES.items()},
                "median_edit_seconds": result.median_edit_seconds}

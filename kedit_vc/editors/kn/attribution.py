@@ -8,8 +8,9 @@ token ``y``, neuron ``i`` of block ``l`` with activation ``w̄`` scores
 
 the Riemann form of the path integral from 0 to ``w̄``. As in the reference, the whole
 layer's activation at the last position is scaled together (one path per layer) while
-the other layers keep their own activations; all layers of a prompt go through one
-batched forward, ``m`` rows per layer.
+the other layers keep their own activations; the layers of a chunk go through one
+batched forward, ``m`` rows per layer, from the chunk's lowest block up (the blocks below
+are replayed from one clean row).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Iterator
 import torch
 
 from kedit_vc.models.families import family_of, get_module
-from kedit_vc.models.forward import final_hidden, logits_from_hidden
+from kedit_vc.models.forward import LowerBlockReplay, final_hidden, logits_from_hidden
 from kedit_vc.models.hooks import record_inputs
 
 #: Layers attributed per batched forward (bounds memory: rows = layers x steps).
@@ -56,8 +57,9 @@ def neuron_activations(model: torch.nn.Module, ids: Sequence[int], layers: Seque
 def integrated_gradients(model: torch.nn.Module, ids: Sequence[int], answer: int, layers: Sequence[int],
                          steps: int) -> torch.Tensor:
     """Attribution of ``P(answer)`` at the last position of ``ids`` to each neuron of
-    ``layers``: [len(layers), d_mlp] (float32)."""
+    ``layers`` (rows in ascending layer order): [len(layers), d_mlp] (float32)."""
     family = family_of(model)
+    layers = sorted(layers)
     base = neuron_activations(model, ids, layers)                       # [L, d_mlp]
     alphas = torch.arange(1, steps + 1, dtype=torch.float32) / steps    # [m]
     scores = []
@@ -67,6 +69,13 @@ def integrated_gradients(model: torch.nn.Module, ids: Sequence[int], answer: int
         col = len(ids) - 1
         scaled = [(alphas[:, None] * base[start + j][None]).requires_grad_() for j in range(len(chunk))]
         with ExitStack() as stack:
+            # Blocks below the chunk see no scaled activation: run them once on one row and
+            # replay that row for the whole batch.
+            replay = stack.enter_context(LowerBlockReplay(model, chunk[0]))
+            with torch.no_grad():
+                final_hidden(model, batch[:1])
+            replay.arm()
+            replay.select(torch.zeros(batch.shape[0], dtype=torch.long), batch.shape[1])
             for j, layer in enumerate(chunk):
                 rows = torch.arange(j * steps, (j + 1) * steps)
                 stack.enter_context(_replace_input_rows(get_module(model, family.mlp_out_path(layer)),

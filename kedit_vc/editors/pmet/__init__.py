@@ -14,5 +14,6 @@ def _editor() -> Editor:
 
 register_method(MethodSpec(
     name="pmet", hparams_class=PmetHparams, factory=_editor, resolve=resolve, check=check,
-    summary="MEMIT with attention and MLP targets optimised jointly; only the MLP share is written "
-            "(Li et al. 2024)"))
+    summary="MEMIT with attention and MLP targets optimised jointly; only the MLP share is written, "
+            "spread over the layers by 1/sqrt(layers left) (Li et al. 2024; simplified: per-request early "
+            "stop instead of the reference's NLL-weight schedule)"))
