@@ -31,6 +31,8 @@ TINY = {
     "memit": {"layers": [0, 1], "v_steps": 8, "stats_tokens": 600, "context_templates": 2, "context_length": 3,
               "mom2_weight": 10.0},
     "ft": {"layer": 1, "steps": 5},
+    "pmet": {"layers": [0, 1], "v_steps": 8, "stats_tokens": 600, "context_templates": 2, "context_length": 3,
+             "mom2_weight": 10.0},
     "alphaedit": {"layers": [0, 1], "v_steps": 8, "stats_tokens": 600, "context_templates": 2,
                   "context_length": 3, "nullspace_threshold": 0.05, "l2": 1e-4},
 }

@@ -270,3 +270,20 @@ def test_delta_bytes_of_a_real_delta():
     delta = Delta({"lm_head.weight": LowRank(torch.zeros(128, 1), torch.zeros(32, 1))})
     assert delta_bytes(delta) == (128 + 32) * 4
     assert delta_bytes(AddDelta({"w": torch.zeros(3, 2)})) == 24
+
+
+def test_non_weight_patches_are_scored_while_attached_then_detached(data, model, tok):
+    """T-Patcher's neurons (a patch beside the weights) count in the benchmark and leave no hook behind."""
+    from kedit_vc.editors.base import get_editor
+    from kedit_vc.editors.registry import build_hparams
+    from kedit_vc.patches.attach import attached
+
+    cases = load_cases("counterfact")
+    before = _state(model)
+    hp = build_hparams("tpatcher", {"memory_texts": 5, "memory_length": 6})
+    result = run_bench(model, tok, "counterfact", cases, get_editor("tpatcher"), hp)
+    _assert_restored(model, before)
+    assert attached(model) == []
+    m, pre = result.report.metrics, result.report.pre_metrics
+    assert m["reliability_cf"] == 1.0 and pre["reliability_cf"] < 1.0
+    assert m["delta_bytes"] > 0

@@ -27,6 +27,7 @@ from kedit_vc.eval.fluency import generate, ngram_entropy
 from kedit_vc.eval.report import summarize
 from kedit_vc.eval.scores import EditScores, ProbeScores
 from kedit_vc.eval.scoring import score_requests
+from kedit_vc.patches.attach import side_patches
 
 #: How every benchmark scores probes: teacher-forced and generative, prefixed and raw prompts.
 SCORING: Mapping[str, Any] = {"prompts": "both", "generative": True}
@@ -89,26 +90,32 @@ def run_bench(
     edit_seconds, delta_bytes, peak_gpu = 0.0, 0, None
     call_seconds: list[float] = []
     chunks = _chunks(cases, batch)
+    side = side_patches(model)
+    attached_before = list(side.patches)
     try:
         for done, chunk in enumerate(chunks, 1):
             requests = _requests(chunk)
             with measure() as watch:
-                delta = editor.edit(model, tokenizer, requests, hparams,
-                                    EditContext(fingerprint=fingerprint, progress=progress)).delta
+                result = editor.edit(model, tokenizer, requests, hparams,
+                                     EditContext(fingerprint=fingerprint, progress=progress))
+            delta = result.delta
             assert watch.result is not None
             edit_seconds += watch.result.seconds
             call_seconds.append(watch.result.seconds)
             if watch.result.peak_gpu_bytes is not None:
                 peak_gpu = max(peak_gpu or 0, watch.result.peak_gpu_bytes)
-            delta_bytes += stored_bytes(delta)
+            delta_bytes += stored_bytes(delta) + sum(len(patch.to_bytes()) for patch in result.patches)
             for name in delta.updates:
                 saved.setdefault(name, params[name].detach().clone())
             delta.apply(model)
+            if result.patches:  # non-weight patches (GRACE codebooks, T-Patcher neurons) act while attached
+                side.add(result.patches)
             if not sequential:
                 post_edits += score_requests(model, tokenizer, requests, batch_size=eval_batch_size, **SCORING).edits
                 if fluency_tokens:
                     post_fluency += _fluency(model, tokenizer, chunk, fluency_tokens)
                 _restore(params, saved)
+                side.set(attached_before)
             if progress:
                 print(f"\redited {done}/{len(chunks)} editor call(s)", end="\n" if done == len(chunks) else "",
                       file=sys.stderr)
@@ -117,8 +124,9 @@ def run_bench(
                                              **SCORING).edits)
             if fluency_tokens:
                 post_fluency = _fluency(model, tokenizer, cases, fluency_tokens)
-    finally:  # back to the base weights, whatever happened
+    finally:  # back to the base weights and patches, whatever happened
         _restore(params, saved)
+        side.set(attached_before)
     extra = {"seconds": edit_seconds / max(1, len(chunks)), "delta_bytes": float(delta_bytes / max(1, len(chunks)))}
     if post_fluency:
         extra["fluency"] = sum(post_fluency) / len(post_fluency)

@@ -54,22 +54,27 @@ LayerSolver = Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, to
 
 def spread_over_layers(model: torch.nn.Module, tokenizer: Any, requests: Sequence[EditRequest],
                        layers: Sequence[int], targets: torch.Tensor, templates: Sequence[str],
-                       solver: LayerSolver) -> tuple[Delta, dict[int, torch.Tensor]]:
+                       solver: LayerSolver, output_path: str | None = None,
+                       share: Callable[[int], float] = float) -> tuple[Delta, dict[int, torch.Tensor]]:
     """Write ``targets`` into ``layers`` one after another with ``solver``.
 
-    Returns the summed delta and the keys written, layer -> [n, d_mlp]. Each layer's
-    update is applied while the next is solved (keys and residuals depend on it) and
-    all are removed before returning.
+    ``targets`` [n, d_model] are for ``output_path``'s output at the subject's last token
+    (None: the last edited block's output, MEMIT's residual stream). Layer ``i`` of the
+    ``L`` gets the missing part divided by ``share(L - i)`` (MEMIT: ``L - i``, PMET:
+    ``sqrt(L - i)``). Returns the summed delta and the keys written, layer -> [n, d_mlp].
+    Each layer's update is applied while the next is solved (keys and residuals depend
+    on it) and all are removed before returning.
     """
     family = family_of(model)
     z_layer = layers[-1]
+    output_path = output_path or family.block_path(z_layer)
     total: Delta | None = None
     written: dict[int, torch.Tensor] = {}
     with restored_parameters(model, [family.mlp_out_weight_name(layer) for layer in layers]):
         for index, layer in enumerate(layers):
             keys = subject_keys(model, tokenizer, requests, [layer], templates)[layer]
-            current = subject_outputs(model, tokenizer, requests, family.block_path(z_layer))
-            residual = (targets - current) / (len(layers) - index)
+            current = subject_outputs(model, tokenizer, requests, output_path)
+            residual = (targets - current) / share(len(layers) - index)
             left, right = solver(layer, keys, residual)
             update = factored_update(left, right, family.mlp_out_transposed)
             one = Delta(updates={family.mlp_out_weight_name(layer): update})

@@ -13,6 +13,7 @@ LM head only at target positions.
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -174,12 +175,29 @@ def optimise_unit_targets(model: torch.nn.Module, tokenizer: Any, units: Sequenc
     Returns ``(target_init [u, d], delta [u, d], info)``; the init is the output at the
     subject's last token of the unit's first bare prompt.
     """
+    init, delta, info = optimise_joint_targets(model, tokenizer, units, [module_path], block_index, templates,
+                                               settings, progress, chunk_size)
+    return init[:, 0], delta[:, 0], info
+
+
+def optimise_joint_targets(model: torch.nn.Module, tokenizer: Any, units: Sequence[Sequence[EditRequest]],
+                           module_paths: Sequence[str], block_index: int, templates: Sequence[str],
+                           settings: TargetSettings, progress: Callable[[int, float], None] | None = None,
+                           chunk_size: int = CHUNK_SIZE) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """One vector per unit at each of ``module_paths``, optimised jointly (PMET optimises the
+    attention and the MLP output of one block together).
+
+    Every module must run at or after block ``block_index`` (blocks below it are replayed
+    from a cache). Each module's vector is clamped against its own original output and
+    pays its own weight decay. Returns ``(target_init [u, m, d], delta [u, m, d], info)``
+    for ``m = len(module_paths)``.
+    """
     inits, deltas = [], []
     info: dict[str, Any] = {"steps": 0, "nll": [], "request_steps": [], "forward_seconds": 0.0,
                             "backward_seconds": 0.0, "tokens": 0}
     for start in range(0, len(units), chunk_size):
         chunk = units[start:start + chunk_size]
-        init, delta, chunk_info = _optimise_chunk(model, tokenizer, chunk, module_path, block_index,
+        init, delta, chunk_info = _optimise_chunk(model, tokenizer, chunk, module_paths, block_index,
                                                   templates, settings, progress)
         inits.append(init)
         deltas.append(delta)
@@ -192,7 +210,7 @@ def optimise_unit_targets(model: torch.nn.Module, tokenizer: Any, units: Sequenc
 
 
 def _optimise_chunk(model: torch.nn.Module, tokenizer: Any, requests: Sequence[Sequence[EditRequest]],
-                    module_path: str, block_index: int, templates: Sequence[str],
+                    module_paths: Sequence[str], block_index: int, templates: Sequence[str],
                     settings: TargetSettings, progress: Callable[[int, float], None] | None,
                     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """Optimise the chunk's vectors (one per unit of ``requests``); each unit stops on its
@@ -208,22 +226,23 @@ def _optimise_chunk(model: torch.nn.Module, tokenizer: Any, requests: Sequence[S
         window = getattr(getattr(model, "config", None), "sliding_window", None)
         if not window or split.mask.shape[1] <= int(window):
             full = split
-    module = get_module(model, module_path)
     n = len(requests)
-    state: dict[str, Any] = {"batch": full, "shift": None, "kv": None}
+    state: dict[str, Any] = {"batch": full, "shift": None, "kv": None, "init": {}}
     if full.prefix is not None and full.positions is not None:
         width_l = full.prefix.shape[1]
         state["kv"] = prefix_states(model, full.prefix, full.mask[:, :width_l], full.positions[:, :width_l])
         full_kv = state["kv"]
 
-    def add_delta(hidden: torch.Tensor) -> torch.Tensor:  # hidden [s, t, d]
-        batch = state["batch"]
-        if state["shift"] is None:
-            state["init"] = hidden[batch.first_rows, batch.lookup[batch.first_rows]].detach().clone()
-            return hidden
-        rows = torch.arange(batch.ids.shape[0])
-        shift = torch.zeros_like(hidden).index_put((rows, batch.lookup), state["shift"][batch.owner])
-        return hidden + shift
+    def add_delta(slot: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        def add(hidden: torch.Tensor) -> torch.Tensor:  # hidden [s, t, d]
+            batch = state["batch"]
+            if state["shift"] is None:
+                state["init"][slot] = hidden[batch.first_rows, batch.lookup[batch.first_rows]].detach().clone()
+                return hidden
+            rows = torch.arange(batch.ids.shape[0])
+            shift = torch.zeros_like(hidden).index_put((rows, batch.lookup), state["shift"][batch.owner, slot])
+            return hidden + shift
+        return add
 
     def forward() -> tuple[torch.Tensor, torch.Tensor]:
         batch = state["batch"]
@@ -239,16 +258,18 @@ def _optimise_chunk(model: torch.nn.Module, tokenizer: Any, requests: Sequence[S
     info: dict[str, Any] = {"steps": 0, "nll": [0.0] * n, "request_steps": [settings.steps] * n,
                             "forward_seconds": 0.0, "backward_seconds": 0.0, "tokens": 0}
     sizes = torch.tensor([len(unit) for unit in requests], dtype=torch.float32)  # [n] prompts per unit
-    with LowerBlockReplay(model, block_index) as replay, edit_output(module, add_delta):
+    with LowerBlockReplay(model, block_index) as replay, ExitStack() as hooks:
+        for slot, path in enumerate(module_paths):
+            hooks.enter_context(edit_output(get_module(model, path), add_delta(slot)))
         with torch.no_grad():
             _, kl_init = forward()
         replay.arm()
         kl_init = F.log_softmax(kl_init.float(), dim=-1)   # [n, vocab]
-        target_init = state["init"]  # [n, d]
+        target_init = torch.stack([state["init"][slot] for slot in range(len(module_paths))], dim=1)  # [n, m, d]
         delta = torch.zeros_like(target_init, requires_grad=True)
         optimiser = torch.optim.Adam([delta], lr=settings.lr)
-        max_norm = settings.clamp_norm_factor * target_init.norm(dim=-1, keepdim=True)
-        init_norm_sq = target_init.norm(dim=-1) ** 2
+        max_norm = settings.clamp_norm_factor * target_init.norm(dim=-1, keepdim=True)  # [n, m, 1]
+        init_norm_sq = target_init.norm(dim=-1) ** 2  # [n, m]
         active = torch.arange(n)          # requests still optimising, ascending
         finished: dict[int, torch.Tensor] = {}
         for step in range(settings.steps):
@@ -265,7 +286,7 @@ def _optimise_chunk(model: torch.nn.Module, tokenizer: Any, requests: Sequence[S
             per_request = per_request / (len(templates) * sizes[active])
             kl = F.kl_div(F.log_softmax(kl_logits.float(), dim=-1), kl_init[active], log_target=True,
                           reduction="none").sum(-1)  # [active]
-            decay = settings.weight_decay * delta[active].norm(dim=-1) / init_norm_sq[active]
+            decay = settings.weight_decay * (delta[active].norm(dim=-1) / init_norm_sq[active]).sum(-1)
             info["steps"] = step + 1
             info["forward_seconds"] += time.perf_counter() - began
             nll = per_request.detach()

@@ -3,7 +3,8 @@
 Targets and the layer-by-layer flow are ``common/layered.py``; MEMIT's own part is the
 per-layer solve: with keys ``K`` [n, d_mlp], residuals ``R`` [n, d_model] and preserved
 keys of earlier edits in the history ``K_p`` (empty unless given),
-``ΔW = Rᵀ (λC + KᵀK + K_pᵀK_p)⁻¹ Kᵀ`` solved in float64 -- a rank-≤n factor pair.
+``ΔW = Rᵀ (λC + KᵀK + K_pᵀK_p)⁻¹ Kᵀ`` solved in float64 -- a rank-≤n factor pair
+(``common/solve.memit_layer_update``, which PMET shares).
 """
 
 from __future__ import annotations
@@ -15,26 +16,12 @@ import torch
 from kedit_vc.compiler.plan import EditRequest
 from kedit_vc.editors.base import EditContext, EditResult, base_fingerprint
 from kedit_vc.editors.common.layered import LayerSolver, layered_edit
+from kedit_vc.editors.common.solve import memit_layer_update
 from kedit_vc.stats import key_second_moments
 
 from .hparams import MemitHparams, resolve
 
-
-def memit_layer_update(keys: torch.Tensor, residual: torch.Tensor, mom2: torch.Tensor,
-                       weight: float, preserved: torch.Tensor | None = None,
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Factors (left [d_model, n], right [d_mlp, n]) of ``ΔW = left @ right.T``.
-
-    ``keys`` [n, d_mlp], ``residual`` [n, d_model], ``mom2`` [d_mlp, d_mlp]. Solves
-    ``(λC + KᵀK + K_pᵀK_p) X = Kᵀ`` in float64; ``right = X``, ``left = Rᵀ``.
-    """
-    k = keys.double()
-    system = weight * mom2.double() + k.T @ k
-    if preserved is not None and preserved.numel():
-        p = preserved.double()
-        system = system + p.T @ p
-    right = torch.linalg.solve(system, k.T)          # [d_mlp, n]
-    return residual.double().T, right
+__all__ = ["MemitEditor", "memit_layer_update"]
 
 
 class MemitEditor:

@@ -1,0 +1,60 @@
+"""Sweep settings of a locate-then-edit method (PMET, KN) on CounterFact dev records.
+
+Records 450..469 of counterfact_500.json are this sweep's development set (never
+reported: the measured runs use 200..229). Each configuration edits every record alone
+from the base weights (as ``kvc bench``) and is saved as it finishes to
+``bench/results/<method>_sweep.json``; a rerun skips configurations already there.
+
+    python bench/sweep_locate.py --method pmet --n 10 \
+        --configs '{"mom2_weight": 5000}' '{"mom2_weight": 20000}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from common import RESULTS, save
+
+from kedit_vc.editors.base import get_editor
+from kedit_vc.editors.registry import build_hparams
+from kedit_vc.eval.datasets import load_cases
+from kedit_vc.models import load_model
+from kedit_vc.ops.bench import run_bench
+
+NAMES = {"efficacy": "reliability_cf", "paraphrase": "generalization_cf",
+         "neighbourhood": "locality_cf", "gen_reliability": "gen_reliability"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", required=True)
+    parser.add_argument("--configs", nargs="+", required=True, help="JSON objects of hyperparameters")
+    parser.add_argument("--n", type=int, default=10)
+    parser.add_argument("--start", type=int, default=450)
+    args = parser.parse_args()
+    name = f"{args.method}_sweep"
+    path = RESULTS / f"{name}.json"
+    rows = json.loads(path.read_text())["rows"] if path.exists() else []
+    done = {json.dumps(r["config"], sort_keys=True) for r in rows}
+    lm = load_model("smollm2")
+    cases = load_cases("counterfact", args.n, skip=args.start)
+    pre: dict[str, float] = {}
+    for text in args.configs:
+        config = json.loads(text)
+        if json.dumps(config, sort_keys=True) in done:
+            continue
+        hp = build_hparams(args.method, config)
+        result = run_bench(lm.model, lm.tokenizer, "counterfact", cases, get_editor(args.method), hp,
+                           fingerprint=lm.fingerprint, progress=True)
+        pre = {k: result.report.pre_metrics[v] for k, v in NAMES.items() if v in result.report.pre_metrics}
+        row = {"config": config, **{k: result.report.metrics[v] for k, v in NAMES.items()},
+               "median_edit_seconds": result.median_edit_seconds}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        save(name, {"method": args.method, "records": f"{args.start}..{args.start + args.n - 1}",
+                    "threads": __import__("torch").get_num_threads(), "rows": rows, "pre": pre})
+
+
+if __name__ == "__main__":
+    main()

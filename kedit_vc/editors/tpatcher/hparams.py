@@ -1,0 +1,45 @@
+"""T-Patcher's hyperparameters, checks and model-dependent defaults (no torch import)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from kedit_vc.editors.common.hparams import hparam, layer_problems, with_model_defaults
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class TpatcherHparams:
+    """T-Patcher (Huang et al. 2023): a neuron per edit, trained with the edit loss, an
+    activation loss (fire on the edit) and a memory loss (stay silent elsewhere)."""
+
+    layer: int | None = hparam(None, "block whose MLP gets the neurons (None: the last, as in the paper)")
+    steps: int = hparam(100, "Adam steps per neuron (stops early once the edit and both margins hold)")
+    lr: float = hparam(0.05, "learning rate of the neuron's key, bias and value")
+    act_margin: float = hparam(1.0, "beta: the neuron's activation on the edit's positions must reach this")
+    memory_margin: float = hparam(-1.0, "alpha: the key's pre-activation on memory tokens must stay below this")
+    gap_margin: float = hparam(1.0, "the edit's activation must exceed every memory token's by this")
+    act_weight: float = hparam(1.0, "weight of the activation loss")
+    memory_weight: float = hparam(1.0, "weight of the memory loss")
+    memory_texts: int = hparam(20, "model-generated texts whose tokens form the memory (unrelated inputs)")
+    memory_length: int = hparam(20, "tokens per memory text")
+
+
+def check(hp: TpatcherHparams) -> list[str]:
+    problems = layer_problems("layer", hp.layer)
+    for name in ("steps", "memory_texts", "memory_length"):
+        if getattr(hp, name) < 1:
+            problems.append(f"{name} must be >= 1, not {getattr(hp, name)}")
+    if hp.memory_margin >= 0:
+        problems.append(f"memory_margin must be < 0 (a memory token must not fire), not {hp.memory_margin}")
+    return problems
+
+
+def resolve(model: torch.nn.Module, hp: TpatcherHparams) -> TpatcherHparams:
+    """``hp`` with the last block when no layer is named."""
+    from kedit_vc.models.families import num_layers
+
+    return with_model_defaults(model, hp, layer=lambda: num_layers(model) - 1)
