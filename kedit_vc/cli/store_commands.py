@@ -525,7 +525,8 @@ def squash_command(range_text: str, message: str | None, method: str | None, hpa
             refused, r = error, error.result
     if as_json:
         _echo_json({"committed": r.sha, "refused": refused is not None, "dry_run": dry_run, "method": r.method,
-                    "form": r.form, "base": r.base, "tip": r.tip, "commits": list(r.commits), "edit_ids": list(r.edit_ids),
+                    "form": r.form, "base": r.base, "tip": r.tip, "commits": list(r.commits),
+                    "edit_ids": list(r.edit_ids),
                     "losses": [loss.to_json() for loss in r.losses], "attempts": [dict(a) for a in r.attempts],
                     "before": r.before.to_json(), "after": r.after.to_json()})
     else:

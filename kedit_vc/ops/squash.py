@@ -170,6 +170,11 @@ class Resolved:
     seconds: float
 
 
+def delta_sizes(delta: "Delta") -> dict[str, float]:
+    """``delta_bytes``: its tensors' bytes; ``delta_file_bytes``: its file's (safetensors, header included)."""
+    return {"delta_bytes": float(delta.summary().stored_bytes), "delta_file_bytes": float(len(delta.to_bytes()))}
+
+
 def resolve(evaluator: Evaluator, plan: Plan, before: "Evaluation", preserved: "Mapping[int, torch.Tensor]",
             progress: bool, carried: "Mapping[str, torch.Tensor] | None" = None) -> Resolved:
     """Run ``plan`` on the weights the evaluator is at (the caller moved them), score its
@@ -183,7 +188,7 @@ def resolve(evaluator: Evaluator, plan: Plan, before: "Evaluation", preserved: "
         run = execute_plan(evaluator, plan, preserved, progress, carried)
     assert watch.result is not None
     after = summarize(evaluator.score_now(requests), before.pre,
-                      extra={**watch.result.as_metrics(), "delta_bytes": float(run.delta.summary().stored_bytes)})
+                      extra={**watch.result.as_metrics(), **delta_sizes(run.delta)})
     losses = tuple(find_losses(requests, before.report, after))
     return Resolved(run.delta, run.keys, run.infos, run.carried, after, losses, watch.result.seconds)
 
@@ -408,7 +413,7 @@ def squash(store: "Store", range_text: str, *, message: str | None = None,
 
         def measured_after(delta: "Delta", seconds: float) -> EvalReport:
             return summarize(evaluator.score_now(requests), before.pre,
-                             extra={"seconds": seconds, "delta_bytes": float(delta.summary().stored_bytes)})
+                             extra={"seconds": seconds, **delta_sizes(delta)})
 
         def attempt(how: str, how_hparams: dict[str, Any],
                     compacted: "tuple[_Attempt, Delta] | None" = None) -> _Attempt:
@@ -432,8 +437,7 @@ def squash(store: "Store", range_text: str, *, message: str | None = None,
                 evaluator.mark_changed()
             assert watch.result is not None
             after = summarize(evaluator.score_now(requests), before.pre,
-                              extra={**watch.result.as_metrics(),
-                                     "delta_bytes": float(delta.summary().stored_bytes)})
+                              extra={**watch.result.as_metrics(), **delta_sizes(delta)})
             return _Attempt(how, {}, delta, keys, infos, watch.result.seconds, after,
                             tuple(find_losses(requests, before.report, after)), "exact")
 
