@@ -340,7 +340,8 @@ class _Attempt:
     def to_json(self) -> dict[str, Any]:
         return {"method": self.method, "form": self.form, "seconds": round(self.seconds, 4),
                 "delta_bytes": int(self.delta.summary().stored_bytes),
-                "edits_weakened": len({loss.edit_id for loss in self.losses})}
+                "edits_weakened": len({loss.edit_id for loss in self.losses}),
+                "weakened": [loss.to_json() for loss in self.losses]}
 
 
 def _choose(method: str, attempt: Any, solver: str, solver_hparams: dict[str, Any]) -> list[_Attempt]:
