@@ -4,7 +4,8 @@ For each size N (``--sizes 10,50``): a store with N ROME commits, one held-out C
 record each (records ``--start``.. of the shared 500-record file; the reported benchmarks
 use the first 100, the sweeps 400..), then ``kvc squash`` of the whole range with each
 strategy of ``--methods`` as a dry run (a re-solve by a batch method, or ``compose``: the
-range's deltas summed exactly), then the default strategy for real. Per strategy:
+range's deltas summed exactly), then ``--real`` (default ``auto``, kvc squash's default: the
+joint ROME re-solve, compacted, with compose as its fallback) for real. Per strategy:
 reliability, generalization and neighbourhood (teacher-forced, prefixed and raw prompts),
 greedy ``gen_reliability``, before and after; how many edits that held lost a kept check;
 seconds; the squashed delta's bytes against the sum of the range's delta files, and the
@@ -16,8 +17,12 @@ each smaller one, so a rerun or a larger size redoes no ROME edit. Results are s
 each (size, strategy), and a rerun skips rows already in the results file (``--fresh`` to
 redo them).
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/squash.py --sizes 10 \
-        --methods "compose,memit,ultraedit,memit:layers=[4],alphaedit"
+    OMP_NUM_THREADS=1 .venv/bin/python bench/squash.py --sizes 10,50 --methods compose --real auto
+
+Results: ``bench/results/squash.json`` (the default against compose);
+``bench/results/squash_methods_n10.json`` holds the earlier comparison of re-solve methods at 10
+(compose, memit, memit at one layer, alphaedit, ultraedit), made with
+``--sizes 10 --methods "compose,memit,ultraedit,memit:layers=[4],alphaedit" --real compose``.
 """
 
 from __future__ import annotations
@@ -41,11 +46,11 @@ def arguments() -> Any:
     p = parser(__doc__)
     p.add_argument("--sizes", type=ints, default=[10, 50], help="commits squashed per run (default 10,50)")
     p.add_argument("--start", type=int, default=400, help="first CounterFact record (default 400: held out)")
-    p.add_argument("--methods", default="memit,compose",
+    p.add_argument("--methods", default="compose",
                    help="strategies measured as dry runs, comma-separated, each NAME or NAME:key=value;key=value "
-                        "(JSON values), e.g. 'memit,memit:layers=[4],ultraedit,compose' (default memit,compose)")
-    p.add_argument("--real", default="compose",
-                   help="strategy committed for real after the dry runs (default compose, kvc squash's default)")
+                        "(JSON values), e.g. 'memit,memit:layers=[4],ultraedit,compose' (default compose)")
+    p.add_argument("--real", default="auto",
+                   help="strategy committed for real after the dry runs (default auto, kvc squash's default)")
     p.add_argument("--cache", default=None, help="where the ROME stores are kept between runs")
     p.add_argument("--build-only", action="store_true", help="only build (or finish) the ROME stores")
     p.add_argument("--fresh", action="store_true", help="redo rows already in the results file")
@@ -147,7 +152,9 @@ def measure(snapshot: Path, work: Path, method: str, dry_run: bool) -> dict[str,
     try:
         n = len(store.chain()) - 1
         root = store.chain()[0]
-        parts = sum(store.read_commit(sha).delta().summary().stored_bytes for sha in store.chain()[1:])
+        deltas = [store.read_commit(sha).delta() for sha in store.chain()[1:]]
+        parts = sum(delta.summary().stored_bytes for delta in deltas)
+        parts_file = sum(len(delta.to_bytes()) for delta in deltas)
         store_before = disk_bytes(work / ".kvc")
         started = time.perf_counter()
         try:
@@ -159,7 +166,8 @@ def measure(snapshot: Path, work: Path, method: str, dry_run: bool) -> dict[str,
         seconds = time.perf_counter() - started
         after = result.after.metrics
         row = {
-            "commits": n, "method": method, "hparams": hparams, "chosen": result.method, "dry_run": dry_run,
+            "commits": n, "method": method, "hparams": hparams, "chosen": result.method, "form": result.form,
+            "dry_run": dry_run,
             "refused": refused,
             "seconds": round(seconds, 2), "edit_seconds": round(after.get("seconds", float("nan")), 2),
             "attempts": [dict(a) for a in result.attempts],
@@ -168,6 +176,7 @@ def measure(snapshot: Path, work: Path, method: str, dry_run: bool) -> dict[str,
             "edits_lost": len({loss.edit_id for loss in result.losses}),
             "checks_lost": [loss.to_json() for loss in result.losses],
             "parts_bytes": int(parts), "squashed_bytes": int(after.get("delta_bytes", -1)),
+            "parts_file_bytes": int(parts_file), "squashed_file_bytes": int(after.get("delta_file_bytes", -1)),
             "store_bytes_before": store_before,
         }
         if result.sha is not None:
@@ -202,15 +211,16 @@ def main() -> None:
                   f"reliability {b.get('reliability')} -> {a.get('reliability')}, "
                   f"gen {b.get('gen_reliability')} -> {a.get('gen_reliability')}, "
                   f"edits lost {row['edits_lost']}/{row['held_before']}, {row['seconds']} s, "
-                  f"bytes {row['parts_bytes']} -> {row['squashed_bytes']}", flush=True)
+                  f"bytes {row['parts_bytes']} -> {row['squashed_bytes']} (files {row['parts_file_bytes']} -> "
+                  f"{row['squashed_file_bytes']})", flush=True)
             save(NAME, {"model": args.model, "threads": args.threads, "start": args.start, "rows": rows},
                  args.results_dir)
     print(table(rows))
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| N | strategy | chosen | rel b→a | raw rel b→a | gen b→a | gener. b→a | raw gener. b→a | neigh b→a | "
-             "raw neigh b→a | lost | s | bytes parts → squashed |", "|" + "---|" * 13]
+    lines = ["| N | strategy | chosen (stored as) | rel b→a | raw rel b→a | gen b→a | gener. b→a | raw gener. b→a | "
+             "neigh b→a | raw neigh b→a | lost | s | file bytes parts → squashed |", "|" + "---|" * 13]
     # neighbourhood is CounterFact's (new object less likely than the true one); raw_locality_cf its raw twin
 
     def pair(row: dict[str, Any], name: str) -> str:
@@ -219,11 +229,12 @@ def table(rows: list[dict[str, Any]]) -> str:
 
     for r in rows:
         what = r["method"] + (" (dry)" if r["dry_run"] else "")
-        lines.append(f"| {r['commits']} | {what} | {r['chosen']} | {pair(r, 'reliability')} | "
+        lines.append(f"| {r['commits']} | {what} | {r['chosen']} ({r.get('form', '-')}) | {pair(r, 'reliability')} | "
                      f"{pair(r, 'raw_reliability')} | {pair(r, 'gen_reliability')} | {pair(r, 'generalization')} | "
                      f"{pair(r, 'raw_generalization')} | {pair(r, 'neighbourhood')} | "
                      f"{pair(r, 'raw_locality_cf')} | {r['edits_lost']}/{r['held_before']} | {r['seconds']} | "
-                     f"{r['parts_bytes']} → {r['squashed_bytes']} |")
+                     f"{r.get('parts_file_bytes', r['parts_bytes'])} → "
+                     f"{r.get('squashed_file_bytes', r['squashed_bytes'])} |")
     return "\n".join(lines)
 
 

@@ -36,6 +36,7 @@ TINY = {
     "alphaedit": {"layers": [0, 1], "v_steps": 8, "stats_tokens": 600, "context_templates": 2,
                   "context_length": 3, "nullspace_threshold": 0.05, "l2": 1e-4},
 }
+TINY["joint_rome"] = TINY["rome"]
 #: ``auto`` trying ROME alone: its result must be ROME's, with the same expectations.
 TINY["auto"] = {"candidates": ["rome"], "hparams": {"rome": TINY["rome"]}, "weights": {"reliability": 1}}
 

@@ -101,7 +101,7 @@ def test_a_squash_without_losses_commits_and_records_none(squashable):
     assert result.exit_code == 0 and report["committed"] and report["losses"] == []
 
 
-def test_the_default_squash_composes_the_range_exactly(squashable):
+def test_compose_squashes_the_range_exactly(squashable):
     import torch
 
     from kedit_vc.store import open_store
@@ -109,7 +109,7 @@ def test_the_default_squash_composes_the_range_exactly(squashable):
     with open_store(squashable) as store:
         tip = store.head()
         old = store.live_sum(tip)
-    result = run_kvc("squash", "HEAD~2..HEAD", "--no-progress", "--json")
+    result = run_kvc("squash", "HEAD~2..HEAD", "--method", "compose", "--no-progress", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["method"] == "compose" and report["committed"] and report["losses"] == []
@@ -158,6 +158,112 @@ def test_auto_keeps_the_composed_deltas_when_the_resolve_would_lose_an_edit(squa
 
     with open_store(squashable) as store:
         assert [a["method"] for a in store.manifest("HEAD")["extra"]["attempts"]] == ["memit", "compose"]
+
+
+def test_the_default_squash_re_solves_rome_edits_jointly_and_stores_them_compacted(squashable):
+    import torch
+
+    from kedit_vc.delta import materialize
+    from kedit_vc.models import load_model
+    from kedit_vc.ops.weights import Weights
+    from kedit_vc.store import open_store
+
+    with open_store(squashable) as store:
+        parts = sum(store.read_commit(sha).delta().summary().stored_bytes for sha in store.chain()[1:])
+    result = run_kvc("squash", "HEAD~2..HEAD", "--no-progress", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    # Nothing held on the tiny model (three target steps), so the re-solve and its compaction both pass.
+    assert report["method"] == "joint_rome" and report["form"] == "float16" and report["committed"]
+    assert [(a["method"], a["form"], a["edits_weakened"]) for a in report["attempts"]] == [
+        ("joint_rome", "float32", 0), ("joint_rome", "float16", 0)]
+    with open_store(squashable) as store:
+        manifest = store.manifest("HEAD")
+        assert manifest["method"] == "joint_rome" and manifest["extra"]["stored_as"] == "float16"
+        # The range's ROME hyperparameters carry over (conftest's TINY_ROME).
+        assert manifest["hparams"]["layer"] == 1 and manifest["hparams"]["v_steps"] == 3
+        (update,) = store.read_commit("HEAD").delta().updates.values()
+        assert update.rank == 2 and update.dtype == torch.float16
+        assert store.read_commit("HEAD").delta().summary().stored_bytes * 2 == parts
+        squash_delta, ref = store.read_commit("HEAD").delta(), store.model_ref
+        squashed_sum = materialize([store.live_sum("HEAD")])
+    # The store's weights are the gate's: float16 factors multiplied in float32.
+    (name,) = squash_delta.updates
+    expected = update.left.float() @ update.right.float().T
+    assert torch.equal(squashed_sum[name], expected)
+    # Reverting the squash commit gives the base weights back exactly.
+    assert run_kvc("revert", "HEAD", "--no-progress").exit_code == 0
+    loaded = load_model(ref)
+    base = {k: v.clone() for k, v in loaded.model.state_dict().items()}
+    weights = Weights(loaded.model)
+    with open_store(squashable) as store:
+        assert store.live_sum("HEAD").updates == {} and store.fsck() == []
+        weights.set_revision(store, "HEAD~1")
+        assert torch.equal(loaded.model.state_dict()[name], base[name] + expected)
+        weights.set_revision(store, "HEAD")
+    assert all(torch.equal(base[k], v) for k, v in loaded.model.state_dict().items())
+
+
+def test_the_default_squash_composes_and_says_so_when_the_joint_solve_would_lose_an_edit(squashable,
+                                                                                        monkeypatch):
+    import importlib
+
+    squash_op = importlib.import_module("kedit_vc.ops.squash")
+    real, calls = squash_op.find_losses, []
+
+    def first_attempt_loses(requests, before, after):
+        calls.append(len(calls))
+        if len(calls) == 1:
+            return [Loss(requests[0].edit_id, requests[0].subject, requests[0].target_new, "gen_reliability")]
+        return real(requests, before, after)
+
+    monkeypatch.setattr(squash_op, "find_losses", first_attempt_loses)
+    result = run_kvc("squash", "HEAD~2..HEAD", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "tried joint_rome (float32): 1 edit(s) weakened" in result.stdout
+    assert "composed instead" in result.stdout and "with compose (exact)" in result.stdout
+    shown = run_kvc("show", "HEAD")
+    assert "the joint_rome re-solve would weaken 1 edit(s)" in shown.stdout
+
+
+def test_auto_picks_joint_rome_only_for_rome_edits_of_one_setting():
+    from kedit_vc.compiler.plan import EditorCall
+    from kedit_vc.ops.squash import best_resolver
+
+    rome, other = EditorCall("rome", {"v_steps": 3}), EditorCall("rome", {"layer": 2})
+    assert best_resolver((rome, rome), {}) == ("joint_rome", {"v_steps": 3})
+    assert best_resolver((rome,), {"v_steps": 9}) == ("joint_rome", {"v_steps": 9})
+    assert best_resolver((rome, other), {}) == ("memit", {})
+    assert best_resolver((rome, EditorCall("memit", {})), {}) == ("memit", {})
+    assert best_resolver((rome,), {"layers": [1, 2]}) == ("memit", {"layers": [1, 2]})
+
+
+def test_compaction_halves_the_bytes_and_keeps_the_product():
+    import torch
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from kedit_vc.delta import Delta
+    from kedit_vc.delta.updates import LowRank
+    from kedit_vc.ops.squash import compact
+
+    @settings(max_examples=25, deadline=None)
+    @given(rank=st.integers(1, 6), seed=st.integers(0, 10_000), exponent=st.integers(-6, 6))
+    def check(rank: int, seed: int, exponent: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        # Unbalanced factors (one tiny, one huge) must not under- or overflow in 16 bits.
+        update = LowRank(torch.randn(12, rank, generator=g) * 10.0 ** exponent,
+                         torch.randn(20, rank, generator=g) * 10.0 ** -exponent)
+        small = compact(Delta({"w": update}))
+        assert small is not None
+        (half,) = small.updates.values()
+        assert half.dtype in (torch.float16, torch.bfloat16) and half.dense().dtype == torch.float32
+        assert small.summary().stored_bytes * 2 == Delta({"w": update}).summary().stored_bytes
+        torch.testing.assert_close(half.dense(), update.dense(), atol=2e-3 * update.dense().abs().max().item(),
+                                   rtol=0)
+        assert compact(small) is None  # nothing left in float32
+
+    check()
 
 
 def test_compose_takes_no_hparams(squashable):

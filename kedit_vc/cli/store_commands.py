@@ -475,10 +475,12 @@ def _squash_strategy(ctx: click.Context, param: click.Parameter, value: str | No
 @click.command("squash")
 @click.argument("range_text", metavar="A..B")
 @message_option
-@click.option("--method", default=None, callback=_squash_strategy, metavar="compose|auto|METHOD",
-              help="compose (default): keep the range's deltas, summed exactly; a batch method (memit, "
-                   "alphaedit, ultraedit): re-solve the live edits in one batch; auto: re-solve with memit "
-                   "and compose instead if that would weaken an edit. --hparam alone means memit.")
+@click.option("--method", default=None, callback=_squash_strategy, metavar="auto|compose|METHOD",
+              help="auto (default): re-solve the live edits in one batch with the best re-solve for them "
+                   "(joint_rome: ROME's closed form for all keys at once, for ROME edits of one layer; memit "
+                   "otherwise), and compose instead if that would weaken an edit; compose: keep the range's "
+                   "deltas, summed exactly; a method (joint_rome, memit, alphaedit, ultraedit): that re-solve, "
+                   "no fallback. --hparam alone means memit.")
 @hparam_option
 @click.option("--allow-loss", is_flag=True,
               help="Commit even if edits that held before would be weakened (they are recorded in the commit).")
@@ -492,28 +494,31 @@ def squash_command(range_text: str, message: str | None, method: str | None, hpa
                    progress: bool | None) -> int:
     """Squash the commits after A up to B into one commit.
 
-    By default the squash commit's delta is the range's deltas composed: summed exactly
-    (low-rank factors side by side), so the model after the squash is the model at B and
-    no edit can weaken; it takes only the before/after evaluation. --method memit (or
-    alphaedit, ultraedit) instead re-solves the range's live edits as one batch on A's
-    weights, with targets optimised afresh; --method auto tries memit and composes when
-    that would weaken an edit. Why compose is the default: on SmolLM2 a MEMIT re-solve of
-    10 single-edit ROME commits lost an edit's paraphrases and stored 5x the bytes,
-    UltraEdit lost two edits (bench/results/squash.json). A composed patch is as big as its parts while their factors
-    are smaller than the matrix they change (for SmolLM2's MLP, under 419 rank-one
-    edits), and stored dense, so smaller, past that; what shrinks is the history: one commit.
+    By default the range's live edits are re-solved as one batch on A's weights, targets
+    optimised afresh there. For ROME commits of one layer that is joint ROME: ROME's own
+    closed form (the smallest change of the matrix under the covariance that maps each key
+    to its target) applied to all n keys at once, so every key meets its target exactly,
+    stored as a rank-n factor pair. If the re-solve would weaken an edit, the range's
+    deltas are composed instead (summed exactly: the model after is the model at B) and
+    the output and the commit message say so. --method compose composes directly.
 
-    Gated: every edit whose rewrite prompt, paraphrases or greedy answer held at B must
-    still hold after, or the squash is refused (exit 1) with a table of what would be
-    lost and nothing is written. The old commits stay reachable under
+    What is stored: a re-solve that keeps every edit is compacted, its factors stored in
+    float16 (half the bytes of the parts: bench/results/squash.json) when every edit still
+    holds with them, else in float32; weights are always formed in float32, so reverting
+    the squash commit gives the weights back exactly. A composed patch is as big as its
+    parts (stored dense, so smaller, past 419 rank-one edits of SmolLM2's MLP matrix).
+
+    Gated: every edit whose rewrite prompt, paraphrases or greedy answer (prefixed and raw)
+    held at B must still hold after, or the squash is refused (exit 1) with a table of what
+    would be lost and nothing is written. The old commits stay reachable under
     refs/kvc/squashed/<old head>.
 
     \b
     Examples:
       kvc squash HEAD~3..HEAD
-      kvc squash HEAD~3..HEAD --method memit --dry-run
-      kvc squash HEAD~2..HEAD --hparam v_steps=40
-      kvc squash HEAD~2..HEAD --method auto
+      kvc squash HEAD~3..HEAD --dry-run
+      kvc squash HEAD~3..HEAD --method compose
+      kvc squash HEAD~2..HEAD --method joint_rome --hparam v_steps=40
       kvc squash HEAD~2..HEAD --method memit --allow-loss
     """
     from kedit_vc.ops import squash
@@ -529,16 +534,19 @@ def squash_command(range_text: str, message: str | None, method: str | None, hpa
             refused, r = error, error.result
     if as_json:
         _echo_json({"committed": r.sha, "refused": refused is not None, "dry_run": dry_run, "method": r.method,
-                    "base": r.base, "tip": r.tip, "commits": list(r.commits), "edit_ids": list(r.edit_ids),
+                    "form": r.form, "base": r.base, "tip": r.tip, "commits": list(r.commits),
+                    "edit_ids": list(r.edit_ids),
                     "losses": [loss.to_json() for loss in r.losses], "attempts": [dict(a) for a in r.attempts],
                     "before": r.before.to_json(), "after": r.after.to_json()})
     else:
         for tried in r.attempts:
-            click.echo(f"tried {tried['method']}: {tried['edits_weakened']} edit(s) weakened, "
+            click.echo(f"tried {tried['method']} ({tried['form']}): {tried['edits_weakened']} edit(s) weakened, "
                        f"{tried['seconds']:.1f} s, {tried['delta_bytes']} bytes")
+        if r.method == "compose" and r.attempts:
+            click.secho("the re-solve would weaken edits, so the range's deltas are composed instead", fg="yellow")
         if r.sha is not None:
             click.echo(f"[{r.sha[:10]}] squashed {len(r.commits)} commit(s), {len(r.edit_ids)} edit(s), "
-                       f"onto {r.base[:10]} with {r.method}")
+                       f"onto {r.base[:10]} with {r.method} ({r.form})")
         else:
             what = "dry run" if dry_run else "refused"
             click.echo(f"({what}) {len(r.commits)} commit(s), {len(r.edit_ids)} edit(s) re-solved with {r.method}")

@@ -8,7 +8,7 @@ from typing import Mapping
 import torch
 
 from .errors import DeltaError
-from .updates import LowRank, Update
+from .updates import LowRank, Update, product_dtype
 
 
 def _check_fits(params: Mapping[str, torch.Tensor], updates: Mapping[str, Update]) -> None:
@@ -37,15 +37,15 @@ def _dense_on(update: Update, dtype: torch.dtype, device: torch.device) -> torch
 def apply_updates(model: torch.nn.Module, updates: Mapping[str, Update], alpha: float = 1.0) -> None:
     """``param += alpha * update`` for each update, under ``no_grad``, in the parameter's dtype.
 
-    The sum is formed in the wider of the update's and the parameter's dtype and rounded
-    once, so a bfloat16 model is not rounded twice. One dense update exists at a time.
+    The sum is formed in the wider of the update's and the parameter's dtype, float32 at
+    least, and rounded once, so a bfloat16 model is not rounded twice. One dense update exists at a time.
     """
     params = model.state_dict(keep_vars=True)
     _check_fits(params, updates)
     with torch.no_grad():
         for name, update in updates.items():
             param = params[name]
-            compute = torch.promote_types(update.dtype, param.dtype)
+            compute = product_dtype(torch.promote_types(update.dtype, param.dtype))
             dense = _dense_on(update, compute, param.device)
             if compute == param.dtype:
                 param.add_(dense, alpha=alpha)

@@ -19,7 +19,7 @@ from .apply import apply_updates
 from .errors import DeltaError
 from .hashing import content_hash
 from .summary import DeltaSummary, summarize
-from .updates import Dense, LowRank, Update
+from .updates import Dense, LowRank, Update, product_dtype
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,6 +83,7 @@ class Delta:
                     torch.cat([a.right.to(dtype), b.right.to(dtype)], dim=1),
                 )
             else:
+                dtype = product_dtype(dtype)  # a product of 16-bit factors is formed in float32
                 updates[name] = Dense(a.dense().to(dtype) + b.dense().to(dtype))
         meta = {k: v for k, v in self.meta.items() if other.meta.get(k) == v}
         return Delta(updates, meta)

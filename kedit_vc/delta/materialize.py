@@ -13,7 +13,7 @@ import torch
 
 from .core import Delta
 from .errors import DeltaError
-from .updates import LowRank, Update
+from .updates import LowRank, Update, product_dtype
 
 
 def sum_updates(name: str, updates: Sequence[Update]) -> torch.Tensor:
@@ -21,7 +21,7 @@ def sum_updates(name: str, updates: Sequence[Update]) -> torch.Tensor:
     shapes = {tuple(u.shape) for u in updates}
     if len(shapes) > 1:
         raise DeltaError(f"deltas disagree on the shape of {name!r}: {sorted(shapes)}")
-    dtype = updates[0].dtype
+    dtype = product_dtype(updates[0].dtype)  # 16-bit factors are multiplied in float32
     for u in updates[1:]:
         dtype = torch.promote_types(dtype, u.dtype)
     low = [u for u in updates if isinstance(u, LowRank)]

@@ -56,8 +56,9 @@ class LowRank:
         return {"left": self.left, "right": self.right}
 
     def dense(self) -> torch.Tensor:
-        """The update as one [rows, cols] tensor."""
-        return self.left @ self.right.T
+        """The update as one [rows, cols] tensor, formed in at least float32 (``product_dtype``)."""
+        dtype = product_dtype(self.dtype)
+        return self.left.to(dtype) @ self.right.to(dtype).T
 
     def negated(self) -> "LowRank":
         return LowRank(-self.left, self.right)
@@ -109,6 +110,13 @@ class Dense:
 
 
 Update = LowRank | Dense
+
+
+def product_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a factor product is formed in: float32 at least. Factors stored in 16 bits
+    (a compacted squash) are exact in float32, and summing their product there keeps the
+    weights what the squash measured (a 16-bit matmul would round every partial sum)."""
+    return torch.promote_types(dtype, torch.float32)
 
 #: Part names of each kind, in the order they are hashed and stored.
 PARTS: dict[str, tuple[str, ...]] = {LowRank.kind: ("left", "right"), Dense.kind: ("value",)}

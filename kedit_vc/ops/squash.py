@@ -2,24 +2,29 @@
 
 Its delta comes from one of three strategies (``method``):
 
-- ``compose`` (the default, ``STRATEGY``): the range's live deltas summed exactly (low-rank
-  factors concatenated), so A + the squash commit is B's weights and no edit can change.
-  No editor runs; the squash costs the before/after evaluation only.
-- a batch method's name (``memit``, ``alphaedit``, ``ultraedit``...): every edit still live at B
-  that those commits carry, re-solved once on A's weights (targets optimised there afresh).
-- ``auto``: re-solve with ``BATCH_METHOD``; if that would weaken an edit, keep the composed
-  deltas instead (both attempts are reported).
+- ``auto`` (the default, ``STRATEGY``): re-solve the range's live edits in one batch on A's
+  weights, targets optimised there afresh, with the best re-solve for them (``best_resolver``):
+  ``joint_rome`` where they are ROME edits of one layer and one set of hyperparameters
+  (ROME's closed form for all their keys at once: every key meets its target exactly), else
+  ``BATCH_METHOD``. If that would weaken an edit, keep the composed deltas instead; the
+  attempts are reported and the commit's message says it fell back.
+- ``compose``: the range's live deltas summed exactly (low-rank factors concatenated), so
+  A + the squash commit is B's weights and no edit can change. No editor runs.
+- a batch method's name (``joint_rome``, ``memit``, ``alphaedit``, ``ultraedit``...): that
+  re-solve, gated, with no fallback.
 
-Why compose by default (``bench/results/squash.json``: 10 single-edit ROME commits on SmolLM2,
-held-out CounterFact records 400..409): a MEMIT re-solve lost one edit's paraphrases, dropped
-raw-prompt reliability from 0.60 to 0.47 and stored 5x the bytes (rank-10 factors at each of its
-five layers, against one rank-one pair per ROME edit at one layer); MEMIT at ROME's own layer
-alone lost 5 of 10 (its (lambda C + K K^T)^-1 solve leaves part of each target unreached, where
-ROME's rank-one solve meets it exactly); UltraEdit lost two edits and halved locality.
+A re-solve that keeps every edit is then compacted (``compact``): its factors stored in
+float16 (bfloat16 where float16 would overflow), half the bytes, when that too keeps every
+edit (gated like the re-solve); otherwise its float32 factors are kept. Weights are always
+formed in float32 (``LowRank.dense``), so the squash commit's revert drops exactly what it added.
+
+Why (``bench/results/squash.json``, single-edit ROME commits on SmolLM2, held-out CounterFact
+records 400..): a MEMIT re-solve of 10 lost one edit's paraphrases and stored 5x the bytes
+(rank-10 factors at five layers); MEMIT at ROME's layer alone lost 5 of 10 (its
+(lambda C + K K^T)^-1 solve leaves part of each target unreached); the joint ROME solve meets
+every target exactly at ROME's one layer, in the bytes of the parts, and half that compacted.
 A composed patch is as big as its parts while N rank-one factor pairs of a 576x1536 matrix
-are smaller than the matrix (N < 419); past that it is stored dense (``smallest_form``), so
-it is never bigger than the parts and then smaller. Below that, what a squash shrinks is the
-history.
+are smaller than the matrix (N < 419); past that it is stored dense (``smallest_form``).
 
 Edits held by non-weight patches (GRACE codebooks) cannot be folded into weights: their
 patches are copied into the squash commit as they are, and its message and manifest
@@ -38,6 +43,7 @@ pass after, or nothing is written and ``SquashRefused`` lists what would be lost
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
@@ -61,13 +67,17 @@ if TYPE_CHECKING:
     from kedit_vc.delta import Delta
     from kedit_vc.store import Store
 
-#: Strategies that are not an editing method: the range's deltas summed exactly, or a
-#: re-solve with ``BATCH_METHOD`` that falls back to that sum when it would weaken an edit.
+#: Strategies that are not an editing method: the range's deltas summed exactly, or the
+#: best re-solve (``best_resolver``) that falls back to that sum when it would weaken an edit.
 COMPOSE = "compose"
 AUTO = "auto"
 #: What ``kvc squash`` does without ``--method`` (the module docstring says why).
-STRATEGY = COMPOSE
+STRATEGY = AUTO
 METHOD = STRATEGY
+#: The re-solve of a range of ROME edits at one layer (``editors/joint_rome``).
+JOINT_METHOD = "joint_rome"
+#: How a squash commit's factors are stored: as solved, or compacted (``compact``).
+FULL, HALF = "float32", "float16"
 
 
 @dataclass(frozen=True)
@@ -97,6 +107,7 @@ class SquashResult:
     losses: tuple[Loss, ...] = ()
     method: str = METHOD  # the strategy that made ``after``: compose or a batch method
     attempts: tuple[Mapping[str, Any], ...] = ()  # auto: each try's method, seconds, edits it would weaken
+    form: str = FULL  # how the delta's factors are stored: float32, float16 (compacted) or exact (compose)
 
 
 class WouldWeaken(KvcError):
@@ -159,6 +170,11 @@ class Resolved:
     seconds: float
 
 
+def delta_sizes(delta: "Delta") -> dict[str, float]:
+    """``delta_bytes``: its tensors' bytes; ``delta_file_bytes``: its file's (safetensors, header included)."""
+    return {"delta_bytes": float(delta.summary().stored_bytes), "delta_file_bytes": float(len(delta.to_bytes()))}
+
+
 def resolve(evaluator: Evaluator, plan: Plan, before: "Evaluation", preserved: "Mapping[int, torch.Tensor]",
             progress: bool, carried: "Mapping[str, torch.Tensor] | None" = None) -> Resolved:
     """Run ``plan`` on the weights the evaluator is at (the caller moved them), score its
@@ -172,7 +188,7 @@ def resolve(evaluator: Evaluator, plan: Plan, before: "Evaluation", preserved: "
         run = execute_plan(evaluator, plan, preserved, progress, carried)
     assert watch.result is not None
     after = summarize(evaluator.score_now(requests), before.pre,
-                      extra={**watch.result.as_metrics(), "delta_bytes": float(run.delta.summary().stored_bytes)})
+                      extra={**watch.result.as_metrics(), **delta_sizes(run.delta)})
     losses = tuple(find_losses(requests, before.report, after))
     return Resolved(run.delta, run.keys, run.infos, run.carried, after, losses, watch.result.seconds)
 
@@ -261,22 +277,98 @@ def range_plan(store: "Store", inside: Sequence[str], requests: Sequence["EditRe
     return Plan(calls=tuple(calls))
 
 
+def best_resolver(calls: Sequence[EditorCall], hparams: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The re-solve ``auto`` uses for edits made by ``calls``, and its hyperparameters.
+
+    ``joint_rome`` when every call is ROME with one set of hyperparameters (so one layer),
+    with those hyperparameters and ``hparams`` over them, provided joint ROME takes every
+    name in ``hparams``; else ``BATCH_METHOD`` with ``hparams`` (names such as ``layers``
+    belong to it).
+    """
+    from kedit_vc.editors.registry import hparam_names
+
+    settings = {json.dumps(dict(call.hparams), sort_keys=True) for call in calls}
+    if (calls and all(call.method == "rome" for call in calls) and len(settings) == 1
+            and set(hparams) <= set(hparam_names(JOINT_METHOD))):
+        return JOINT_METHOD, {**dict(calls[0].hparams), **dict(hparams)}
+    return BATCH_METHOD, dict(hparams)
+
+
+def compact(delta: "Delta") -> "Delta | None":
+    """``delta`` with its low-rank factors stored in float16 (half the bytes), or None if it
+    has none in float32. Each rank-one column pair is first balanced (``left`` and ``right``
+    scaled to equal norms: the product is unchanged) so neither factor under- or overflows;
+    a pair that float16 still cannot hold goes to bfloat16 (float32's range, fewer digits).
+    Whether every edit survives the rounding is for the squash's gate to say.
+    """
+    import torch
+
+    from kedit_vc.delta import Delta
+    from kedit_vc.delta.updates import LowRank
+
+    updates: dict[str, Any] = {}
+    changed = False
+    for name, update in delta.updates.items():
+        if not isinstance(update, LowRank) or update.dtype != torch.float32:
+            updates[name] = update
+            continue
+        left, right = update.left.double(), update.right.double()
+        scale = (right.norm(dim=0) / left.norm(dim=0).clamp_min(1e-300)).sqrt().clamp_min(1e-150)   # [r]
+        left, right = left * scale, right / scale
+        half = torch.float16
+        if not (bool(torch.isfinite(left.to(half)).all()) and bool(torch.isfinite(right.to(half)).all())):
+            half = torch.bfloat16
+        updates[name] = LowRank(left.to(half).contiguous(), right.to(half).contiguous())
+        changed = True
+    return Delta(updates, dict(delta.meta)) if changed else None
+
+
 @dataclass(frozen=True)
 class _Attempt:
     """One way of making the squash commit's delta, measured."""
 
     method: str
+    hparams: dict[str, Any]
     delta: "Delta"
     keys: "dict[int, torch.Tensor]"
     infos: list[dict[str, Any]]
     seconds: float
     after: EvalReport
     losses: tuple[Loss, ...]
+    form: str = FULL  # how its factors are stored: float32, or float16 once compacted
 
     def to_json(self) -> dict[str, Any]:
-        return {"method": self.method, "seconds": round(self.seconds, 4),
+        return {"method": self.method, "form": self.form, "seconds": round(self.seconds, 4),
                 "delta_bytes": int(self.delta.summary().stored_bytes),
-                "edits_weakened": len({loss.edit_id for loss in self.losses})}
+                "edits_weakened": len({loss.edit_id for loss in self.losses}),
+                "weakened": [loss.to_json() for loss in self.losses]}
+
+
+def _choose(method: str, attempt: Any, solver: str, solver_hparams: dict[str, Any]) -> list[_Attempt]:
+    """The attempts a squash makes, in order; the last without losses is the one committed
+    (the last of all when every one loses). A re-solve that keeps everything is compacted
+    (kept only if that keeps everything too); ``auto``'s re-solve that loses falls back to compose."""
+    if method == COMPOSE:
+        return [attempt(COMPOSE, {})]
+    first = attempt(solver, solver_hparams)
+    if first.losses:
+        return [first, attempt(COMPOSE, {})] if method == AUTO else [first]
+    small = compact(first.delta)
+    return [first] if small is None else [first, attempt(solver, solver_hparams, compacted=(first, small))]
+
+
+def _message(inside: Sequence[str], requests: Sequence[Any], chosen: _Attempt, tries: Sequence[_Attempt],
+             kept_note: str) -> str:
+    """The squash commit's default message: what made its delta, and why when auto fell back."""
+    if chosen.method == COMPOSE:
+        verb = "composed"
+        lost = [t for t in tries if t.method != COMPOSE and t.losses]
+        if lost:
+            n = len({loss.edit_id for loss in lost[0].losses})
+            verb += f" (the {lost[0].method} re-solve would weaken {n} edit(s), so the deltas were kept as they are)"
+    else:
+        verb = f"one {chosen.method} batch" + (f" ({chosen.form} factors)" if chosen.form != FULL else "")
+    return f"Squash {len(inside)} commits ({len(requests)} edits) into {verb}{kept_note}"
 
 
 def squash(store: "Store", range_text: str, *, message: str | None = None,
@@ -289,13 +381,12 @@ def squash(store: "Store", range_text: str, *, message: str | None = None,
     call_hparams = dict(hparams or {})
     # --hparam without --method tunes a re-solve: it means the batch method.
     method = (method or (BATCH_METHOD if call_hparams else STRATEGY)).lower()
-    solver = BATCH_METHOD if method == AUTO else method
     if method == COMPOSE:
         if call_hparams:
             raise UsageError("--hparam sets a re-solve's method; `--method compose` runs no editor "
                              f"(pass --method {BATCH_METHOD} or auto to re-solve)")
-    else:
-        check_call(EditorCall(solver, call_hparams), "--hparam")
+    elif method != AUTO:
+        check_call(EditorCall(method, call_hparams), "--hparam")
     with store.lock(wait):
         head = store.head()
         base, tip = parse_range(store, range_text)
@@ -312,17 +403,34 @@ def squash(store: "Store", range_text: str, *, message: str | None = None,
         kept_patches = tuple(p for sha in kept for p in store.read_commit(sha).patches())
         kept_calls = tuple(call for sha in kept for call in _plan_calls(store, sha))
         kept_ids = tuple(r.edit_id for call in kept_calls for r in call.requests)
+        if method == AUTO:
+            solver, solver_hparams = best_resolver(range_plan(store, inside, requests).calls, call_hparams)
+            check_call(EditorCall(solver, solver_hparams), "--hparam")
+        else:
+            solver, solver_hparams = method, call_hparams
 
         evaluator = Evaluator(store, progress=progress, batch_size=eval_batch_size)
         before = evaluator.evaluate(tip, requests)
 
-        def attempt(how: str) -> _Attempt:
+        def measured_after(delta: "Delta", seconds: float) -> EvalReport:
+            return summarize(evaluator.score_now(requests), before.pre,
+                             extra={"seconds": seconds, **delta_sizes(delta)})
+
+        def attempt(how: str, how_hparams: dict[str, Any],
+                    compacted: "tuple[_Attempt, Delta] | None" = None) -> _Attempt:
             evaluator.move_to(base)
+            if compacted is not None:  # the same solve, stored smaller: judged afresh
+                solved, small = compacted
+                evaluator.weights.apply(small)
+                evaluator.mark_changed()
+                after = measured_after(small, solved.seconds)
+                return _Attempt(how, how_hparams, small, solved.keys, solved.infos, solved.seconds, after,
+                                tuple(find_losses(requests, before.report, after)), HALF)
             if how != COMPOSE:
-                plan = Plan(calls=(EditorCall(how, call_hparams, requests),))
-                solved = resolve(evaluator, plan, before, store.live_keys(base), progress)
-                return _Attempt(how, solved.delta, solved.keys, solved.infos, solved.seconds, solved.after,
-                                solved.losses)
+                plan = Plan(calls=(EditorCall(how, how_hparams, requests),))
+                run = resolve(evaluator, plan, before, store.live_keys(base), progress)
+                return _Attempt(how, how_hparams, run.delta, run.keys, run.infos, run.seconds, run.after,
+                                run.losses)
             with measure() as watch:
                 delta, keys = compose_range(store, inside, tip)
                 infos: list[dict[str, Any]] = [{"method": COMPOSE, "commits": len(inside)}]
@@ -330,41 +438,37 @@ def squash(store: "Store", range_text: str, *, message: str | None = None,
                 evaluator.mark_changed()
             assert watch.result is not None
             after = summarize(evaluator.score_now(requests), before.pre,
-                              extra={**watch.result.as_metrics(),
-                                     "delta_bytes": float(delta.summary().stored_bytes)})
-            return _Attempt(how, delta, keys, infos, watch.result.seconds, after,
-                            tuple(find_losses(requests, before.report, after)))
+                              extra={**watch.result.as_metrics(), **delta_sizes(delta)})
+            return _Attempt(how, {}, delta, keys, infos, watch.result.seconds, after,
+                            tuple(find_losses(requests, before.report, after)), "exact")
 
-        tries = [attempt(solver if method != COMPOSE else COMPOSE)]
-        if method == AUTO and tries[0].losses:
-            tries.append(attempt(COMPOSE))
-        chosen = tries[-1]
+        tries = _choose(method, attempt, solver, solver_hparams)
+        chosen = next((t for t in reversed(tries) if not t.losses), tries[-1])
         attempts = tuple(t.to_json() for t in tries) if len(tries) > 1 else ()
         measured = SquashResult(None, base, tip, tuple(inside), tuple(r.edit_id for r in requests), before.report,
-                                chosen.after, chosen.losses, chosen.method, attempts)
+                                chosen.after, chosen.losses, chosen.method, attempts, chosen.form)
         if chosen.losses and not allow_loss and not dry_run:
             raise SquashRefused(measured)
         if dry_run:
             return measured
         replaced = set().union(*(supersedes(store, sha) for sha in inside))
         made = (range_plan(store, inside, requests) if chosen.method == COMPOSE else
-                Plan(calls=(EditorCall(chosen.method, call_hparams, requests),)))
+                Plan(calls=(EditorCall(chosen.method, chosen.hparams, requests),)))
         plan_json = Plan(calls=made.calls + kept_calls).to_json()
-        verb = "composed" if chosen.method == COMPOSE else f"one {chosen.method} batch"
         kept_note = (f"; {len(kept_patches)} {'/'.join(sorted({p.kind for p in kept_patches}))} patch(es) of "
                      f"{len(kept)} commit(s) kept as they are") if kept else ""
         sha = store.write_commit(
             CommitInput(
-                message or f"Squash {len(inside)} commits ({len(requests)} edits) into {verb}{kept_note}",
+                message or _message(inside, requests, chosen, tries, kept_note),
                 delta=chosen.delta, op="squash", squash_range=(base, tip), plan=plan_json,
                 metrics={**chosen.after.to_json(), "before": before.report.to_json()},
-                method=chosen.method, hparams=call_hparams if chosen.method != COMPOSE else {},
+                method=chosen.method, hparams=chosen.hparams,
                 edit_ids=tuple(r.edit_id for r in requests) + kept_ids,
                 timings={"edit_s": round(chosen.seconds, 4)}, keys=chosen.keys, patches=kept_patches,
-                extra={"editor_info": chosen.infos, "supersedes": sorted(replaced),
+                extra={"editor_info": chosen.infos, "supersedes": sorted(replaced), "stored_as": chosen.form,
                        **({"kept_patches": {"commits": list(kept), "edit_ids": list(kept_ids)}} if kept else {}),
                        **({"attempts": list(attempts)} if attempts else {}),
                        **({"weakened": [loss.to_json() for loss in chosen.losses]} if chosen.losses else {})}),
             expected_head=head)
     return SquashResult(sha, base, tip, tuple(inside), tuple(r.edit_id for r in requests), before.report,
-                        chosen.after, chosen.losses, chosen.method, attempts)
+                        chosen.after, chosen.losses, chosen.method, attempts, chosen.form)

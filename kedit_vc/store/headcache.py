@@ -65,6 +65,7 @@ from kedit_vc.delta import Delta, DeltaError, Dense, LowRank, Update
 from kedit_vc.delta.hashing import tensor_bytes
 from kedit_vc.delta.io import SEPARATOR, group_parts, storable
 from kedit_vc.delta.materialize import sum_updates
+from kedit_vc.delta.updates import product_dtype
 from kedit_vc.errors import KvcError, StoreError
 from kedit_vc.fsio import atomic_write_bytes
 
@@ -180,7 +181,7 @@ def _check_shape(name: str, a: Update, b: Update) -> None:
 
 
 def _dense_sum(a: Update, b: Update) -> Dense:
-    dtype = torch.promote_types(a.dtype, b.dtype)
+    dtype = product_dtype(torch.promote_types(a.dtype, b.dtype))  # 16-bit factors: a float32 sum
     return Dense(a.dense().to(dtype) + b.dense().to(dtype))
 
 
