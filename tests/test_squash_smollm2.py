@@ -1,7 +1,8 @@
-"""On the real model, three ROME commits squash by default into one joint ROME re-solve that
-keeps all three: the greedy answer of each rewrite prompt is the new object at the old tip,
-in the squash's own measurement, and on a fresh copy of the base model given the stored
-squash commit (its factors compacted to float16 when that too keeps them)."""
+"""On the real model, three ROME commits squash by default into one commit that keeps all
+three: the greedy answer of each rewrite prompt is the new object at the old tip, in the
+squash's own measurement, and on a fresh copy of the base model given the stored squash
+commit. The default tries the joint ROME re-solve first; when the gate finds it would weaken
+an edit it composes instead, and the commit records that attempt and why."""
 
 from __future__ import annotations
 
@@ -30,8 +31,14 @@ def test_three_rome_commits_squash_into_one_that_keeps_their_greedy_answers(tmp_
         commit_spec(store, spec, CommitOptions())
 
     result = squash(store, "HEAD~3..HEAD")
-    # The default re-solves (no compose fallback) and its patch is no bigger than the parts.
-    assert result.sha is not None and result.method == "joint_rome" and result.losses == ()
+    # The default keeps every edit: the joint re-solve when the gate passes it (its patch no
+    # bigger than the parts), else the exact composition, with the re-solve's attempt recorded.
+    print("squash:", result.method, result.attempts)
+    assert result.sha is not None and result.losses == ()
+    assert result.method in ("joint_rome", "compose")
+    if result.method == "compose":
+        assert any(a.get("method") == "joint_rome" and a.get("edits_weakened", 0) > 0
+                   for a in result.attempts), result.attempts
     assert result.after.metrics["delta_bytes"] <= sum(
         store.read_commit(sha).delta().summary().stored_bytes for sha in store.chain(result.tip)[1:])
     assert len(store.chain()) == 2  # init + the squash
