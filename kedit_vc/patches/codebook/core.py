@@ -23,7 +23,6 @@ changed bit anywhere is refused on load.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -31,7 +30,7 @@ from typing import Any, Mapping
 import torch
 
 from kedit_vc.delta.hashing import tensor_bytes
-from kedit_vc.delta.io import storable
+from kedit_vc.patches import envelope
 from kedit_vc.patches.registry import PatchError
 
 FORMAT = "kvc-codebook"
@@ -107,35 +106,16 @@ class CodebookPatch:
 
     def content_hash(self) -> str:
         """sha256 of the canonical JSON info, then each tensor's name, shape and bytes."""
-        digest = hashlib.sha256(HASH_FORMAT)
-        digest.update(json.dumps(self.info(), sort_keys=True).encode() + b"\0")
-        for name, tensor in self.tensors().items():
-            digest.update(f"{name}|{list(tensor.shape)}\0".encode())
-            digest.update(tensor_bytes(tensor))
-        return digest.hexdigest()
+        return envelope.tensors_hash(HASH_FORMAT, self.info(), self.tensors())
 
     def to_bytes(self) -> bytes:
-        from safetensors.torch import save
-
-        metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "content_hash": self.content_hash(),
-                    "info": json.dumps(self.info(), sort_keys=True)}
-        return save(storable(self.tensors()), metadata=metadata)
+        return envelope.encode(FORMAT, FORMAT_VERSION, self.info(), self.tensors(), self.content_hash())
 
     @classmethod
     def from_bytes(cls, data: bytes, expected_hash: str | None = None, source: str = "codebook") -> "CodebookPatch":
         """Parse and verify a codebook file; ``PatchError`` when malformed, altered or unexpected."""
-        from safetensors.torch import load
-
         try:
-            size = int.from_bytes(data[:8], "little")
-            header = json.loads(data[8:8 + size].decode("utf-8"))
-            metadata = header.get("__metadata__") or {}
-            if metadata.get("format") != FORMAT or metadata.get("format_version") != FORMAT_VERSION:
-                raise ValueError(f"not a {FORMAT} v{FORMAT_VERSION} file")
-            info = json.loads(metadata["info"])
-            tensors = load(data)
-            if set(tensors) != set(TENSORS):
-                raise ValueError(f"tensors {sorted(tensors)}, expected {sorted(TENSORS)}")
+            info, tensors, recorded = envelope.decode(data, FORMAT, FORMAT_VERSION, TENSORS)
             patch = cls(module=str(info["module"]), key_dim=int(info["key_dim"]), value_dim=int(info["value_dim"]),
                         ids=tuple(info["ids"]), labels=tuple(tuple(x) for x in info["labels"]),
                         adjusted_ids=tuple(info["adjusted_ids"]), meta=dict(info["meta"]),
@@ -144,13 +124,7 @@ class CodebookPatch:
             raise PatchError(f"{source} is not a valid kvc codebook: {error}") from None
         except Exception as error:  # noqa: BLE001 - safetensors, json and validation errors alike
             raise PatchError(f"{source} is not a valid kvc codebook file: {error}") from None
-        actual, recorded = patch.content_hash(), metadata.get("content_hash")
-        if actual != recorded:
-            raise PatchError(f"{source} was altered or is corrupt: its content hashes to {actual[:12]}, but the "
-                             f"file records {str(recorded)[:12]}; restore it from the store or re-run the edit")
-        if expected_hash is not None and actual != expected_hash:
-            raise PatchError(f"{source} is not the expected codebook: content hash {actual[:12]}, "
-                             f"expected {expected_hash[:12]}")
+        envelope.check_hash(patch.content_hash(), recorded, expected_hash, source, "codebook")
         return patch
 
     # -- against a model ------------------------------------------------------------

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from kedit_vc.patches import envelope
 from kedit_vc.patches.registry import PatchError
 
 FORMAT = "kvc-memory"
@@ -143,37 +144,20 @@ class MemoryPatch:
         return digest.hexdigest()
 
     def to_bytes(self) -> bytes:
-        from safetensors.torch import save
-
-        metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "content_hash": self.content_hash(),
-                    "info": json.dumps(self.info(), sort_keys=True, ensure_ascii=False)}
-        return save({}, metadata=metadata)
+        return envelope.encode(FORMAT, FORMAT_VERSION, self.info(), {}, self.content_hash(), ensure_ascii=False)
 
     @classmethod
     def from_bytes(cls, data: bytes, expected_hash: str | None = None, source: str = "memory") -> "MemoryPatch":
         """Parse and verify an edit memory file; ``PatchError`` when malformed, altered or unexpected."""
         try:
-            size = int.from_bytes(data[:8], "little")
-            header = json.loads(data[8:8 + size].decode("utf-8"))
-            if set(header) != {"__metadata__"}:
-                raise ValueError("an edit memory file holds no tensors")
-            metadata = header["__metadata__"] or {}
-            if metadata.get("format") != FORMAT or metadata.get("format_version") != FORMAT_VERSION:
-                raise ValueError(f"not a {FORMAT} v{FORMAT_VERSION} file")
-            info = json.loads(metadata["info"])
+            info, _, recorded = envelope.decode(data, FORMAT, FORMAT_VERSION, None)
             patch = cls(facts=tuple(MemoryFact.from_json(f) for f in info["facts"]), settings=dict(info["settings"]),
                         lead_ids=_ids(info["lead_ids"]), vocab_size=int(info["vocab_size"]), meta=dict(info["meta"]))
         except PatchError as error:
             raise PatchError(f"{source} is not a valid kvc edit memory: {error}") from None
         except Exception as error:  # noqa: BLE001 - json, key and validation errors alike
             raise PatchError(f"{source} is not a valid kvc edit memory file: {error}") from None
-        actual, recorded = patch.content_hash(), metadata.get("content_hash")
-        if actual != recorded:
-            raise PatchError(f"{source} was altered or is corrupt: its content hashes to {actual[:12]}, but the "
-                             f"file records {str(recorded)[:12]}; restore it from the store or re-run the edit")
-        if expected_hash is not None and actual != expected_hash:
-            raise PatchError(f"{source} is not the expected edit memory: content hash {actual[:12]}, "
-                             f"expected {expected_hash[:12]}")
+        envelope.check_hash(patch.content_hash(), recorded, expected_hash, source, "edit memory")
         return patch
 
     # -- against a model ------------------------------------------------------------

@@ -25,16 +25,13 @@ ids, meta); the content hash covers both, so a changed bit is refused on load.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
 import torch
 
-from kedit_vc.delta.hashing import tensor_bytes
-from kedit_vc.delta.io import storable
+from kedit_vc.patches import envelope
 from kedit_vc.patches.registry import PatchError
 
 FORMAT = "kvc-neurons"
@@ -84,48 +81,23 @@ class NeuronPatch:
 
     def content_hash(self) -> str:
         """sha256 of the canonical JSON info, then each tensor's name, shape and bytes."""
-        digest = hashlib.sha256(HASH_FORMAT)
-        digest.update(json.dumps(self.info(), sort_keys=True).encode() + b"\0")
-        for name, tensor in self.tensors().items():
-            digest.update(f"{name}|{list(tensor.shape)}\0".encode())
-            digest.update(tensor_bytes(tensor))
-        return digest.hexdigest()
+        return envelope.tensors_hash(HASH_FORMAT, self.info(), self.tensors())
 
     def to_bytes(self) -> bytes:
-        from safetensors.torch import save
-
-        metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "content_hash": self.content_hash(),
-                    "info": json.dumps(self.info(), sort_keys=True)}
-        return save(storable(self.tensors()), metadata=metadata)
+        return envelope.encode(FORMAT, FORMAT_VERSION, self.info(), self.tensors(), self.content_hash())
 
     @classmethod
     def from_bytes(cls, data: bytes, expected_hash: str | None = None, source: str = "neurons") -> "NeuronPatch":
         """Parse and verify a neurons file; ``PatchError`` when malformed, altered or unexpected."""
-        from safetensors.torch import load
-
         try:
-            size = int.from_bytes(data[:8], "little")
-            header = json.loads(data[8:8 + size].decode("utf-8"))
-            metadata = header.get("__metadata__") or {}
-            if metadata.get("format") != FORMAT or metadata.get("format_version") != FORMAT_VERSION:
-                raise ValueError(f"not a {FORMAT} v{FORMAT_VERSION} file")
-            info = json.loads(metadata["info"])
-            tensors = load(data)
-            if set(tensors) != set(TENSORS):
-                raise ValueError(f"tensors {sorted(tensors)}, expected {sorted(TENSORS)}")
+            info, tensors, recorded = envelope.decode(data, FORMAT, FORMAT_VERSION, TENSORS)
             patch = cls(module=str(info["module"]), width=int(info["width"]), ids=tuple(info["ids"]),
                         meta=dict(info["meta"]), **{name: tensors[name] for name in TENSORS})
         except PatchError as error:
             raise PatchError(f"{source} is not a valid kvc neurons patch: {error}") from None
         except Exception as error:  # noqa: BLE001 - safetensors, json and validation errors alike
             raise PatchError(f"{source} is not a valid kvc neurons file: {error}") from None
-        actual, recorded = patch.content_hash(), metadata.get("content_hash")
-        if actual != recorded:
-            raise PatchError(f"{source} was altered or is corrupt: its content hashes to {actual[:12]}, but the "
-                             f"file records {str(recorded)[:12]}; restore it from the store or re-run the edit")
-        if expected_hash is not None and actual != expected_hash:
-            raise PatchError(f"{source} is not the expected neurons patch: content hash {actual[:12]}, "
-                             f"expected {expected_hash[:12]}")
+        envelope.check_hash(patch.content_hash(), recorded, expected_hash, source, "neurons patch")
         return patch
 
     def check_model(self, model: torch.nn.Module) -> None:

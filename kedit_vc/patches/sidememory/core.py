@@ -31,16 +31,13 @@ canonical JSON and the tensors' bytes, so a changed bit anywhere is refused on l
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
 import torch
 
-from kedit_vc.delta.hashing import tensor_bytes
-from kedit_vc.delta.io import storable
+from kedit_vc.patches import envelope
 from kedit_vc.patches.registry import PatchError
 
 FORMAT = "kvc-sidememory"
@@ -157,38 +154,19 @@ class SideMemoryPatch:
 
     def content_hash(self) -> str:
         """sha256 of the canonical JSON info, then each tensor's name, dtype, shape and bytes."""
-        digest = hashlib.sha256(HASH_FORMAT)
-        digest.update(json.dumps(self.info(), sort_keys=True).encode() + b"\0")
-        for name, tensor in self.tensors().items():
-            digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}\0".encode())
-            digest.update(tensor_bytes(tensor))
-        return digest.hexdigest()
+        return envelope.tensors_hash(HASH_FORMAT, self.info(), self.tensors(), dtypes=True)
 
     def to_bytes(self) -> bytes:
-        from safetensors.torch import save
-
-        metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "content_hash": self.content_hash(),
-                    "info": json.dumps(self.info(), sort_keys=True)}
-        return save(storable(self.tensors()), metadata=metadata)
+        return envelope.encode(FORMAT, FORMAT_VERSION, self.info(), self.tensors(), self.content_hash())
 
     @classmethod
     def from_bytes(cls, data: bytes, expected_hash: str | None = None, source: str = "sidememory"
                    ) -> "SideMemoryPatch":
         """Parse and verify a side-memory file; ``PatchError`` when malformed, altered or unexpected."""
-        from safetensors.torch import load
-
         try:
-            size = int.from_bytes(data[:8], "little")
-            header = json.loads(data[8:8 + size].decode("utf-8"))
-            metadata = header.get("__metadata__") or {}
-            if metadata.get("format") != FORMAT or metadata.get("format_version") != FORMAT_VERSION:
-                raise ValueError(f"not a {FORMAT} v{FORMAT_VERSION} file")
-            info = json.loads(metadata["info"])
+            info, tensors, recorded = envelope.decode(data, FORMAT, FORMAT_VERSION, TENSORS)
             if info.get("shards", 1) != 1:
                 raise ValueError(f"{info['shards']} knowledge shards: this kedit_vc reads one-shard memories")
-            tensors = load(data)
-            if set(tensors) != set(TENSORS):
-                raise ValueError(f"tensors {sorted(tensors)}, expected {sorted(TENSORS)}")
             if tensors["mask"].dtype != torch.uint8:
                 raise ValueError(f"mask must be uint8, got {tensors['mask'].dtype}")
             patch = cls(module=str(info["module"]), in_dim=int(info["in_dim"]), out_dim=int(info["out_dim"]),
@@ -201,13 +179,7 @@ class SideMemoryPatch:
                              "restore it from the store or re-run the edit") from None
         except Exception as error:  # noqa: BLE001 - safetensors, json and validation errors alike
             raise PatchError(f"{source} is not a valid kvc side-memory file: {error}") from None
-        actual, recorded = patch.content_hash(), metadata.get("content_hash")
-        if actual != recorded:
-            raise PatchError(f"{source} was altered or is corrupt: its content hashes to {actual[:12]}, but the "
-                             f"file records {str(recorded)[:12]}; restore it from the store or re-run the edit")
-        if expected_hash is not None and actual != expected_hash:
-            raise PatchError(f"{source} is not the expected side memory: content hash {actual[:12]}, "
-                             f"expected {expected_hash[:12]}")
+        envelope.check_hash(patch.content_hash(), recorded, expected_hash, source, "side memory")
         return patch
 
     # -- against a model ------------------------------------------------------------
