@@ -254,8 +254,9 @@ def test_kvc_bench_rejects_unknown_method_and_bad_hparams(data, capsys):
 
 def test_shared_benchmark_files_convert():
     folder = data_dir()
-    if not (folder / "counterfact_500.json").is_file():
-        pytest.skip("shared benchmark data not present")
+    # The shared data is part of the environment (as in test_importers): missing, it fails.
+    assert (folder / "counterfact_500.json").is_file(), \
+        f"benchmark data missing: {folder.resolve()} (the shared data folder must exist; or set KVC_DATA)"
     cf = load_cases("counterfact", n=5, directory=folder)
     assert all(len(c.requests[0].probes) == 13 for c in cf)  # 1 rewrite, 2 paraphrases, 10 neighbours
     assert len(load_cases("zsre", n=5, directory=folder)) == 5
