@@ -22,6 +22,7 @@ from . import (
     remote_commands,
     spec_commands,
     store_commands,
+    train_commands,
 )
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -43,7 +44,7 @@ def cli() -> None:
 
 
 for module in (model_commands, spec_commands, store_commands, eval_commands, interpret_commands, remote_commands,
-               bisect_commands, branch_commands):
+               bisect_commands, branch_commands, train_commands):
     for command in module.COMMANDS:
         cli.add_command(command)
 
