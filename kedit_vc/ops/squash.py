@@ -6,9 +6,10 @@ Its delta comes from one of three strategies (``method``):
   weights with the best re-solve for them (``best_resolver``). Where they are ROME commits of
   one layer and one set of hyperparameters that is ``joint_rome``, ROME's closed form for all
   their keys at once, solved from what the commits stored (``squash_parts``): each part's key
-  and its own target (the value its commit wrote on the weights before it), so every target
-  is met exactly, no target is re-optimised and no model runs; with ``--hparam`` (target
-  settings) joint ROME re-optimises the targets on A instead. Other ranges: ``BATCH_METHOD``.
+  and right factor, with the values B writes at those keys as targets (``AUTO_TARGETS``), so
+  no target is re-optimised and no model runs, and the solve is the exact sum of the parts;
+  with ``--hparam`` (target settings) joint ROME re-optimises the targets on A instead.
+  Other ranges: ``BATCH_METHOD``.
   If the re-solve would weaken an edit, keep the composed deltas instead; the attempts are
   reported and the commit's message says it fell back.
 - ``compose``: the range's live deltas summed exactly (low-rank factors concatenated), so
@@ -25,10 +26,10 @@ Why (``bench/results/squash.json``, ``squash_ideas.json``; single-edit ROME comm
 SmolLM2): a MEMIT re-solve of 10 lost one edit's paraphrases and stored 5x the bytes
 (rank-10 factors at five layers); MEMIT at ROME's layer alone lost 5 of 10 (its
 (lambda C + K K^T)^-1 solve leaves part of each target unreached); joint ROME with targets
-re-optimised on A weakened 1 of 10 and 14 of 42 at 50 (mostly raw-prompt checks), where the
-parts' own targets are the ones their edits were measured with. Joint ROME aimed at what the
-tip writes at each key is the composition itself (``squash_parts``), so the gain over
-composing is in the bytes: compacted, half the parts. A composed patch is as big as its
+re-optimised on A weakened 1 of 10 and 14 of 42 at 50 (mostly raw-prompt checks), and on
+each part's own target 1 of 8 dev edits (a raw prompt). Joint ROME aimed at what the tip
+writes at each key is the composition itself (``squash_parts``): it keeps every edit, and
+the gain over composing is in the bytes: compacted, half the parts. A composed patch is as big as its
 parts while N rank-one factor pairs of a 576x1536 matrix are smaller than the matrix
 (N < 419); past that it is stored dense (``smallest_form``).
 
