@@ -4,8 +4,9 @@ For each size N (``--sizes 10,50``): a store with N ROME commits, one held-out C
 record each (records ``--start``.. of the shared 500-record file; the reported benchmarks
 use the first 100, the sweeps 400..), then ``kvc squash`` of the whole range with each
 strategy of ``--methods`` as a dry run (a re-solve by a batch method, or ``compose``: the
-range's deltas summed exactly), then ``--real`` (default ``auto``, kvc squash's default: the
-joint ROME re-solve, compacted, with compose as its fallback) for real. Per strategy:
+range's deltas summed exactly), then ``--real`` (default ``auto``, kvc squash's default: joint
+ROME solved from the parts' keys at the tip's targets, compacted, with compose as its fallback)
+for real. Per strategy:
 reliability, generalization and neighbourhood (teacher-forced, prefixed and raw prompts),
 greedy ``gen_reliability``, before and after; how many edits that held lost a kept check;
 seconds; the squashed delta's bytes against the sum of the range's delta files, and the
@@ -19,7 +20,8 @@ redo them).
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/squash.py --sizes 10,50 --methods compose --real auto
 
-Results: ``bench/results/squash.json`` (the default against compose);
+Results: ``bench/results/squash.json`` (the default against compose; rows tagged ``--tag s7-tip``
+are the default of session 7, untagged rows the earlier default with re-optimised targets);
 ``bench/results/squash_methods_n10.json`` holds the earlier comparison of re-solve methods at 10
 (compose, memit, memit at one layer, alphaedit, ultraedit), made with
 ``--sizes 10 --methods "compose,memit,ultraedit,memit:layers=[4],alphaedit" --real compose``.
@@ -54,6 +56,8 @@ def arguments() -> Any:
     p.add_argument("--cache", default=None, help="where the ROME stores are kept between runs")
     p.add_argument("--build-only", action="store_true", help="only build (or finish) the ROME stores")
     p.add_argument("--fresh", action="store_true", help="redo rows already in the results file")
+    p.add_argument("--tag", default="", help="a label stored with each row and part of what a rerun skips on "
+                                             "(e.g. the code version measured), so older rows are kept beside")
     return p.parse_args()
 
 
@@ -199,11 +203,12 @@ def main() -> None:
     for n in sorted(args.sizes):
         plan = [(m, True) for m in args.methods.split(",") if m] + [(args.real, False)]
         for method, dry in plan:
-            if any(r["commits"] == n and r["method"] == method and r["dry_run"] == dry for r in rows):
+            if any(r["commits"] == n and r["method"] == method and r["dry_run"] == dry
+                   and r.get("tag", "") == args.tag for r in rows):
                 continue
             load = os.getloadavg()
             work = scratch / (f"dry_n{n}" if dry else f"real_n{n}")
-            row = {**measure(snapshots[n], work, method, dry), "start": args.start,
+            row = {**measure(snapshots[n], work, method, dry), "start": args.start, "tag": args.tag,
                    "load_average_at_start": [round(x, 2) for x in load]}
             rows.append(row)
             b, a = row["before"], row["after"]
@@ -228,7 +233,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         return f"{'-' if b is None else f'{b:.2f}'}→{'-' if a is None else f'{a:.2f}'}"
 
     for r in rows:
-        what = r["method"] + (" (dry)" if r["dry_run"] else "")
+        what = r["method"] + (" (dry)" if r["dry_run"] else "") + (f" [{r['tag']}]" if r.get("tag") else "")
         lines.append(f"| {r['commits']} | {what} | {r['chosen']} ({r.get('form', '-')}) | {pair(r, 'reliability')} | "
                      f"{pair(r, 'raw_reliability')} | {pair(r, 'gen_reliability')} | {pair(r, 'generalization')} | "
                      f"{pair(r, 'raw_generalization')} | {pair(r, 'neighbourhood')} | "

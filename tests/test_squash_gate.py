@@ -204,6 +204,66 @@ def test_the_default_squash_re_solves_rome_edits_jointly_and_stores_them_compact
     assert all(torch.equal(base[k], v) for k, v in loaded.model.state_dict().items())
 
 
+def test_compaction_that_would_lose_an_edit_is_not_kept(squashable, monkeypatch):
+    import importlib
+
+    import torch
+
+    squash_op = importlib.import_module("kedit_vc.ops.squash")
+    real, calls = squash_op.find_losses, []
+
+    def compacted_loses(requests, before, after):  # the second judgement is the float16 one
+        calls.append(len(calls))
+        if len(calls) == 2:
+            return [Loss(requests[0].edit_id, requests[0].subject, requests[0].target_new, "raw_reliability")]
+        return real(requests, before, after)
+
+    monkeypatch.setattr(squash_op, "find_losses", compacted_loses)
+    result = run_kvc("squash", "HEAD~2..HEAD", "--no-progress", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["method"] == "joint_rome" and report["form"] == "float32" and report["losses"] == []
+    assert [(a["method"], a["form"], a["edits_weakened"], a.get("targets")) for a in report["attempts"]] == [
+        ("joint_rome", "float32", 0, "tip"), ("joint_rome", "float16", 1, "tip")]
+    from kedit_vc.store import open_store
+
+    with open_store(squashable) as store:
+        (update,) = store.read_commit("HEAD").delta().updates.values()
+        assert update.dtype == torch.float32 and store.manifest("HEAD")["extra"]["stored_as"] == "float32"
+        assert store.manifest("HEAD")["extra"]["targets"] == "tip"
+
+
+def test_the_default_joint_solve_is_made_from_the_parts_keys_and_gives_the_tips_weights(squashable):
+    import torch
+
+    from kedit_vc.ops.squash import compose_range
+    from kedit_vc.ops.squash_parts import key_errors, parts_delta, range_parts
+    from kedit_vc.store import open_store
+
+    with open_store(squashable) as store:
+        chain = store.chain()
+        parts = range_parts(store, chain[1:], chain[-1])
+        assert parts is not None and len(parts) == 2 and parts[0].keys.shape[0] == 1
+        composed, _ = compose_range(store, chain[1:], chain[-1])
+        old = store.live_sum("HEAD")
+        # The parts' own targets drop the later part's cross-talk on the first key; the tip's do not.
+        assert max(key_errors(composed, parts_delta(parts, "parts"), parts)) > 1e-4
+        assert max(key_errors(composed, parts_delta(parts, "tip"), parts)) < 1e-5
+    result = run_kvc("squash", "HEAD~2..HEAD", "--method", "auto", "--no-progress", "--dry-run", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["attempts"][0]["targets"] == "tip"
+    assert run_kvc("squash", "HEAD~2..HEAD", "--no-progress").exit_code == 0
+    with open_store(squashable) as store:
+        (name, update), = store.read_commit("HEAD").delta().updates.items()
+        # float16 factors (compacted): the tip's weights up to their rounding.
+        torch.testing.assert_close(update.dense(), old.dense(name), rtol=0,
+                                   atol=2e-3 * float(old.dense(name).abs().max()))
+        manifest = store.manifest("HEAD")
+        assert manifest["extra"]["targets"] == "tip" and manifest["extra"]["stored_as"] == "float16"
+        # Its plan says how the targets were made: the range's own ROME calls.
+        assert [c.method for c in manifest_plan_calls(store)] == ["rome", "rome"]
+
+
 def test_the_default_squash_composes_and_says_so_when_the_joint_solve_would_lose_an_edit(squashable,
                                                                                         monkeypatch):
     import importlib

@@ -494,13 +494,15 @@ def squash_command(range_text: str, message: str | None, method: str | None, hpa
                    progress: bool | None) -> int:
     """Squash the commits after A up to B into one commit.
 
-    By default the range's live edits are re-solved as one batch on A's weights, targets
-    optimised afresh there. For ROME commits of one layer that is joint ROME: ROME's own
-    closed form (the smallest change of the matrix under the covariance that maps each key
-    to its target) applied to all n keys at once, so every key meets its target exactly,
-    stored as a rank-n factor pair. If the re-solve would weaken an edit, the range's
-    deltas are composed instead (summed exactly: the model after is the model at B) and
-    the output and the commit message say so. --method compose composes directly.
+    By default the range's live edits are re-solved as one batch on A's weights. For ROME
+    commits of one layer that is joint ROME: ROME's own closed form (the smallest change of
+    the matrix under the covariance that maps each key to its target) applied to all n keys
+    at once, solved from the commits' own keys with the values the model at B writes there
+    as targets (no target optimisation; that solve is the exact sum of the parts), stored as
+    a rank-n factor pair. Other ranges are re-solved by MEMIT, targets optimised on A. If
+    the re-solve would weaken an edit, the range's deltas are composed instead (summed
+    exactly: the model after is the model at B) and the output and the commit message say
+    so. --method compose composes directly; --method joint_rome re-optimises targets on A.
 
     What is stored: a re-solve that keeps every edit is compacted, its factors stored in
     float16 (half the bytes of the parts: bench/results/squash.json) when every edit still

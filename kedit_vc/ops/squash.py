@@ -3,11 +3,15 @@
 Its delta comes from one of three strategies (``method``):
 
 - ``auto`` (the default, ``STRATEGY``): re-solve the range's live edits in one batch on A's
-  weights, targets optimised there afresh, with the best re-solve for them (``best_resolver``):
-  ``joint_rome`` where they are ROME edits of one layer and one set of hyperparameters
-  (ROME's closed form for all their keys at once: every key meets its target exactly), else
-  ``BATCH_METHOD``. If that would weaken an edit, keep the composed deltas instead; the
-  attempts are reported and the commit's message says it fell back.
+  weights with the best re-solve for them (``best_resolver``). Where they are ROME commits of
+  one layer and one set of hyperparameters that is ``joint_rome``, ROME's closed form for all
+  their keys at once, solved from what the commits stored (``squash_parts``): each part's key
+  and right factor, with the values B writes at those keys as targets (``AUTO_TARGETS``), so
+  no target is re-optimised and no model runs, and the solve is the exact sum of the parts;
+  with ``--hparam`` (target settings) joint ROME re-optimises the targets on A instead.
+  Other ranges: ``BATCH_METHOD``.
+  If the re-solve would weaken an edit, keep the composed deltas instead; the attempts are
+  reported and the commit's message says it fell back.
 - ``compose``: the range's live deltas summed exactly (low-rank factors concatenated), so
   A + the squash commit is B's weights and no edit can change. No editor runs.
 - a batch method's name (``joint_rome``, ``memit``, ``alphaedit``, ``ultraedit``...): that
@@ -18,13 +22,16 @@ float16 (bfloat16 where float16 would overflow), half the bytes, when that too k
 edit (gated like the re-solve); otherwise its float32 factors are kept. Weights are always
 formed in float32 (``LowRank.dense``), so the squash commit's revert drops exactly what it added.
 
-Why (``bench/results/squash.json``, single-edit ROME commits on SmolLM2, held-out CounterFact
-records 400..): a MEMIT re-solve of 10 lost one edit's paraphrases and stored 5x the bytes
+Why (``bench/results/squash.json``, ``squash_ideas.json``; single-edit ROME commits on
+SmolLM2): a MEMIT re-solve of 10 lost one edit's paraphrases and stored 5x the bytes
 (rank-10 factors at five layers); MEMIT at ROME's layer alone lost 5 of 10 (its
-(lambda C + K K^T)^-1 solve leaves part of each target unreached); the joint ROME solve meets
-every target exactly at ROME's one layer, in the bytes of the parts, and half that compacted.
-A composed patch is as big as its parts while N rank-one factor pairs of a 576x1536 matrix
-are smaller than the matrix (N < 419); past that it is stored dense (``smallest_form``).
+(lambda C + K K^T)^-1 solve leaves part of each target unreached); joint ROME with targets
+re-optimised on A weakened 1 of 10 and 14 of 42 at 50 (mostly raw-prompt checks), and on
+each part's own target 1 of 8 dev edits (a raw prompt). Joint ROME aimed at what the tip
+writes at each key is the composition itself (``squash_parts``): it keeps every edit, and
+the gain over composing is in the bytes: compacted, half the parts. A composed patch is as big as its
+parts while N rank-one factor pairs of a 576x1536 matrix are smaller than the matrix
+(N < 419); past that it is stored dense (``smallest_form``).
 
 Edits held by non-weight patches (GRACE codebooks) cannot be folded into weights: their
 patches are copied into the squash commit as they are, and its message and manifest
@@ -76,6 +83,10 @@ STRATEGY = AUTO
 METHOD = STRATEGY
 #: The re-solve of a range of ROME edits at one layer (``editors/joint_rome``).
 JOINT_METHOD = "joint_rome"
+#: What auto's joint ROME of ROME commits aims at (``squash_parts.TARGETS``): the values the
+#: range's tip writes at the parts' keys. Their own targets ("parts") weakened 1 of 10 dev
+#: edits (raw prompts; ``bench/results/squash_ideas.json``).
+AUTO_TARGETS = "tip"
 #: How a squash commit's factors are stored: as solved, or compacted (``compact``).
 FULL, HALF = "float32", "float16"
 
@@ -323,6 +334,32 @@ def compact(delta: "Delta") -> "Delta | None":
     return Delta(updates, dict(delta.meta)) if changed else None
 
 
+def _solve_from_parts(store: "Store", inside: Sequence[str], tip: str
+                      ) -> "tuple[Delta, dict[int, torch.Tensor], dict[str, Any], float] | None":
+    """Joint ROME on the range's own keys, aimed at ``AUTO_TARGETS`` (``squash_parts``): its delta, the
+    parts' keys (layer -> [n, d_in]), an info row and seconds; None where the range is not
+    single-layer ROME commits with independent keys."""
+    import time
+
+    from .commit import _merge_keys
+    from .squash_parts import parts_delta, range_parts
+
+    started = time.perf_counter()
+    parts = range_parts(store, inside, tip)
+    if parts is None:
+        return None
+    try:
+        delta = parts_delta(parts, AUTO_TARGETS)
+    except ValueError:  # two parts wrote one key: no joint solve
+        return None
+    keys: "dict[int, torch.Tensor]" = {}
+    for sha in store.live_commits(tip):
+        if sha in inside:
+            _merge_keys(keys, store.read_commit(sha).keys())
+    info = {"method": JOINT_METHOD, "targets": AUTO_TARGETS, "commits": len(parts)}
+    return delta, keys, info, time.perf_counter() - started
+
+
 @dataclass(frozen=True)
 class _Attempt:
     """One way of making the squash commit's delta, measured."""
@@ -336,12 +373,14 @@ class _Attempt:
     after: EvalReport
     losses: tuple[Loss, ...]
     form: str = FULL  # how its factors are stored: float32, or float16 once compacted
+    targets: str | None = None  # joint ROME solved from the parts' keys: what it aimed at (squash_parts)
 
     def to_json(self) -> dict[str, Any]:
         return {"method": self.method, "form": self.form, "seconds": round(self.seconds, 4),
                 "delta_bytes": int(self.delta.summary().stored_bytes),
                 "edits_weakened": len({loss.edit_id for loss in self.losses}),
-                "weakened": [loss.to_json() for loss in self.losses]}
+                "weakened": [loss.to_json() for loss in self.losses],
+                **({"targets": self.targets} if self.targets else {})}
 
 
 def _choose(method: str, attempt: Any, solver: str, solver_hparams: dict[str, Any]) -> list[_Attempt]:
@@ -367,7 +406,8 @@ def _message(inside: Sequence[str], requests: Sequence[Any], chosen: _Attempt, t
             n = len({loss.edit_id for loss in lost[0].losses})
             verb += f" (the {lost[0].method} re-solve would weaken {n} edit(s), so the deltas were kept as they are)"
     else:
-        verb = f"one {chosen.method} batch" + (f" ({chosen.form} factors)" if chosen.form != FULL else "")
+        solved = f" on the parts' keys ({chosen.targets} targets)" if chosen.targets else ""
+        verb = f"one {chosen.method} batch{solved}" + (f" ({chosen.form} factors)" if chosen.form != FULL else "")
     return f"Squash {len(inside)} commits ({len(requests)} edits) into {verb}{kept_note}"
 
 
@@ -408,6 +448,10 @@ def squash(store: "Store", range_text: str, *, message: str | None = None,
             check_call(EditorCall(solver, solver_hparams), "--hparam")
         else:
             solver, solver_hparams = method, call_hparams
+        # auto's joint ROME needs no target optimisation: the parts' own keys, aimed at what the
+        # tip writes there (squash_parts); --hparam (targets' settings) asks for the optimising one.
+        from_parts = (_solve_from_parts(store, inside, tip)
+                      if method == AUTO and solver == JOINT_METHOD and not call_hparams and not kept else None)
 
         evaluator = Evaluator(store, progress=progress, batch_size=eval_batch_size)
         before = evaluator.evaluate(tip, requests)
@@ -425,7 +469,14 @@ def squash(store: "Store", range_text: str, *, message: str | None = None,
                 evaluator.mark_changed()
                 after = measured_after(small, solved.seconds)
                 return _Attempt(how, how_hparams, small, solved.keys, solved.infos, solved.seconds, after,
-                                tuple(find_losses(requests, before.report, after)), HALF)
+                                tuple(find_losses(requests, before.report, after)), HALF, solved.targets)
+            if how == JOINT_METHOD and from_parts is not None:
+                solved_delta, solved_keys, solved_info, solved_seconds = from_parts
+                evaluator.weights.apply(solved_delta)
+                evaluator.mark_changed()
+                after = measured_after(solved_delta, solved_seconds)
+                return _Attempt(how, how_hparams, solved_delta, solved_keys, [solved_info], solved_seconds, after,
+                                tuple(find_losses(requests, before.report, after)), FULL, AUTO_TARGETS)
             if how != COMPOSE:
                 plan = Plan(calls=(EditorCall(how, how_hparams, requests),))
                 run = resolve(evaluator, plan, before, store.live_keys(base), progress)
@@ -452,7 +503,7 @@ def squash(store: "Store", range_text: str, *, message: str | None = None,
         if dry_run:
             return measured
         replaced = set().union(*(supersedes(store, sha) for sha in inside))
-        made = (range_plan(store, inside, requests) if chosen.method == COMPOSE else
+        made = (range_plan(store, inside, requests) if chosen.method == COMPOSE or chosen.targets else
                 Plan(calls=(EditorCall(chosen.method, chosen.hparams, requests),)))
         plan_json = Plan(calls=made.calls + kept_calls).to_json()
         kept_note = (f"; {len(kept_patches)} {'/'.join(sorted({p.kind for p in kept_patches}))} patch(es) of "
@@ -466,6 +517,7 @@ def squash(store: "Store", range_text: str, *, message: str | None = None,
                 edit_ids=tuple(r.edit_id for r in requests) + kept_ids,
                 timings={"edit_s": round(chosen.seconds, 4)}, keys=chosen.keys, patches=kept_patches,
                 extra={"editor_info": chosen.infos, "supersedes": sorted(replaced), "stored_as": chosen.form,
+                       **({"targets": chosen.targets} if chosen.targets else {}),
                        **({"kept_patches": {"commits": list(kept), "edit_ids": list(kept_ids)}} if kept else {}),
                        **({"attempts": list(attempts)} if attempts else {}),
                        **({"weakened": [loss.to_json() for loss in chosen.losses]} if chosen.losses else {})}),
