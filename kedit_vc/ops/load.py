@@ -23,8 +23,11 @@ def load_revision(store: "Store", rev: str = "HEAD", progress: bool = False) -> 
     """The store's base model moved to ``rev`` (see the module doc)."""
     from .weights import Weights, load_base
 
+    from kedit_vc.patches.memory.mello import bind_tokenizer
+
     sha = store.resolve(rev)
     loaded = load_base(store, progress=progress)
+    bind_tokenizer(loaded.model, loaded.tokenizer)  # MeLLo's model.answer(question) reads text
     Weights(loaded.model).set_revision(store, sha)
     return loaded
 

@@ -227,4 +227,8 @@ def attach(model: torch.nn.Module, patches: Sequence[MemoryPatch]) -> list[Any]:
     memory = live_memory(patches)
     if memory is None or not memory.facts:
         return []
+    if memory.policy == "mello":  # read by a question-answering loop, not put in front of queries
+        from .mello import MelloHandle
+
+        return [MelloHandle(model, memory)]
     return [MemoryWrapper(model, memory)]
