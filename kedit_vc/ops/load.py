@@ -21,9 +21,9 @@ if TYPE_CHECKING:
 
 def load_revision(store: "Store", rev: str = "HEAD", progress: bool = False) -> "LoadedModel":
     """The store's base model moved to ``rev`` (see the module doc)."""
-    from .weights import Weights, load_base
-
     from kedit_vc.patches.memory.mello import bind_tokenizer
+
+    from .weights import Weights, load_base
 
     sha = store.resolve(rev)
     loaded = load_base(store, progress=progress)
