@@ -14,6 +14,7 @@ from kedit_vc import __version__
 from kedit_vc.errors import KvcError
 
 from . import (
+    ask_commands,
     bisect_commands,
     branch_commands,
     eval_commands,
@@ -44,7 +45,7 @@ def cli() -> None:
 
 
 for module in (model_commands, spec_commands, store_commands, eval_commands, interpret_commands, remote_commands,
-               bisect_commands, branch_commands, train_commands):
+               bisect_commands, branch_commands, train_commands, ask_commands):
     for command in module.COMMANDS:
         cli.add_command(command)
 

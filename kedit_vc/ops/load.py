@@ -21,10 +21,13 @@ if TYPE_CHECKING:
 
 def load_revision(store: "Store", rev: str = "HEAD", progress: bool = False) -> "LoadedModel":
     """The store's base model moved to ``rev`` (see the module doc)."""
+    from kedit_vc.patches.memory.mello import bind_tokenizer
+
     from .weights import Weights, load_base
 
     sha = store.resolve(rev)
     loaded = load_base(store, progress=progress)
+    bind_tokenizer(loaded.model, loaded.tokenizer)  # MeLLo's model.answer(question) reads text
     Weights(loaded.model).set_revision(store, sha)
     return loaded
 

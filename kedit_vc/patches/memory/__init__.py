@@ -1,4 +1,5 @@
-"""Kind ``memory``: edited facts kept as text and put in front of queries (IKE, MemPrompt)."""
+"""Kind ``memory``: edited facts kept as text, put in front of queries (IKE, MemPrompt) or read by
+a question-answering loop (MeLLo)."""
 
 from __future__ import annotations
 

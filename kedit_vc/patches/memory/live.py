@@ -20,6 +20,8 @@ for each position of a query, which context goes before it:
   ``New Fact: <prompt> <new object>\\nPrompt:``. IKE always prepends.
 * ``memprompt``: the facts scoring at least ``threshold`` (at most ``max_facts``, best last)
   put their copy demonstration and head in front; below it, nothing: the query runs unchanged.
+* ``mello``: nothing is put in front of a query; ``mello.Mello`` scores subquestions against
+  the keys and reads the nearest fact into its question-answering loop.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """Putting the live edit memory in front of a model's inputs, with outputs aligned to them.
 
+A MeLLo memory (policy ``mello``) is not put in front of inputs: ``attach`` gives it to
+``mello.MelloHandle``, which installs ``model.answer`` and leaves forward and generate alone.
+
 Attaching a memory replaces two methods on the model instance (``remove()`` puts them back):
 
 * the decoder's ``forward`` (the family's ``base`` module, which ``model(...)``, the LM head
@@ -227,4 +230,8 @@ def attach(model: torch.nn.Module, patches: Sequence[MemoryPatch]) -> list[Any]:
     memory = live_memory(patches)
     if memory is None or not memory.facts:
         return []
+    if memory.policy == "mello":  # read by a question-answering loop, not put in front of queries
+        from .mello import MelloHandle
+
+        return [MelloHandle(model, memory)]
     return [MemoryWrapper(model, memory)]
