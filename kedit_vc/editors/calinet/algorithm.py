@@ -65,7 +65,9 @@ def _training_batch(tokenizer: Any, requests: Sequence[EditRequest], templates: 
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded ids [B, T] of prompt + target[:-1] per (request, template), with the
     (row, position) pairs predicting each target token [N, 2] and those tokens [N]."""
-    rows, where, targets = [], [], []
+    rows: list[list[int]] = []
+    where: list[tuple[int, int]] = []
+    targets: list[int] = []
     for request in requests:
         target = encode_continuation(tokenizer, " " + request.target_new)
         if not target:
@@ -104,7 +106,8 @@ def memory_states(model: torch.nn.Module, tokenizer: Any, mlps: dict[str, torch.
 
 
 def train_slots(model: torch.nn.Module, tokenizer: Any, requests: Sequence[EditRequest], paths: Sequence[str],
-                hp: CalinetHparams, seed: int) -> tuple[dict[str, tuple[torch.Tensor, ...]], dict[str, Any]]:
+                hp: CalinetHparams, seed: int,
+                ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]], dict[str, Any]]:
     """Train one slot memory per MLP path; returns path -> (keys, ups or None, values) and info."""
     activation, gated = ffn_form(model)
     mlps = {path: get_module(model, path) for path in paths}

@@ -143,12 +143,13 @@ class NeuronPatch:
                     info, tensors, recorded = envelope.decode(data, FORMAT, FORMAT_VERSION_ACTIVATIONS, TENSORS_GATED)
                 except ValueError:
                     info, tensors, recorded = envelope.decode(data, FORMAT, FORMAT_VERSION_ACTIVATIONS, TENSORS)
-                form = {"activation": str(info["activation"]), "gated": bool(info["gated"]), "ups": tensors.get("ups")}
+                activation, gated = str(info["activation"]), bool(info["gated"])
             else:
                 info, tensors, recorded = envelope.decode(data, FORMAT, FORMAT_VERSION, TENSORS)
-                form = {}
+                activation, gated = "relu", False
             patch = cls(module=str(info["module"]), width=int(info["width"]), ids=tuple(info["ids"]),
-                        meta=dict(info["meta"]), **{name: tensors[name] for name in TENSORS}, **form)
+                        meta=dict(info["meta"]), keys=tensors["keys"], biases=tensors["biases"],
+                        values=tensors["values"], activation=activation, gated=gated, ups=tensors.get("ups"))
         except PatchError as error:
             raise PatchError(f"{source} is not a valid kvc neurons patch: {error}") from None
         except Exception as error:  # noqa: BLE001 - safetensors, json and validation errors alike
