@@ -18,13 +18,24 @@ a gated, bias-free MLP (Llama, Qwen, Gemma: ``down(silu(gate·x) * up·x)``): ``
 has a bias and a ReLU the architecture cannot express, so a widened folder would not give
 ``load_edited``'s logits. ``kedit_vc.load_edited`` is the way to use such a revision.
 
-File: safetensors (``keys``, ``biases``, ``values``) whose metadata holds ``format`` =
-``kvc-neurons``, ``format_version``, ``content_hash`` and ``info`` (JSON: module, width,
-ids, meta); the content hash covers both, so a changed bit is refused on load.
+CaliNet (Dong et al. 2022, arXiv 2210.03329) adds calibration slots that are neurons of
+the FFN's own form: ``activation`` names the function (``relu``, ``silu``, ``gelu``,
+``gelu_tanh``) and a ``gated`` patch also holds ``ups`` [n, d_model], so a slot's activation
+is ``act(x · k + b) * (x · u)`` (the gate/up pair of a Llama-style MLP; CaliNet keeps ``b``
+at zero). Such a slot is exactly one more intermediate neuron of that MLP (gate row ``k``, up
+row ``u``, down column ``v``); it is not silent off its facts (silu and gelu are never
+exactly zero), so unrelated outputs move a little, as in the paper.
+
+File: safetensors (``keys``, ``biases``, ``values``, and ``ups`` when gated) whose metadata
+holds ``format`` = ``kvc-neurons``, ``format_version`` (1: T-Patcher's ReLU neurons, whose
+info and bytes are unchanged; 2: any other activation or gated), ``content_hash`` and
+``info`` (JSON: module, width, ids, meta, and ``activation``/``gated`` in version 2); the
+content hash covers both, so a changed bit is refused on load.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -36,13 +47,28 @@ from kedit_vc.patches.registry import PatchError
 
 FORMAT = "kvc-neurons"
 FORMAT_VERSION = "1"
+FORMAT_VERSION_ACTIVATIONS = "2"
 HASH_FORMAT = b"kvc-neurons-hash/1\0"
 TENSORS = ("keys", "biases", "values")
+TENSORS_GATED = ("keys", "biases", "ups", "values")
+ACTIVATIONS = ("relu", "silu", "gelu", "gelu_tanh")
+
+
+def _file_version(data: bytes) -> str | None:
+    """The ``format_version`` in a safetensors file's metadata (None when unreadable)."""
+    try:
+        size = int.from_bytes(data[:8], "little")
+        return (json.loads(data[8:8 + size].decode("utf-8")).get("__metadata__") or {}).get("format_version")
+    except Exception:  # noqa: BLE001 - decode() words the error
+        return None
 
 
 @dataclass(frozen=True, eq=False)
 class NeuronPatch:
-    """Neurons added at the MLP ``module`` (its input and output are ``width`` wide)."""
+    """Neurons added at the MLP ``module`` (its input and output are ``width`` wide).
+
+    ``activation``/``gated``: T-Patcher's ``relu``, ungated (the default), or the FFN's own
+    form for CaliNet's slots, with ``ups`` [n, width] when ``gated``."""
 
     module: str
     width: int
@@ -51,13 +77,22 @@ class NeuronPatch:
     biases: torch.Tensor   # [n] float32
     values: torch.Tensor   # [n, width] float32
     meta: Mapping[str, str] = field(default_factory=dict)
+    activation: str = "relu"
+    gated: bool = False
+    ups: torch.Tensor | None = None   # [n, width] float32 when gated
 
     kind = "neurons"
 
     def __post_init__(self) -> None:
         n = len(self.ids)
+        if self.activation not in ACTIVATIONS:
+            raise PatchError(f"neurons activation must be one of {', '.join(ACTIVATIONS)}, not {self.activation!r}")
+        if self.gated != (self.ups is not None):
+            raise PatchError("gated neurons need ups [n, width], and only they have them")
         shapes = {"keys": (self.keys, (n, self.width)), "biases": (self.biases, (n,)),
                   "values": (self.values, (n, self.width))}
+        if self.ups is not None:
+            shapes["ups"] = (self.ups, (n, self.width))
         for name, (tensor, shape) in shapes.items():
             if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != shape:
                 got = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
@@ -71,12 +106,24 @@ class NeuronPatch:
         object.__setattr__(self, "meta", MappingProxyType(dict(sorted(self.meta.items()))))
 
     def __repr__(self) -> str:
-        return f"NeuronPatch({self.module}, +{len(self.ids)} neurons, width {self.width})"
+        form = f", {self.activation}{' gated' if self.gated else ''}" if self.extended else ""
+        return f"NeuronPatch({self.module}, +{len(self.ids)} neurons, width {self.width}{form})"
+
+    @property
+    def extended(self) -> bool:
+        """Whether this patch needs format version 2 (not T-Patcher's ungated ReLU)."""
+        return self.activation != "relu" or self.gated
 
     def info(self) -> dict[str, Any]:
-        return {"module": self.module, "width": self.width, "ids": list(self.ids), "meta": dict(self.meta)}
+        info: dict[str, Any] = {"module": self.module, "width": self.width, "ids": list(self.ids),
+                                "meta": dict(self.meta)}
+        if self.extended:  # version 1 info (and so its hash) is unchanged
+            info.update(activation=self.activation, gated=self.gated)
+        return info
 
     def tensors(self) -> dict[str, torch.Tensor]:
+        if self.ups is not None:
+            return {"keys": self.keys, "biases": self.biases, "ups": self.ups, "values": self.values}
         return {"keys": self.keys, "biases": self.biases, "values": self.values}
 
     def content_hash(self) -> str:
@@ -84,15 +131,25 @@ class NeuronPatch:
         return envelope.tensors_hash(HASH_FORMAT, self.info(), self.tensors())
 
     def to_bytes(self) -> bytes:
-        return envelope.encode(FORMAT, FORMAT_VERSION, self.info(), self.tensors(), self.content_hash())
+        version = FORMAT_VERSION_ACTIVATIONS if self.extended else FORMAT_VERSION
+        return envelope.encode(FORMAT, version, self.info(), self.tensors(), self.content_hash())
 
     @classmethod
     def from_bytes(cls, data: bytes, expected_hash: str | None = None, source: str = "neurons") -> "NeuronPatch":
         """Parse and verify a neurons file; ``PatchError`` when malformed, altered or unexpected."""
         try:
-            info, tensors, recorded = envelope.decode(data, FORMAT, FORMAT_VERSION, TENSORS)
+            if _file_version(data) == FORMAT_VERSION_ACTIVATIONS:
+                try:
+                    info, tensors, recorded = envelope.decode(data, FORMAT, FORMAT_VERSION_ACTIVATIONS, TENSORS_GATED)
+                except ValueError:
+                    info, tensors, recorded = envelope.decode(data, FORMAT, FORMAT_VERSION_ACTIVATIONS, TENSORS)
+                activation, gated = str(info["activation"]), bool(info["gated"])
+            else:
+                info, tensors, recorded = envelope.decode(data, FORMAT, FORMAT_VERSION, TENSORS)
+                activation, gated = "relu", False
             patch = cls(module=str(info["module"]), width=int(info["width"]), ids=tuple(info["ids"]),
-                        meta=dict(info["meta"]), **{name: tensors[name] for name in TENSORS})
+                        meta=dict(info["meta"]), keys=tensors["keys"], biases=tensors["biases"],
+                        values=tensors["values"], activation=activation, gated=gated, ups=tensors.get("ups"))
         except PatchError as error:
             raise PatchError(f"{source} is not a valid kvc neurons patch: {error}") from None
         except Exception as error:  # noqa: BLE001 - safetensors, json and validation errors alike
@@ -114,5 +171,8 @@ class NeuronPatch:
 
     def describe(self) -> dict[str, Any]:
         """What ``kvc show`` / ``kvc diff`` print: where, how many, their value norms."""
-        return {"kind": self.kind, "module": self.module, "neurons_added": len(self.ids),
-                "value_norms": [round(float(x), 4) for x in self.values.norm(dim=-1)], "width": self.width}
+        out = {"kind": self.kind, "module": self.module, "neurons_added": len(self.ids),
+               "value_norms": [round(float(x), 4) for x in self.values.norm(dim=-1)], "width": self.width}
+        if self.extended:
+            out.update(activation=self.activation, gated=self.gated, method=self.meta.get("method", ""))
+        return out
