@@ -179,6 +179,12 @@ def test_training_resumed_after_a_kill_reaches_the_uninterrupted_state(method, t
     # the same run again is the cached editor, not a new training
     again = _train(method, tiny, records, tmp_path / "whole")
     assert again.reused and again.editor_hash == whole.editor_hash
+    # a finished shorter run asked for more steps continues to the same state
+    _train(method, tiny, records, tmp_path / "short", steps=4)
+    longer = _train(method, tiny, records, tmp_path / "short")
+    assert longer.record["training"]["resumed_from_step"] == 4
+    c = load_file(str(longer.folder / "editor.safetensors"))
+    assert all(torch.equal(a[name], c[name]) for name in a)
 
 
 def test_held_out_facts_are_never_trained_on(tiny, records, tmp_path) -> None:  # noqa: ANN001

@@ -15,7 +15,8 @@ blocks, not the whole model.
 
 Checkpoints (``checkpoint.safetensors`` + ``checkpoint.json``: network, Adam state, step,
 history) are written every ``checkpoint_every`` steps into the editor's folder; a run
-started again with the same training settings resumes from the last one.
+started again with the same training settings resumes from the last one, and a run asked
+for more steps than a finished one continues it (``steps`` is not part of the signature).
 """
 
 from __future__ import annotations
@@ -374,21 +375,29 @@ def train_network(network: Any, model: torch.nn.Module, tokenizer: Any, layers: 
     ``record``: method, fingerprint, settings and model reference for ``editor.json``.
     ``stop_after``: stop (checkpointed) after this step, as a kill would (tests).
     """
-    signature = hashlib.sha256(json.dumps({"record": dict(record), "settings": asdict(settings),
+    # Everything but the step count: a run asked for more steps continues from the last checkpoint.
+    continued = {k: v for k, v in asdict(settings).items() if k != "steps"}
+    signature = hashlib.sha256(json.dumps({"record": dict(record), "settings": continued,
                                            "files": list(split.files), "held_out": list(split.held_out),
                                            "train": [r.edit_id for r in split.train]},
                                           sort_keys=True, default=list).encode()).hexdigest()
     done = folder / EDITOR_JSON
     if done.is_file():
         existing = json.loads(done.read_text())
-        if existing.get("training", {}).get("signature") == signature:
+        training = existing.get("training", {})
+        if training.get("signature") == signature and training.get("settings", {}).get("steps") == settings.steps:
             return TrainOutcome(folder, existing["editor_hash"], existing, True)
     started = time.perf_counter()
     pad = pad_id(tokenizer)
     examples = [example_of(tokenizer, r, settings) for r in split.train]
     network.train()
     optimiser = torch.optim.Adam(_param_groups(network, settings))
+    initial = {k: v.clone() for k, v in network.state_dict().items()}
     state = load_checkpoint(folder, network, optimiser, signature) or TrainState()
+    if state.step > settings.steps:  # a longer run of these settings exists: fewer steps start afresh
+        network.load_state_dict(initial)
+        optimiser = torch.optim.Adam(_param_groups(network, settings))
+        state = TrainState()
     resumed_from = state.step
     first = min(layers)
     with UpperRunner(model, first) as runner, _bar(progress, settings.steps, state.step) as bar:
