@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_kvc, save_tiny_llama
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from conftest import run_kvc, save_tiny_llama
 
 SUBJECTS = ["Paris", "Rome", "Berlin", "Madrid", "London", "Tokyo", "Seoul", "Microsoft", "Apple", "Amazon"]
 OBJECTS = ["France", "Italy", "Germany", "Spain", "Japan", "China", "Korea"]
@@ -65,7 +64,7 @@ def _request():  # noqa: ANN202
 
 
 def _edit(method: str, tiny, editor: Path | None, **hparams: object):  # noqa: ANN001, ANN202
-    from kedit_vc.editors.base import EditContext, get_editor
+    from kedit_vc.editors.base import get_editor
     from kedit_vc.editors.registry import build_hparams
 
     values = {"rank": 8} if method == "mend" else {}
@@ -118,9 +117,9 @@ def test_gradient_factors_are_the_weight_gradient(tiny) -> None:  # noqa: ANN001
 
 def test_mend_update_is_the_papers_formula_on_the_network_outputs(tiny, records, tmp_path) -> None:  # noqa: ANN001
     from kedit_vc.editors.common.learned import gradient_factors
+    from kedit_vc.editors.common.metatrain import request_batch
     from kedit_vc.editors.mend.algorithm import load_network
     from kedit_vc.editors.mend.hparams import MendHparams
-    from kedit_vc.editors.common.metatrain import request_batch
 
     outcome = _train("mend", tiny, records, tmp_path / "mend")
     result = _edit("mend", tiny, outcome.folder)
@@ -218,7 +217,7 @@ def test_editing_without_a_trained_editor_names_the_train_command(method, tiny) 
 
 @settings(max_examples=30, deadline=None)
 @given(st.lists(st.integers(1, 6), min_size=1, max_size=5), st.integers(0, 1000))
-def test_mend_normalisation_statistics_do_not_depend_on_how_tokens_are_batched(chunks, seed) -> None:
+def test_mend_normalisation_statistics_do_not_depend_on_how_tokens_are_batched(chunks: list[int], seed: int) -> None:
     from kedit_vc.editors.mend.network import GradientTransform
 
     generator = torch.Generator().manual_seed(seed)

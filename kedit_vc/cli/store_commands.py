@@ -260,7 +260,8 @@ def log_command(rev: str, oneline: bool, metrics: bool, limit: int | None, as_gr
     derived = {r.sha: len(derived_of(r)) for r in records}
     if as_json:
         _echo_json([{"commit": r.sha, "op": r.op, "message": r.message, "time": r.time, "live": r.sha in live,
-                     "edit_ids": list(r.edit_ids), "method": r.method, "trained_editors": _trained_editors(r.manifest), "metrics": headline(r),
+                     "edit_ids": list(r.edit_ids), "method": r.method,
+                     "trained_editors": _trained_editors(r.manifest), "metrics": headline(r),
                      "derived": derived[r.sha]} for r in records])
         return
     for r in records:

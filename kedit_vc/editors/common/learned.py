@@ -300,10 +300,11 @@ def load_editor(method: str, fingerprint: str, settings: Mapping[str, Any], expl
 def layer_shapes(model: torch.nn.Module, layers: Sequence[int]) -> list[tuple[int, int]]:
     """(d_in, d_out) of each edited layer's MLP down-projection."""
     shapes = []
-    for layer, module in _mlp_out_modules(model, layers).items():
-        if hasattr(module, "in_features"):
-            shapes.append((int(module.in_features), int(module.out_features)))
+    for module in _mlp_out_modules(model, layers).values():
+        features: Any = module
+        if hasattr(features, "in_features"):
+            shapes.append((int(features.in_features), int(features.out_features)))
         else:  # GPT-2 Conv1D: weight [d_in, d_out]
-            weight = module.weight
+            weight = features.weight
             shapes.append((int(weight.shape[0]), int(weight.shape[1])))
     return shapes

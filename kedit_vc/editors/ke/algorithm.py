@@ -31,7 +31,8 @@ from .network import KeNetwork
 
 def build_network(model: torch.nn.Module, hp: KeHparams) -> KeNetwork:
     layers = edited_layers(model, hp.layers)
-    embedding = model.get_input_embeddings()
+    get_embeddings: Any = model.get_input_embeddings  # a transformers model's token embedding
+    embedding = get_embeddings()
     return KeNetwork(embedding, layers, layer_shapes(model, layers), hp.lstm_hidden, hp.condition_dim, hp.hidden,
                      hp.max_scale)
 

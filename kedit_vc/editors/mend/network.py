@@ -40,6 +40,12 @@ class LowRankIdentityLayer(nn.Module):
 class GradientTransform(nn.Module):
     """(u [T, d_in], δ [T, d_out]) -> (ũ, δ̃) for every edited layer of one shape."""
 
+    count: torch.Tensor
+    u_mean: torch.Tensor
+    u_m2: torch.Tensor
+    d_mean: torch.Tensor
+    d_m2: torch.Tensor
+
     def __init__(self, d_in: int, d_out: int, rank: int, n_hidden: int, modes: int) -> None:
         super().__init__()
         self.d_in, self.d_out = d_in, d_out
