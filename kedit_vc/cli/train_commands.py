@@ -104,7 +104,7 @@ def train_mend_command(**kwargs) -> None:  # noqa: ANN003
     (as rank-one factors per token) to a low-rank update; it is trained so the update
     makes the new object likely on the edit's paraphrases (--c-edit) while keeping
     neighbour prompts' distributions (--c-loc). Network settings: --hparam rank=128,
-    n_hidden=1, layers=[27,28,29]. Run it again after a kill: it resumes.
+    n_hidden=1, layers=[27,28,29] (SmolLM2's default). Run it again after a kill: it resumes.
 
     \b
     Examples:

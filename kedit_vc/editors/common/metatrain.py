@@ -26,7 +26,8 @@ import json
 import math
 import resource
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -402,7 +403,8 @@ def train_network(network: Any, model: torch.nn.Module, tokenizer: Any, layers: 
     first = min(layers)
     with UpperRunner(model, first) as runner, _bar(progress, settings.steps, state.step) as bar:
         sequences = [_sequence(p) for ex in examples for p in (ex.edit, *ex.outer, *ex.loc)]
-        runner.precompute(sequences, pad)
+        with _precompute_bar(progress, len(set(sequences))) as advance:
+            runner.precompute(sequences, pad, progress=advance)
         while state.step < settings.steps:
             generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + state.step)
             picks = torch.randint(len(examples), (settings.edits_per_step,), generator=generator).tolist()
@@ -439,6 +441,21 @@ def train_network(network: Any, model: torch.nn.Module, tokenizer: Any, layers: 
     full = {**dict(record), "training": training}
     digest = save_editor(folder, dict(network.state_dict()), full)
     return TrainOutcome(folder, digest, {**full, "editor_hash": digest}, False)
+
+
+@contextmanager
+def _precompute_bar(enabled: bool, total: int) -> Iterator[Callable[[int], None] | None]:
+    """A bar over the sequences whose lower-block states are computed before training."""
+    if not enabled or total == 0:
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("lower blocks, once per sequence"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"),
+                  TimeRemainingColumn(), transient=True) as bar:
+        task = bar.add_task("precompute", total=total)
+        yield lambda n: bar.advance(task, n)
 
 
 class _bar:
