@@ -12,9 +12,11 @@ from kedit_vc.eval.datasets import FILES, data_dir
 
 pytestmark = pytest.mark.slow
 
-STEPS = 60
+STEPS = 80
 HELD_OUT = 100
 TRAIN = 40
+#: Weighted towards the edit loss (the bench's editor uses MEND's 0.1) so a short training shows it.
+SETTINGS = {"steps": STEPS, "edits_per_step": 2, "lr": 1e-3, "c_edit": 1.0}
 
 
 def _mean_nll(lm, prompt: str, target: str) -> float:  # noqa: ANN001
@@ -42,7 +44,7 @@ def test_a_small_trained_mend_makes_held_out_facts_take(tmp_path) -> None:  # no
     torch.set_num_threads(1)
     data = str(data_dir() / FILES["counterfact"])
     lm = load_model("smollm2", progress=False)
-    outcome = train_editor("mend", "smollm2", [data], {}, TrainSettings(steps=STEPS, lr=1e-3), held_out=HELD_OUT,
+    outcome = train_editor("mend", "smollm2", [data], {}, TrainSettings(**SETTINGS), held_out=HELD_OUT,
                            limit=TRAIN, out=str(tmp_path / "mend"), progress=False, loaded=lm)
     training = outcome.record["training"]
     held = compile_text(import_file("counterfact", data, limit=5).text).requests
@@ -66,5 +68,6 @@ def test_a_small_trained_mend_makes_held_out_facts_take(tmp_path) -> None:  # no
                     params[name].copy_(value)
         assert result.info["trained_editor"] == outcome.editor_hash
         assert all(u.kind == "lowrank" for u in result.delta.updates.values())
+    print("before", before, "after", after, training["final"], training["wall_seconds_this_run"])
     assert sum(before) == 0, before
     assert sum(after) >= 4, (after, training["final"])
