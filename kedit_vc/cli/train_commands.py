@@ -108,7 +108,7 @@ def train_mend_command(**kwargs) -> None:  # noqa: ANN003
 
     \b
     Examples:
-      kvc train mend --model smollm2 --data counterfact_500.json --steps 300
+      kvc train mend --model smollm2 --data counterfact_500.json --steps 400
       kvc train mend --data zsre:zsre_eval.json --held-out 100 --limit 400 --out ./mend-editor
     """
     _run_training("mend", **kwargs)
@@ -129,7 +129,7 @@ def train_ke_command(**kwargs) -> None:  # noqa: ANN003
 
     \b
     Examples:
-      kvc train ke --model smollm2 --data counterfact_500.json --steps 300
+      kvc train ke --model smollm2 --data counterfact_500.json --steps 400
     """
     _run_training("ke", **kwargs)
 
