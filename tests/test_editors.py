@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from kedit_vc.compiler.plan import EditRequest, Probe
 from kedit_vc.editors.base import EditContext, EditResult, editor_names, get_editor
 from kedit_vc.editors.common.keys import subject_keys
+from kedit_vc.editors.common.metatrain import DataSplit, TrainSettings
 from kedit_vc.editors.common.positions import subject_last_index
 from kedit_vc.editors.memit.algorithm import memit_layer_update
 from kedit_vc.editors.registry import build_hparams, method_names
@@ -18,6 +19,7 @@ from kedit_vc.errors import UsageError
 from kedit_vc.eval import score_requests
 from kedit_vc.models.families import family_of, mlp_out_weight
 from kedit_vc.models.prompting import prefix_ids
+from kedit_vc.ops.train_editor import LEARNED, train_split
 from tiny_models import FAMILY_KINDS, tiny_family_model, tiny_tokenizer
 
 REQUESTS = (
@@ -54,6 +56,10 @@ def _edit(method: str, model: torch.nn.Module, tok, requests=REQUESTS, stats_dir
     """(delta, result) of ``method`` with its tiny settings (its defaults if it has none here)."""
     context = EditContext(fingerprint=f"tiny-{model.config.model_type}", stats_dir=stats_dir, progress=False)
     hp = build_hparams(method, TINY.get(method, {}))
+    if method in LEARNED:  # learned editors edit with a network trained for this base model first
+        assert context.fingerprint is not None
+        train_split(method, model, tok, context.fingerprint, DataSplit(tuple(REQUESTS), (), ()), hp,
+                    TrainSettings(steps=1, edits_per_step=1))
     result = get_editor(method).edit(model, tok, list(requests), hp, context)
     return result.delta, result
 

@@ -260,7 +260,8 @@ def log_command(rev: str, oneline: bool, metrics: bool, limit: int | None, as_gr
     derived = {r.sha: len(derived_of(r)) for r in records}
     if as_json:
         _echo_json([{"commit": r.sha, "op": r.op, "message": r.message, "time": r.time, "live": r.sha in live,
-                     "edit_ids": list(r.edit_ids), "method": r.method, "metrics": headline(r),
+                     "edit_ids": list(r.edit_ids), "method": r.method,
+                     "trained_editors": _trained_editors(r.manifest), "metrics": headline(r),
                      "derived": derived[r.sha]} for r in records])
         return
     for r in records:
@@ -276,6 +277,8 @@ def log_command(rev: str, oneline: bool, metrics: bool, limit: int | None, as_gr
         click.secho(f"commit {r.sha}", fg="yellow")
         click.echo(f"op:     {r.op}{' (live)' if r.sha in live else ''}" + (f"  method {r.method}" if r.method else ""))
         click.echo(f"date:   {when}")
+        for trained in _trained_editors(r.manifest):
+            click.echo(f"editor: {trained}")
         if r.reverts:
             click.echo(f"reverts {r.reverts}")
         if r.edit_ids:
@@ -283,6 +286,13 @@ def log_command(rev: str, oneline: bool, metrics: bool, limit: int | None, as_gr
         if values:
             click.echo(f"metrics: {values}")
         click.echo("\n    " + "\n    ".join(r.message.splitlines() or [""]) + "\n")
+
+
+def _trained_editors(manifest: Any) -> list[str]:
+    """``method hash`` of each trained editor (MEND, KE) that produced a commit's edits."""
+    infos = (manifest.get("extra") or {}).get("editor_info") or []
+    return sorted({f"{i.get('method')} {i['trained_editor'][:16]}" for i in infos
+                   if isinstance(i, dict) and i.get("trained_editor")})
 
 
 def _print_graph(store: Any, rev: str, limit: int | None, all_branches: bool, metrics: bool) -> None:
@@ -326,6 +336,8 @@ def show_command(rev: str, as_json: bool) -> None:
     n_derived = len(info.get("derived", ()))
     click.echo(f"op {m['op']}, method {m.get('method')}, parent {str(m.get('parent'))[:10]}"
                + (f", {n_derived} derived" if n_derived else ""))
+    for trained in _trained_editors(m):
+        click.echo(f"trained editor {trained}")
     click.echo("\n    " + "\n    ".join(info["message"].splitlines()) + "\n")
     merged = m.get("extra", {}).get("merge", {})
     if merged.get("strategy"):

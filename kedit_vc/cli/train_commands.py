@@ -21,4 +21,117 @@ def train_group() -> None:
     """
 
 
+# --- MEND and KE (kedit_vc/ops/train_editor.py) ------------------------------------------
+
+def _learned_train_options(f):  # noqa: ANN001, ANN202
+    """The flags ``kvc train mend`` and ``kvc train ke`` share (one place, two commands)."""
+    from kedit_vc.cli.options import hparam_option, json_option, model_option, progress_option
+
+    defaults = _train_defaults()
+    options = [
+        model_option(lead="Base model to train the editor for."),
+        click.option("--data", "data", multiple=True, required=True, metavar="[FORMAT:]FILE",
+                     help="Edit records (CounterFact, zsRE, EasyEdit or MQuAKE JSON, as 'kvc import' reads; the "
+                          "format is recognised from the fields, or written FORMAT:FILE). Repeatable."),
+        click.option("--held-out", type=click.IntRange(min=0), default=100, show_default=True,
+                     help="The first N facts of every --data file are never trained on (recorded in editor.json)."),
+        click.option("--limit", type=click.IntRange(min=1), default=None, help="Train on at most N facts."),
+        click.option("--steps", type=click.IntRange(min=1), default=defaults.steps, show_default=True,
+                     help="Optimiser steps."),
+        click.option("--edits-per-step", type=click.IntRange(min=1), default=defaults.edits_per_step,
+                     show_default=True, help="Facts sampled (each edited alone) per step."),
+        click.option("--lr", type=float, default=defaults.lr, show_default=True,
+                     help="Adam learning rate of the network."),
+        click.option("--lr-lr", type=float, default=defaults.lr_lr, show_default=True,
+                     help="Adam learning rate of MEND's per-layer edit step sizes."),
+        click.option("--c-edit", type=float, default=defaults.c_edit, show_default=True,
+                     help="Weight of the edit loss (NLL of the new object on the rewrite and paraphrase prompts)."),
+        click.option("--c-loc", type=float, default=defaults.c_loc, show_default=True,
+                     help="Weight of the locality loss (KL to the base model on neighbour prompts)."),
+        click.option("--seed", type=int, default=defaults.seed, show_default=True,
+                     help="Initialisation and sampling seed."),
+        click.option("--checkpoint-every", type=click.IntRange(min=1), default=defaults.checkpoint_every,
+                     show_default=True, help="Steps between checkpoints (a killed run resumes from the last)."),
+        click.option("--out", default=None, metavar="DIR",
+                     help="Write the trained editor here (default: the cache, keyed by base model and settings; "
+                          "then every store of this base model finds it)."),
+        hparam_option, progress_option, json_option,
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _train_defaults():  # noqa: ANN202
+    from kedit_vc.editors.common.metatrain import TrainSettings
+
+    return TrainSettings()
+
+
+def _run_training(method: str, model_ref: str, data: tuple[str, ...], held_out: int, limit: int | None,
+                  steps: int, edits_per_step: int, lr: float, lr_lr: float, c_edit: float, c_loc: float, seed: int,
+                  checkpoint_every: int, out: str | None, hparams: tuple[str, ...], progress: bool | None,
+                  as_json: bool) -> None:
+    import json
+
+    from kedit_vc.cli.options import parse_hparams, resolve_progress
+    from kedit_vc.editors.common.metatrain import TrainSettings
+    from kedit_vc.ops.train_editor import train_editor
+
+    settings = TrainSettings(steps=steps, edits_per_step=edits_per_step, lr=lr, lr_lr=lr_lr, c_edit=c_edit,
+                             c_loc=c_loc, seed=seed, checkpoint_every=checkpoint_every)
+    result = train_editor(method, model_ref, data, parse_hparams(hparams), settings, held_out=held_out, limit=limit,
+                          out=out, progress=resolve_progress(progress))
+    training = result.record.get("training", {})
+    if as_json:
+        click.echo(json.dumps({"editor": str(result.folder), "editor_hash": result.editor_hash,
+                               "reused": result.reused, "train_facts": training.get("train_facts"),
+                               "final": training.get("final")}, sort_keys=True))
+        return
+    what = "already trained (same settings and data): reused" if result.reused else "trained"
+    click.echo(f"{method} editor {what}: {result.folder}")
+    click.echo(f"editor hash {result.editor_hash[:16]}; {training.get('train_facts')} training facts, "
+               f"{training.get('settings', {}).get('steps')} steps; final {training.get('final')}")
+
+
+@train_group.command("mend")
+@_learned_train_options
+def train_mend_command(**kwargs) -> None:  # noqa: ANN003
+    """Train MEND's editor network (Mitchell et al. 2022) for a base model.
+
+    \b
+    The network maps the gradient of an edit at the last 3 blocks' MLP down-projections
+    (as rank-one factors per token) to a low-rank update; it is trained so the update
+    makes the new object likely on the edit's paraphrases (--c-edit) while keeping
+    neighbour prompts' distributions (--c-loc). Network settings: --hparam rank=128,
+    n_hidden=1, layers=[27,28,29] (SmolLM2's default). Run it again after a kill: it resumes.
+
+    \b
+    Examples:
+      kvc train mend --model smollm2 --data counterfact_500.json --steps 400
+      kvc train mend --data zsre:zsre_eval.json --held-out 100 --limit 400 --out ./mend-editor
+    """
+    _run_training("mend", **kwargs)
+
+
+@train_group.command("ke")
+@_learned_train_options
+def train_ke_command(**kwargs) -> None:  # noqa: ANN003
+    """Train KE's hypernetwork (KnowledgeEditor, De Cao et al. 2021) for a base model.
+
+    \b
+    A bi-LSTM reads the edit's text ("prompt || old || new") and conditions, per edited
+    layer, ΔW = -s·σ(η)·(∇W ⊙ softmax(α_r)α_cᵀ + softmax(β_r)β_cᵀ) on the edit's
+    gradient ∇W. Simplified from the paper: the token embeddings are the base model's,
+    frozen (the paper trains a copy), and the KL constraint is a fixed-weight penalty
+    (--c-loc) instead of a learned Lagrange multiplier. Network settings: --hparam
+    lstm_hidden=128, condition_dim=256, hidden=128, max_scale=1.0, layers=[...].
+
+    \b
+    Examples:
+      kvc train ke --model smollm2 --data counterfact_500.json --steps 400
+    """
+    _run_training("ke", **kwargs)
+
+
 COMMANDS: list[click.Command] = [train_group]

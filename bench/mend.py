@@ -1,0 +1,79 @@
+"""Train a learned editor (MEND or KE) on SmolLM2, then edit held-out CounterFact records.
+
+Training uses ``counterfact_500.json`` facts ``held_out..held_out+train`` (never the first
+``held_out``, which are evaluated: CounterFact 0..n-1, the records
+``counterfact100_rome.json`` used). Training is cached and resumable
+(``kedit_vc.ops.train_editor``): a rerun after a kill continues. Each held-out record is
+then edited alone from the base weights and scored as ``kvc bench`` scores (both prompt
+forms, generative metrics). The result is saved after training and after evaluation.
+
+    OMP_NUM_THREADS=1 nice -n 5 python bench/mend.py --method mend --steps 400 --n 50
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from common import RESULTS, parser, save, setup
+
+from kedit_vc.editors.base import get_editor
+from kedit_vc.editors.common.metatrain import TrainSettings
+from kedit_vc.editors.registry import build_hparams
+from kedit_vc.eval.datasets import load_cases
+from kedit_vc.models import load_model
+from kedit_vc.ops.bench import run_bench
+from kedit_vc.ops.train_editor import train_editor
+
+DATA = "/work/shared/data/counterfact_500.json"
+NAMES = {"efficacy": "reliability_cf", "paraphrase": "generalization_cf", "neighbourhood": "locality_cf",
+         "gen_reliability": "gen_reliability"}
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--method", default="mend", choices=["mend", "ke"])
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--edits-per-step", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--train", type=int, default=400, help="training facts (after the held-out ones)")
+    p.add_argument("--held-out", type=int, default=100)
+    p.add_argument("--n", type=int, default=50, help="held-out records evaluated (CounterFact 0..n-1)")
+    p.add_argument("--data", default=DATA)
+    args = p.parse_args()
+    setup(args)
+    name = f"counterfact{args.n}_{args.method}"
+    lm = load_model(args.model, progress=False)
+    settings = TrainSettings(steps=args.steps, edits_per_step=args.edits_per_step, lr=args.lr)
+    started = time.perf_counter()
+    cpu = time.process_time()
+    trained = train_editor(args.method, args.model, [args.data], {}, settings, held_out=args.held_out,
+                           limit=args.train, progress=False, loaded=lm)
+    training = {k: v for k, v in trained.record["training"].items() if k != "train_edit_ids"}
+    training.update({"editor": str(trained.folder), "editor_hash": trained.editor_hash, "reused": trained.reused,
+                     "wall_seconds_this_process": round(time.perf_counter() - started, 1),
+                     "cpu_seconds_this_process": round(time.process_time() - cpu, 1)})
+    payload = {"benchmark": "counterfact", "method": args.method, "model": args.model, "training": training,
+               "threads": args.threads, "held_out_records": f"counterfact_500.json 0..{args.held_out - 1}"}
+    save(name, payload)
+    cases = load_cases("counterfact", args.n)
+    hp = build_hparams(args.method, {})
+    result = run_bench(lm.model, lm.tokenizer, "counterfact", cases, get_editor(args.method), hp,
+                       fingerprint=lm.fingerprint)
+    summary = result.summary() if hasattr(result, "summary") else {}
+    metrics = result.report.to_json()["metrics"]
+    payload.update({"n_cases": args.n, "edit_seconds": result.edit_seconds,
+                    "median_edit_seconds": result.median_edit_seconds, "wall_seconds": result.wall_seconds,
+                    "peak_rss_bytes": result.peak_rss_bytes, "report": result.report.to_json(),
+                    "headline": {k: metrics.get(v) for k, v in NAMES.items()}, "summary": summary})
+    rome = RESULTS / "counterfact100_rome.json"
+    if rome.exists():
+        r = json.loads(rome.read_text())
+        payload["rome_median_edit_seconds"] = r["median_edit_seconds"]
+        payload["edit_time_ratio_to_rome"] = result.median_edit_seconds / r["median_edit_seconds"]
+    print(json.dumps(payload["headline"]), payload.get("edit_time_ratio_to_rome"))
+    save(name, payload)
+
+
+if __name__ == "__main__":
+    main()
