@@ -153,3 +153,17 @@ def test_cuda_load_and_edit_match_cpu(project: Path, tiny_model_dir: Path) -> No
     ids = torch.tensor([[1, 2, 3, 4]])
     torch.testing.assert_close(cpu.model(input_ids=ids).logits, cuda.model(input_ids=ids).logits.cpu(),
                                rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without a GPU")
+def test_gpu_check_refuses_cleanly_without_a_gpu(monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib
+    import sys
+
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    monkeypatch.syspath_prepend(str(bench))
+    module = importlib.import_module("gpu_check")
+    assert module.main([]) == 2
+    assert capsys.readouterr().err.startswith("no GPU")
+    sys.modules.pop("gpu_check", None)

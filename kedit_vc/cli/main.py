@@ -25,7 +25,6 @@ from . import (
     store_commands,
     train_commands,
 )
-
 from .options import add_placement_options
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}

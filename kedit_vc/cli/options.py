@@ -182,7 +182,8 @@ def _placement_callback(kind: str) -> Callable[[click.Context, click.Parameter, 
                  "device_map": placement.parse_device_map}[kind]
         parsed = parse(value, flag)   # UsageError naming the flag: one line, exit 2
         if parsed is not None:
-            placement.set_default(placement.Placement(**{kind: parsed}))
+            setting: dict[str, Any] = {kind: parsed}
+            placement.set_default(placement.Placement(**setting))
     return callback
 
 

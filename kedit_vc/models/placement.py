@@ -77,7 +77,7 @@ def from_environment() -> Placement:
                      parse_device_map(os.environ.get("KVC_DEVICE_MAP"), "KVC_DEVICE_MAP"))
 
 
-_CURRENT: ContextVar[Placement] = ContextVar("kvc_placement", default=Placement())
+_CURRENT: ContextVar[Placement] = ContextVar("kvc_placement", default=Placement())  # noqa: B039 - frozen, never mutated
 
 
 def set_default(placement: Placement) -> None:

@@ -115,7 +115,7 @@ def _compute(model: torch.nn.Module, tokenizer: Any, fingerprint: str, layers: S
                 for _ in sample_documents(model, tokenizer, n_tokens, seed, on_step):
                     pass
             else:
-                device = modules[layers[0]].weight.device   # the statistics pass runs where the layer is
+                device = next(modules[layers[0]].parameters()).device   # the pass runs where the layer is
                 for ids in text_batches(tokenizer, corpus, n_tokens, max_positions(model)):
                     get_module(model, family.base)(input_ids=ids.to(device), use_cache=False)
                     bar.update(task, completed=min(accumulator.tokens, n_tokens))
