@@ -12,6 +12,7 @@ import click
 
 from kedit_vc import __version__
 from kedit_vc.errors import KvcError
+from kedit_vc.models import placement
 
 from . import (
     ask_commands,
@@ -25,6 +26,7 @@ from . import (
     store_commands,
     train_commands,
 )
+from .options import add_placement_options
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -48,13 +50,15 @@ for module in (model_commands, spec_commands, store_commands, eval_commands, int
                bisect_commands, branch_commands, train_commands, ask_commands):
     for command in module.COMMANDS:
         cli.add_command(command)
+add_placement_options(cli)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; turn a ``KvcError`` into one line on stderr and its exit code."""
     try:
         # Outside standalone mode click returns ctx.exit()'s code instead of exiting.
-        result = cli.main(args=argv, prog_name="kvc", standalone_mode=False)
+        with placement.isolated():   # --device/--dtype set this invocation's default only
+            result = cli.main(args=argv, prog_name="kvc", standalone_mode=False)
     except KvcError as error:
         click.secho(f"{error.label}{error}", fg="red", err=True)
         sys.exit(error.exit_code)

@@ -165,3 +165,50 @@ def echo_losses(losses: Any) -> None:
     for loss in losses:
         click.echo(f"  {loss.edit_id:<16} {loss.subject[:24]:<24} {loss.target[:16]:<16} {loss.check}")
 
+
+
+#: Commands that load a model, so take ``--device/--dtype/--device-map`` (names as ``kvc`` spells them).
+MODEL_COMMANDS = ("model info", "model generate", "compile", "init", "commit", "diff", "revert", "squash",
+                  "export", "fsck", "bench", "eval", "check", "trace", "explain", "bisect", "blame", "merge",
+                  "cherry-pick")
+
+
+def _placement_callback(kind: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        from kedit_vc.models import placement
+
+        flag = param.opts[0]
+        parse = {"device": placement.parse_device, "dtype": placement.parse_dtype,
+                 "device_map": placement.parse_device_map}[kind]
+        parsed = parse(value, flag)   # UsageError naming the flag: one line, exit 2
+        if parsed is not None:
+            setting: dict[str, Any] = {kind: parsed}
+            placement.set_default(placement.Placement(**setting))
+    return callback
+
+
+def placement_params() -> list[click.Option]:
+    """``--device``, ``--dtype``, ``--device-map``: checked at parse time, then the default of every
+    ``load_model`` in the command (they change no signature: ``expose_value=False``)."""
+    return [
+        click.Option(["--device"], default=None, expose_value=False, is_eager=True, metavar="DEVICE",
+                     callback=_placement_callback("device"),
+                     help="auto (cuda when available, else cpu), cpu, cuda, cuda:N or mps [env KVC_DEVICE]."),
+        click.Option(["--dtype"], default=None, expose_value=False, is_eager=True, metavar="DTYPE",
+                     callback=_placement_callback("dtype"),
+                     help="float32 (default), bfloat16 or float16 weights; solves stay float64 [env KVC_DTYPE]."),
+        click.Option(["--device-map"], default=None, expose_value=False, is_eager=True, metavar="MAP",
+                     callback=_placement_callback("device_map"),
+                     help="auto, balanced or sequential: split a model larger than one device "
+                          "(accelerate) [env KVC_DEVICE_MAP]."),
+    ]
+
+
+def add_placement_options(group: click.Group, names: tuple[str, ...] = MODEL_COMMANDS) -> None:
+    """Give each model-loading command of ``group`` (``"model info"``: a subcommand) the placement flags."""
+    for name in names:
+        command: Any = group
+        for part in name.split():
+            command = command.commands.get(part) if isinstance(command, click.Group) else None
+        if command is not None and not any(p.name == "device" for p in command.params):
+            command.params.extend(placement_params())

@@ -334,11 +334,21 @@ def _fast_load(folder: Path, trust_pickle: bool) -> Any:
     return model
 
 
-def load_model(ref: str, *, trust_pickle: bool = False, progress: bool = True) -> LoadedModel:
-    """Load ``ref`` (alias, HF folder or .gguf) in float32, eval mode, with its fingerprint."""
+def load_model(ref: str, *, trust_pickle: bool = False, progress: bool = True,
+               device: str | None = None, dtype: str | None = None, device_map: str | None = None,
+               ) -> LoadedModel:
+    """Load ``ref`` (alias, HF folder or .gguf) in eval mode, with its fingerprint, then place it.
+
+    ``device``/``dtype``/``device_map`` default to the CLI flags' context, then ``KVC_DEVICE``
+    etc. (see ``placement``). The fingerprint is always of the float32 weights as stored, so a
+    store opens whatever the dtype or device a command asks for.
+    """
     from transformers import AutoTokenizer
 
     from .families import family_of
+    from .placement import Placement, parse_device, parse_device_map, parse_dtype, place, requested
+
+    placement = requested(Placement(parse_device(device), parse_dtype(dtype), parse_device_map(device_map)))
 
     start = time.perf_counter()
     folder = resolve_model_dir(ref, trust_pickle=trust_pickle, progress=progress)
@@ -354,6 +364,7 @@ def load_model(ref: str, *, trust_pickle: bool = False, progress: bool = True) -
     except (OSError, ValueError) as error:
         raise ModelError(f"could not load the tokenizer in {folder}: {_one_line(error)}") from None
     fingerprint = cached_fingerprint(folder, model)
+    model = place(model, placement)
     return LoadedModel(model=model, tokenizer=tokenizer, fingerprint=fingerprint, ref=ref,
                        path=folder, load_seconds=time.perf_counter() - start)
 

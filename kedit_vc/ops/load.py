@@ -32,16 +32,23 @@ def load_revision(store: "Store", rev: str = "HEAD", progress: bool = False) -> 
     return loaded
 
 
-def load_edited(store_dir: str | os.PathLike[str] = ".", rev: str = "HEAD", progress: bool = False
+def load_edited(store_dir: str | os.PathLike[str] = ".", rev: str = "HEAD", progress: bool = False,
+                device: str | None = None, dtype: str | None = None, device_map: str | None = None,
                 ) -> tuple[Any, Any]:
     """``(model, tokenizer)`` of revision ``rev`` of the store at or above ``store_dir``:
-    the base model with every live patch applied, whatever its kind.
+    the base model with every live patch applied, whatever its kind. ``device`` (auto, cpu,
+    cuda, cuda:N, mps), ``dtype`` (float32, bfloat16, float16) and ``device_map`` (auto, balanced,
+    sequential) are those of ``kvc --device/--dtype/--device-map``; unset, ``KVC_DEVICE``... then
+    auto/float32.
 
     >>> model, tokenizer = load_edited(".", "HEAD~2")
     >>> model.generate(**tokenizer("The Eiffel Tower is in", return_tensors="pt"), max_new_tokens=5)
     """
+    from kedit_vc.models.placement import Placement, parse_device, parse_device_map, parse_dtype, using
     from kedit_vc.store import open_store
 
-    with open_store(store_dir) as store:
+    placement = Placement(parse_device(device, "device="), parse_dtype(dtype, "dtype="),
+                          parse_device_map(device_map, "device_map="))
+    with open_store(store_dir) as store, using(placement):
         loaded = load_revision(store, rev, progress)
     return loaded.model, loaded.tokenizer

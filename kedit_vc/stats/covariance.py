@@ -115,8 +115,9 @@ def _compute(model: torch.nn.Module, tokenizer: Any, fingerprint: str, layers: S
                 for _ in sample_documents(model, tokenizer, n_tokens, seed, on_step):
                     pass
             else:
+                device = next(modules[layers[0]].parameters()).device   # the pass runs where the layer is
                 for ids in text_batches(tokenizer, corpus, n_tokens, max_positions(model)):
-                    get_module(model, family.base)(input_ids=ids, use_cache=False)
+                    get_module(model, family.base)(input_ids=ids.to(device), use_cache=False)
                     bar.update(task, completed=min(accumulator.tokens, n_tokens))
     finally:
         accumulator.close()
@@ -124,7 +125,7 @@ def _compute(model: torch.nn.Module, tokenizer: Any, fingerprint: str, layers: S
     count = max(accumulator.tokens, 1)
     result = {}
     for layer in layers:
-        mom2 = (accumulator.sums[layer] / count).float().contiguous()
+        mom2 = (accumulator.sums[layer] / count).float().cpu().contiguous()   # cached on disk: CPU
         path = _cache_file(root, fingerprint, layer, cid, n_tokens)
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:

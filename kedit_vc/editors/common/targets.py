@@ -240,7 +240,11 @@ def _optimise_chunk(model: torch.nn.Module, tokenizer: Any, requests: Sequence[S
                 state["init"][slot] = hidden[batch.first_rows, batch.lookup[batch.first_rows]].detach().clone()
                 return hidden
             rows = torch.arange(batch.ids.shape[0])
-            shift = torch.zeros_like(hidden).index_put((rows, batch.lookup), state["shift"][batch.owner, slot])
+            # The vectors are float32 (Adam's eps underflows in half precision); the shift is cast to
+            # the model's dtype, gradients flow back through the cast.
+            shift = torch.zeros_like(hidden).index_put(
+                (rows.to(hidden.device), batch.lookup.to(hidden.device)),
+                state["shift"][batch.owner, slot].to(hidden.device, hidden.dtype))
             return hidden + shift
         return add
 
@@ -265,7 +269,8 @@ def _optimise_chunk(model: torch.nn.Module, tokenizer: Any, requests: Sequence[S
             _, kl_init = forward()
         replay.arm()
         kl_init = F.log_softmax(kl_init.float(), dim=-1)   # [n, vocab]
-        target_init = torch.stack([state["init"][slot] for slot in range(len(module_paths))], dim=1)  # [n, m, d]
+        target_init = torch.stack([state["init"][slot] for slot in range(len(module_paths))],
+                                  dim=1).float()  # [n, m, d], float32 even for a half-precision model
         delta = torch.zeros_like(target_init, requires_grad=True)
         optimiser = torch.optim.Adam([delta], lr=settings.lr)
         max_norm = settings.clamp_norm_factor * target_init.norm(dim=-1, keepdim=True)  # [n, m, 1]
@@ -281,9 +286,11 @@ def _optimise_chunk(model: torch.nn.Module, tokenizer: Any, requests: Sequence[S
             target_logits, kl_logits = forward()
             log_probs = F.log_softmax(target_logits.float(), dim=-1)
             token_nll = -log_probs.gather(-1, batch.target_ids[:, None])[:, 0] / batch.target_len
-            per_seq = torch.zeros(batch.n_rewrite).index_add(0, batch.target_owner, token_nll)
-            per_request = torch.zeros(len(active)).index_add(0, batch.owner[: batch.n_rewrite], per_seq)
-            per_request = per_request / (len(templates) * sizes[active])
+            on = token_nll.device
+            per_seq = torch.zeros(batch.n_rewrite, device=on).index_add(0, batch.target_owner.to(on), token_nll)
+            per_request = torch.zeros(len(active), device=on).index_add(
+                0, batch.owner[: batch.n_rewrite].to(on), per_seq)
+            per_request = per_request / (len(templates) * sizes[active]).to(on)
             kl = F.kl_div(F.log_softmax(kl_logits.float(), dim=-1), kl_init[active], log_target=True,
                           reduction="none").sum(-1)  # [active]
             decay = settings.weight_decay * (delta[active].norm(dim=-1) / init_norm_sq[active]).sum(-1)

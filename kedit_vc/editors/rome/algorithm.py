@@ -49,10 +49,11 @@ def rome_update(weight: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     ``weight`` [d_model, d_mlp] (Linear layout), ``key`` [d_mlp], ``value`` [d_model],
     ``mom2`` = E[k kᵀ] [d_mlp, d_mlp]. Solved in float64.
     """
-    c = mom2.double()
-    c = c + ridge * c.diagonal().mean() * torch.eye(c.shape[0], dtype=c.dtype)
+    c = mom2.to(weight.device, torch.float64)   # solved where the edited weight lives
+    c = c + ridge * c.diagonal().mean() * torch.eye(c.shape[0], dtype=c.dtype, device=c.device)
     direction = torch.linalg.solve(c, key.double())           # C⁻¹k*
-    residual = value.double() - weight.double() @ key.double()  # v* − W k*
+    key, value = key.to(c.device), value.to(c.device)
+    residual = value.double() - weight.to(c.device).double() @ key.double()  # v* − W k*
     left = residual / (direction @ key.double())
     return left, direction
 

@@ -168,7 +168,8 @@ def shift_update(keys: torch.Tensor, values: torch.Tensor, ridge: float, transpo
     k, v = keys.double(), values.double()
     n, d_in = k.shape
     if n < d_in:
-        right = torch.linalg.solve(k @ k.T + ridge * torch.eye(n, dtype=torch.float64), k).T  # [d_in, N]
+        # right [d_in, N]
+        right = torch.linalg.solve(k @ k.T + ridge * torch.eye(n, dtype=torch.float64, device=k.device), k).T
         return factored_update(v.T, right, transposed)
     dense = norm.solve_shift(k, v, ridge)  # [d_out, d_in]
     return Dense(value=(dense.T if transposed else dense).float().contiguous())

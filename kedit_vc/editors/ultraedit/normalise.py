@@ -66,5 +66,5 @@ def solve_shift(keys: torch.Tensor, values: torch.Tensor, ridge: float = 1.0) ->
     Returned in the Linear layout ``ΔW`` [d_out, d_in] (float64), so ``ΔW k ≈ v`` for cached keys.
     """
     k = keys.double()
-    gram = k.T @ k + ridge * torch.eye(k.shape[1], dtype=torch.float64)
+    gram = k.T @ k + ridge * torch.eye(k.shape[1], dtype=torch.float64, device=k.device)
     return torch.linalg.solve(gram, k.T @ values.double()).T
