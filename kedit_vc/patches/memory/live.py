@@ -20,6 +20,10 @@ for each position of a query, which context goes before it:
   ``New Fact: <prompt> <new object>\\nPrompt:``. IKE always prepends.
 * ``memprompt``: the facts scoring at least ``threshold`` (at most ``max_facts``, best last)
   put their copy demonstration and head in front; below it, nothing: the query runs unchanged.
+* ``serac``: scores are the trained scope classifier's probabilities (``editors.serac.classifier``,
+  loaded by the content hash the commit recorded); the best fact at or above ``threshold``
+  puts its copy demonstration and head in front (the counterfactual model is the base
+  model reading the edit), below it nothing: the base model, unchanged.
 """
 
 from __future__ import annotations
@@ -88,6 +92,18 @@ class Retriever:
         else:
             self.keys = normalized(embed_sequences(model, forward, [f.key_ids for f in facts], self.layer))
         self.contexts: dict[int, tuple[int, ...]] = {}
+        self.classifier: Any = None
+        if memory.policy == "serac":
+            from kedit_vc.editors.serac.classifier import ClassifierError, classifier_by_hash
+
+            try:
+                self.classifier = classifier_by_hash(str(settings["classifier"]))
+            except ClassifierError as error:
+                raise PatchError(str(error)) from None
+            width = int(self.classifier.params["proj"].shape[0])
+            if self.keys.numel() and self.keys.shape[1] != width:
+                raise PatchError(f"the SERAC classifier {self.classifier.hash[:12]} reads states of width {width}, "
+                                 f"this model's are {self.keys.shape[1]}: it was trained for another model")
         if memory.policy == "ike":
             self._ike_contexts(int(settings.get("k", 8)))
 
@@ -113,6 +129,8 @@ class Retriever:
 
     def scores(self, hidden: torch.Tensor) -> torch.Tensor:
         """Scores [t, n_facts] of query positions given the query's states [t, d] at ``layer``."""
+        if self.classifier is not None:
+            return self.classifier.scores(hidden, self.keys.to(hidden.device))
         if self.retriever == "mean":
             return normalized(prefix_means(hidden)) @ self.keys.to(hidden.device).T
         sims = normalized(hidden) @ self.keys.to(hidden.device).T          # [t, n]
@@ -131,7 +149,8 @@ class Retriever:
             for best in scores.argmax(dim=1).tolist():
                 out.append(self.contexts[best])
             return out
-        threshold, most = float(settings.get("threshold", 0.8)), int(settings.get("max_facts", 1))
+        default = 0.5 if self.memory.policy == "serac" else 0.8
+        threshold, most = float(settings.get("threshold", default)), int(settings.get("max_facts", 1))
         for row in scores:
             hits = [j for j in row.argsort(descending=True).tolist()[:most] if float(row[j]) >= threshold]
             ids: list[int] = []
