@@ -14,5 +14,6 @@ def _editor() -> Editor:
 
 register_method(MethodSpec(
     name="serac", hparams_class=SeracHparams, factory=_editor, resolve=resolve, check=check,
-    summary="edit memory routed by a trained scope classifier; out-of-scope prompts run the base model "
-            "unchanged (Mitchell et al. 2022; needs `kvc train serac`)"))
+    summary="edit memory routed by a trained scope classifier (embedding classifier over the frozen model); "
+            "in scope, the base model reads the edit in context (no trained counterfactual model); out of scope, "
+            "the base model unchanged (Mitchell et al. 2022; needs `kvc train serac`)"))

@@ -38,7 +38,7 @@ class SeracEditor:
              hparams: SeracHparams, context: EditContext) -> EditResult:
         classifier = find_classifier(base_fingerprint(model, context), hparams.classifier)
         settings = {"policy": "serac", "threshold": hparams.threshold, "layer": classifier.layer,
-                    "retriever": "subject", "classifier": classifier.hash}
+                    "retriever": "subject", "classifier": classifier.hash, "shots": hparams.shots}
         result = memory_result(model, tokenizer, requests, "serac", settings, context)
         return EditResult(delta=result.delta, info={**result.info, "classifier": classifier.hash},
                           fingerprint=result.fingerprint, patches=result.patches)

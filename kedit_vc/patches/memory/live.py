@@ -22,7 +22,8 @@ for each position of a query, which context goes before it:
   put their copy demonstration and head in front; below it, nothing: the query runs unchanged.
 * ``serac``: scores are the trained scope classifier's probabilities (``editors.serac.classifier``,
   loaded by the content hash the commit recorded); the best fact at or above ``threshold``
-  puts its copy demonstration and head in front (the counterfactual model is the base
+  puts its copy demonstration and head in front, after the copy demonstrations of the
+  ``shots`` next-best facts (the counterfactual model is the base
   model reading the edit), below it nothing: the base model, unchanged.
 """
 
@@ -149,7 +150,9 @@ class Retriever:
             for best in scores.argmax(dim=1).tolist():
                 out.append(self.contexts[best])
             return out
-        default = 0.5 if self.memory.policy == "serac" else 0.8
+        if self.memory.policy == "serac":
+            return self._serac_choose(scores)
+        default = 0.8
         threshold, most = float(settings.get("threshold", default)), int(settings.get("max_facts", 1))
         for row in scores:
             hits = [j for j in row.argsort(descending=True).tolist()[:most] if float(row[j]) >= threshold]
@@ -159,6 +162,23 @@ class Retriever:
             out.append(tuple(ids) if ids else None)
         return out
 
+
+    def _serac_choose(self, scores: torch.Tensor) -> list[tuple[int, ...] | None]:
+        """SERAC: per position, the best-scoring fact when its scope probability reaches
+        ``threshold``, preceded by the copy demonstrations of the ``shots`` next-best facts
+        (worked examples of a stored fact overriding the model); otherwise nothing."""
+        threshold, shots = float(self.memory.settings.get("threshold", 0.5)), int(self.memory.settings.get("shots", 0))
+        out: list[tuple[int, ...] | None] = []
+        for row in scores:
+            order = row.argsort(descending=True).tolist()
+            if float(row[order[0]]) < threshold:
+                out.append(None)
+                continue
+            ids: list[int] = []
+            for j in reversed(order[1:1 + shots]):
+                ids += next((d.ids for d in self.memory.facts[j].demos if d.kind == "copy"), ())
+            out.append(tuple(ids) + self._copy_and_head(self.memory.facts[order[0]]))
+        return out
 
     @staticmethod
     def _copy_and_head(fact: MemoryFact) -> tuple[int, ...]:
