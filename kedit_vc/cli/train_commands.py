@@ -69,7 +69,7 @@ def serac_command(model_ref: str, sources: tuple[str, ...], layer: int | None, r
     \b
     Examples:
       kvc train serac --model smollm2 --data counterfact:counterfact.json@300:500
-      kvc train serac --data facts.kvc --data zsre:zsre.json@100:300 --steps 500
+      kvc train serac --data facts.kedit --data zsre:zsre.json@100:300 --steps 500
     Then edit with `method serac` (a spec) or `kvc commit ... --method serac`.
     """
     import json
