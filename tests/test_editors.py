@@ -53,6 +53,10 @@ def _model(kind: str) -> torch.nn.Module:
 def _edit(method: str, model: torch.nn.Module, tok, requests=REQUESTS, stats_dir=None):  # noqa: ANN001, ANN202
     """(delta, result) of ``method`` with its tiny settings (its defaults if it has none here)."""
     context = EditContext(fingerprint=f"tiny-{model.config.model_type}", stats_dir=stats_dir, progress=False)
+    if method == "serac":  # a learned router: give it a (hand-made) classifier for this model
+        from test_serac import handmade_classifier
+
+        handmade_classifier(str(context.fingerprint), int(model.config.hidden_size))
     hp = build_hparams(method, TINY.get(method, {}))
     result = get_editor(method).edit(model, tok, list(requests), hp, context)
     return result.delta, result

@@ -102,12 +102,13 @@ def test_train_commit_revert_and_the_recorded_hash(store):
     assert memory is not None and [f.subject for f in memory.facts] == ["Tokyo"]
 
 
-def _handmade_classifier(fingerprint: str, d: int = 64) -> str:
+def handmade_classifier(fingerprint: str, d: int = 64) -> str:
     """A classifier that calls a prompt in scope when a state is within cosine 0.98 of an edit's key."""
     from kedit_vc.editors.serac import classifier as c
 
     params = {"proj": torch.eye(d), "scale": torch.tensor([50.0]), "bias": torch.tensor([-49.0])}
     settings = json.loads(json.dumps(_settings().__dict__))
+    settings["rank"] = d
     folder = c.cache_dir() / c.fingerprint_slug(fingerprint) / "handmade"
     return c.save_classifier(folder, params, {"settings": settings, "fingerprint": fingerprint, "finished": 1e12})
 
@@ -118,7 +119,7 @@ def test_out_of_scope_prompts_give_the_base_models_logits_bit_for_bit(store):
     from kedit_vc.patches.attach import side_patches
 
     base, tok = load_edited(store.paths.root)
-    digest = _handmade_classifier(store.fingerprint)
+    digest = handmade_classifier(store.fingerprint)
     out = run_kvc("commit", str(write_spec(store.paths.root, "a.kedit", EIFFEL, method="method serac { }")))
     assert out.exit_code == 0, out.output
     assert store.live_patches("HEAD")[0].settings["classifier"] == digest
@@ -140,7 +141,7 @@ def test_out_of_scope_prompts_give_the_base_models_logits_bit_for_bit(store):
 def test_a_classifier_of_another_model_is_refused(store):
     from kedit_vc.editors.serac.classifier import ClassifierError, find_classifier
 
-    digest = _handmade_classifier("sha256:" + "0" * 32)
+    digest = handmade_classifier("sha256:" + "0" * 32)
     with pytest.raises(ClassifierError, match="trained for base model"):
         find_classifier("sha256:" + "1" * 32, digest[:12])
     out = run_kvc("commit", str(write_spec(store.paths.root, "a.kedit", EIFFEL,
