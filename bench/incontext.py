@@ -12,6 +12,9 @@ is scored on its rewrite prompt, 2 paraphrases and ``--neighbours`` neighbourhoo
 Results are saved after each (method, benchmark) pair, so a stopped run keeps what it did.
 
     OMP_NUM_THREADS=1 python bench/incontext.py --n 50
+    OMP_NUM_THREADS=1 python bench/incontext.py --methods serac --n 20 --cf-start 0 --neighbours 2 --name serac20
+
+SERAC needs its classifier first (``kvc train serac``; see ``bench/serac.sh``).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ def arguments() -> Any:
     p.add_argument("--methods", default="ike,memprompt", help="comma-separated methods")
     p.add_argument("--benchmarks", default="counterfact,zsre", help="comma-separated benchmarks")
     p.add_argument("--queries", type=int, default=20, help="prompts timed for seconds per query")
+    p.add_argument("--name", default=NAME, help="results file name (bench/results/<name>.json)")
     return p.parse_args()
 
 
@@ -88,12 +92,13 @@ def main() -> None:
             side.clear()
             editor, hparams = get_editor(method), build_hparams(method, {})
             context = EditContext(fingerprint=lm.fingerprint, progress=False)
-            edit_s, attach_s = [], []
+            edit_s, attach_s, infos = [], [], []
             for request in requests:
                 t0 = time.perf_counter()
                 result = editor.edit(lm.model, lm.tokenizer, [request], hparams, context)
                 t1 = time.perf_counter()
                 side.add(result.patches)
+                infos.append(dict(result.info))
                 edit_s.append(t1 - t0)
                 attach_s.append(time.perf_counter() - t1)
             began = time.perf_counter()
@@ -108,11 +113,12 @@ def main() -> None:
                    "seconds_attach_mean": round(sum(attach_s) / len(attach_s), 3),
                    "seconds_per_query_plain": round(plain_query, 4), "seconds_per_query_live": round(live_query, 4),
                    "eval_seconds_plain": round(pre_seconds, 1), "eval_seconds_live": round(eval_seconds, 1),
+                   "classifier": infos[-1].get("classifier") if infos else None,
                    "resolved_hparams": {k: v for k, v in vars(resolve_hparams(method, lm.model, hparams)).items()}}
             results[f"{method}/{benchmark}"] = row
             print(json.dumps({"run": f"{method}/{benchmark}", **{k: v for k, v in row.items() if k != "pre"}},
                              default=str), flush=True)
-            save(NAME, {"model": args.model, "threads": args.threads, "n": args.n, "cf_start": args.cf_start,
+            save(args.name, {"model": args.model, "threads": args.threads, "n": args.n, "cf_start": args.cf_start,
                         "zsre_start": args.zsre_start, "neighbours": args.neighbours, "results": results,
                         "protocol": "sequential commits into one memory, all edits scored at the end"},
                  args.results_dir)

@@ -55,6 +55,10 @@ def _model(kind: str) -> torch.nn.Module:
 def _edit(method: str, model: torch.nn.Module, tok, requests=REQUESTS, stats_dir=None):  # noqa: ANN001, ANN202
     """(delta, result) of ``method`` with its tiny settings (its defaults if it has none here)."""
     context = EditContext(fingerprint=f"tiny-{model.config.model_type}", stats_dir=stats_dir, progress=False)
+    if method == "serac":  # a learned router: give it a (hand-made) classifier for this model
+        from test_serac import handmade_classifier
+
+        handmade_classifier(str(context.fingerprint), int(model.config.hidden_size))
     hp = build_hparams(method, TINY.get(method, {}))
     if method in LEARNED:  # learned editors edit with a network trained for this base model first
         assert context.fingerprint is not None

@@ -170,7 +170,7 @@ def echo_losses(losses: Any) -> None:
 #: Commands that load a model, so take ``--device/--dtype/--device-map`` (names as ``kvc`` spells them).
 MODEL_COMMANDS = ("model info", "model generate", "compile", "init", "commit", "diff", "revert", "squash",
                   "export", "fsck", "bench", "eval", "check", "trace", "explain", "bisect", "blame", "merge",
-                  "cherry-pick", "ask", "train mend", "train ke")
+                  "cherry-pick", "ask", "train mend", "train ke", "train serac")
 
 
 def _placement_callback(kind: str) -> Callable[[click.Context, click.Parameter, Any], None]:

@@ -4,8 +4,9 @@ In-context methods (IKE, MemPrompt) change no weight: a commit stores its edited
 at query time the method puts what applies in front of the caller's input. One patch holds
 one commit's facts (``MemoryFact``: id, subject, relation template, prompt, new and old
 object, and the demonstrations the method builds from the fact) and the query-time
-``settings`` of the method that made it (``policy``: ``ike``, ``memprompt`` or ``mello``, ``k``,
-``layer``, ``threshold``...). The live memory of a revision is the union of its live
+``settings`` of the method that made it (``policy``: ``ike``, ``memprompt``, ``serac`` or ``mello``,
+``k``, ``layer``, ``threshold``, SERAC's ``classifier`` hash...). The live memory of a revision is the
+union of its live
 commits' facts (``live.live_memory``), so a revert drops exactly the reverted commit's facts.
 
 Texts are stored with their token ids (``key_ids``: the prompt as the retriever reads it,
@@ -34,7 +35,7 @@ from kedit_vc.patches.registry import PatchError
 FORMAT = "kvc-memory"
 FORMAT_VERSION = "1"
 HASH_FORMAT = b"kvc-memory-hash/1\0"
-POLICIES = ("ike", "memprompt", "mello")
+POLICIES = ("ike", "memprompt", "serac", "mello")
 DEMO_KINDS = ("copy", "update", "retain")
 
 

@@ -22,6 +22,11 @@ for each position of a query, which context goes before it:
   put their copy demonstration and head in front; below it, nothing: the query runs unchanged.
 * ``mello``: nothing is put in front of a query; ``mello.Mello`` scores subquestions against
   the keys and reads the nearest fact into its question-answering loop.
+* ``serac``: scores are the trained scope classifier's probabilities (``editors.serac.classifier``,
+  loaded by the content hash the commit recorded); the best fact at or above ``threshold``
+  puts its copy demonstration and head in front, after the copy demonstrations of the
+  ``shots`` next-best facts (the counterfactual model is the base
+  model reading the edit), below it nothing: the base model, unchanged.
 """
 
 from __future__ import annotations
@@ -90,6 +95,18 @@ class Retriever:
         else:
             self.keys = normalized(embed_sequences(model, forward, [f.key_ids for f in facts], self.layer))
         self.contexts: dict[int, tuple[int, ...]] = {}
+        self.classifier: Any = None
+        if memory.policy == "serac":
+            from kedit_vc.editors.serac.classifier import ClassifierError, classifier_by_hash
+
+            try:
+                self.classifier = classifier_by_hash(str(settings["classifier"]))
+            except ClassifierError as error:
+                raise PatchError(str(error)) from None
+            width = int(self.classifier.params["proj"].shape[0])
+            if self.keys.numel() and self.keys.shape[1] != width:
+                raise PatchError(f"the SERAC classifier {self.classifier.hash[:12]} reads states of width {width}, "
+                                 f"this model's are {self.keys.shape[1]}: it was trained for another model")
         if memory.policy == "ike":
             self._ike_contexts(int(settings.get("k", 8)))
 
@@ -115,6 +132,8 @@ class Retriever:
 
     def scores(self, hidden: torch.Tensor) -> torch.Tensor:
         """Scores [t, n_facts] of query positions given the query's states [t, d] at ``layer``."""
+        if self.classifier is not None:
+            return self.classifier.scores(hidden, self.keys.to(hidden.device))
         if self.retriever == "mean":
             return normalized(prefix_means(hidden)) @ self.keys.to(hidden.device).T
         sims = normalized(hidden) @ self.keys.to(hidden.device).T          # [t, n]
@@ -133,7 +152,10 @@ class Retriever:
             for best in scores.argmax(dim=1).tolist():
                 out.append(self.contexts[best])
             return out
-        threshold, most = float(settings.get("threshold", 0.8)), int(settings.get("max_facts", 1))
+        if self.memory.policy == "serac":
+            return self._serac_choose(scores)
+        default = 0.8
+        threshold, most = float(settings.get("threshold", default)), int(settings.get("max_facts", 1))
         for row in scores:
             hits = [j for j in row.argsort(descending=True).tolist()[:most] if float(row[j]) >= threshold]
             ids: list[int] = []
@@ -142,6 +164,23 @@ class Retriever:
             out.append(tuple(ids) if ids else None)
         return out
 
+
+    def _serac_choose(self, scores: torch.Tensor) -> list[tuple[int, ...] | None]:
+        """SERAC: per position, the best-scoring fact when its scope probability reaches
+        ``threshold``, preceded by the copy demonstrations of the ``shots`` next-best facts
+        (worked examples of a stored fact overriding the model); otherwise nothing."""
+        threshold, shots = float(self.memory.settings.get("threshold", 0.5)), int(self.memory.settings.get("shots", 0))
+        out: list[tuple[int, ...] | None] = []
+        for row in scores:
+            order = row.argsort(descending=True).tolist()
+            if float(row[order[0]]) < threshold:
+                out.append(None)
+                continue
+            ids: list[int] = []
+            for j in reversed(order[1:1 + shots]):
+                ids += next((d.ids for d in self.memory.facts[j].demos if d.kind == "copy"), ())
+            out.append(tuple(ids) + self._copy_and_head(self.memory.facts[order[0]]))
+        return out
 
     @staticmethod
     def _copy_and_head(fact: MemoryFact) -> tuple[int, ...]:

@@ -1,0 +1,149 @@
+"""SERAC on a tiny random Llama: the scope classifier's training resumes from a checkpoint to
+the same state, `kvc train serac` caches per model and records the hash a commit keeps,
+out-of-scope prompts give the base model's logits bit for bit, revert removes the edit from
+the memory, a classifier trained for another model is refused, and editing with none trained
+names the command that trains one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import run_kvc, write_spec
+from test_cli_store import EIFFEL, FRANCE, TOKYO
+
+TRAIN_SPEC = "\n".join([EIFFEL, FRANCE, TOKYO, '''edit "Louvre" prompt "The {subject} is located in the city of": "Paris" -> "Berlin" {
+    paraphrase "Tourists travel to see the {subject} in the city of"
+    neighbour "Colosseum" => "Rome"
+}'''])
+
+
+@pytest.fixture()
+def store(project, tiny_model_dir):
+    from kedit_vc.ops import init
+
+    with init(project, str(tiny_model_dir)) as s:
+        yield s
+
+
+def _requests(root):
+    from kedit_vc.ops.train_serac import read_requests
+
+    path = write_spec(root, "train.kedit", TRAIN_SPEC)
+    return read_requests([str(path)])
+
+
+def _settings(**kw):
+    from kedit_vc.editors.serac.classifier import TrainSettings
+
+    return TrainSettings(**{"layer": 1, "rank": 16, "steps": 8, "batch_size": 8, "checkpoint_every": 3,
+                            "holdout": 0.0, **kw})
+
+
+def test_training_resumed_from_a_checkpoint_reaches_the_same_state(store, tmp_path):
+    from kedit_vc.editors.serac import classifier as c
+    from kedit_vc.models import load_model
+
+    lm = load_model(store.model_ref, progress=False)
+    requests = _requests(store.paths.root)
+    settings = _settings()
+    straight, _, cached = c.train(lm.model, lm.tokenizer, requests, lm.fingerprint, settings, ["x"], progress=False,
+                                  folder=tmp_path / "a")
+    assert not cached and straight.meta["resumed_from_step"] == 0
+    # an interrupted run: 5 steps and a checkpoint, then train() again
+    feats = c.features(lm.model, lm.tokenizer, requests, settings.layer)
+    state = c.train_steps(c.fresh_state(feats.keys.shape[1], settings), feats, c.split(requests, 0.0)[0],
+                          settings, 5)
+    digest = straight.meta["data_digest"]
+    c.save_checkpoint(tmp_path / "b", state, {"settings": straight.meta["settings"], "fingerprint": lm.fingerprint,
+                                              "data_digest": digest})
+    resumed, _, _ = c.train(lm.model, lm.tokenizer, requests, lm.fingerprint, settings, ["x"], progress=False,
+                            folder=tmp_path / "b")
+    assert resumed.meta["resumed_from_step"] == 5
+    for name in ("proj", "scale", "bias"):
+        assert torch.equal(resumed.params[name], straight.params[name]), name
+    assert resumed.hash == straight.hash
+    assert not torch.equal(straight.params["proj"], c.init_params(64, 16, 0)["proj"])  # it did train
+    # a checkpoint of other settings is not resumed from
+    assert c.load_checkpoint(tmp_path / "b", {"settings": {**straight.meta["settings"], "lr": 9.0}}) is None
+
+
+def test_editing_without_a_classifier_names_the_command(store):
+    out = run_kvc("commit", str(write_spec(store.paths.root, "a.kedit", EIFFEL, method="method serac { }")))
+    assert out.exit_code != 0 and "kvc train serac" in out.output and "Traceback" not in out.output, out.output
+
+
+def _train_cli(store, *extra):
+    path = write_spec(store.paths.root, "train.kedit", TRAIN_SPEC)
+    return run_kvc("train", "serac", "--model", store.model_ref, "--data", str(path), "--layer", "1",
+                   "--rank", "16", "--steps", "6", "--batch-size", "8", "--holdout", "0", "--no-progress", *extra)
+
+
+def test_train_commit_revert_and_the_recorded_hash(store):
+    from kedit_vc.ops import revert
+    from kedit_vc.patches.memory.live import live_memory
+
+    first = _train_cli(store)
+    assert first.exit_code == 0 and "trained SERAC classifier" in first.output, first.output
+    again = _train_cli(store)
+    assert again.exit_code == 0 and "reused cached" in again.output, again.output
+    digest = first.output.split("classifier ", 1)[1].split()[0]
+    out = run_kvc("commit", str(write_spec(store.paths.root, "a.kedit", EIFFEL, method="method serac { }")))
+    assert out.exit_code == 0, out.output
+    out = run_kvc("commit", str(write_spec(store.paths.root, "b.kedit", TOKYO, method="method serac { }")))
+    assert out.exit_code == 0, out.output
+    memory = live_memory([p for p in store.live_patches("HEAD") if p.kind == "memory"])
+    assert memory is not None and memory.policy == "serac" and str(memory.settings["classifier"]).startswith(digest)
+    assert [f.subject for f in memory.facts] == ["Eiffel Tower", "Tokyo"]
+    revert(store, "HEAD~1")
+    memory = live_memory([p for p in store.live_patches("HEAD") if p.kind == "memory"])
+    assert memory is not None and [f.subject for f in memory.facts] == ["Tokyo"]
+
+
+def handmade_classifier(fingerprint: str, d: int = 64) -> str:
+    """A classifier that calls a prompt in scope when a state is within cosine 0.98 of an edit's key."""
+    from kedit_vc.editors.serac import classifier as c
+
+    params = {"proj": torch.eye(d), "scale": torch.tensor([50.0]), "bias": torch.tensor([-49.0])}
+    settings = json.loads(json.dumps(_settings().__dict__))
+    settings["rank"] = d
+    folder = c.cache_dir() / c.fingerprint_slug(fingerprint) / "handmade"
+    return c.save_classifier(folder, params, {"settings": settings, "fingerprint": fingerprint, "finished": 1e12})
+
+
+def test_out_of_scope_prompts_give_the_base_models_logits_bit_for_bit(store):
+    from kedit_vc import load_edited
+    from kedit_vc.models.prompting import encode_text
+    from kedit_vc.patches.attach import side_patches
+
+    base, tok = load_edited(store.paths.root)
+    digest = handmade_classifier(store.fingerprint)
+    out = run_kvc("commit", str(write_spec(store.paths.root, "a.kedit", EIFFEL, method="method serac { }")))
+    assert out.exit_code == 0, out.output
+    assert store.live_patches("HEAD")[0].settings["classifier"] == digest
+    model, tok = load_edited(store.paths.root)
+    wrapper = side_patches(model)
+    others = ["Seoul is the capital of Korea", "The capital of Germany is Berlin", "Apple was founded by Steve Jobs"]
+    own = torch.tensor([encode_text(tok, "The Eiffel Tower is located in the city of")])
+    with torch.no_grad():
+        edited = [model(input_ids=torch.tensor([encode_text(tok, p)])).logits for p in others]
+        edited_own = model(input_ids=own).logits
+        wrapper.clear()
+        plain = [model(input_ids=torch.tensor([encode_text(tok, p)])).logits for p in others]
+        plain_own = model(input_ids=own).logits
+    for p, a, b in zip(others, edited, plain):
+        assert torch.equal(a, b), p
+    assert not torch.allclose(edited_own[0, -1], plain_own[0, -1])  # in scope: the counterfactual model answers
+
+
+def test_a_classifier_of_another_model_is_refused(store):
+    from kedit_vc.editors.serac.classifier import ClassifierError, find_classifier
+
+    digest = handmade_classifier("sha256:" + "0" * 32)
+    with pytest.raises(ClassifierError, match="trained for base model"):
+        find_classifier("sha256:" + "1" * 32, digest[:12])
+    out = run_kvc("commit", str(write_spec(store.paths.root, "a.kedit", EIFFEL,
+                                           method=f'method serac {{ classifier = "{digest[:12]}" }}')))
+    assert out.exit_code != 0 and "trained for base model" in out.output and "Traceback" not in out.output, out.output
