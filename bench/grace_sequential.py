@@ -16,6 +16,7 @@ greedy-generation metrics (``gen_*``). Writes ``bench/results/<method>_sequentia
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, replace
 from typing import Any
@@ -38,6 +39,7 @@ def arguments() -> Any:
     p.add_argument("--neighbours", type=int, default=5, help="neighbourhood probes scored per edit")
     p.add_argument("--gen-tokens", type=int, default=32, help="tokens generated per prompt for the speed check")
     p.add_argument("--hparam", action="append", default=[], metavar="NAME=VALUE", help="editor override (JSON value)")
+    p.add_argument("--name", default=None, help="results file name (default <method>_sequential)")
     return p.parse_args()
 
 
@@ -102,6 +104,8 @@ def main() -> None:
             post = score_requests(lm.model, lm.tokenizer, requests[:done], generative=args.generative)
             report = summarize(post, ProbeScores(pre_all.edits[:done], pre_all.forms))
             row = {"edits": done, "entries": entries, "seconds_per_edit": round(sum(seconds) / done, 3),
+                   "cpu_seconds": round(time.process_time(), 1), "load_1min": round(os.getloadavg()[0], 2),
+                   "info": {k: v for k, v in result.info.items() if k in ("shards", "merges", "threshold")},
                    **{m: report.metrics.get(m) for m in metrics},
                    "pre": {m: report.pre_metrics.get(m) for m in metrics}}
             curve.append(row)
@@ -126,10 +130,11 @@ def write(args: Any, overrides: dict[str, Any], lm: Any, hparams: Any, requests:
     """Save the results so far (at every evaluation, so a stopped run leaves its curve)."""
     from kedit_vc.editors.registry import resolve_hparams
 
-    return save(f"{args.method}_sequential", {
+    return save(args.name or f"{args.method}_sequential", {
         "method": args.method, "generative": args.generative,
         "model": args.model, "hparams": overrides, "n": len(requests), "every": args.every,
-        "start": args.start, "probes": {"paraphrases": args.paraphrases, "neighbours": args.neighbours},
+        "start": args.start, "threads": args.threads,
+        "probes": {"paraphrases": args.paraphrases, "neighbours": args.neighbours},
         "resolved_hparams": asdict(resolve_hparams(args.method, lm.model, hparams)), "complete": complete,
         "seconds_per_edit": round(sum(seconds) / len(seconds), 3), "generate": speed, "curve": curve},
         args.results_dir)

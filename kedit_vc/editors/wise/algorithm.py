@@ -1,39 +1,50 @@
-"""WISE-lite (Wang et al. 2024, arXiv 2405.14768): edits in a routed side memory.
+"""WISE (Wang et al. 2024, arXiv 2405.14768): edits in routed, sharded side memories.
 
 A side copy ``W_side`` of one block's MLP value matrix (the down-projection) holds the edits;
-the main weights are never touched (the delta is empty). Per request, in order, continuing the
-live side memory at that module (earlier commits' patches as attached to the model):
+the main weights are never touched (the delta is empty). The edits go into *knowledge shards*
+(§2.3.2): a shard starts from ``W_main`` (``D = W_side − W_main = 0``) with its own random
+gradient mask (``mask_ratio`` of the entries, drawn from ``seed`` and the shard's number) and
+takes edits until it holds ``shard_size`` of them; then the next one starts. Every
+``shards_per_merge`` shards form a merge group, and the live side memory is the groups
+TIES-merged in order (``kedit_vc.patches.sidememory.live``). Per request, in order:
 
 1. the module's inputs ``A`` [t, d_in] on the edit sequence (prompt + target) and on the
    ``irrelevant`` texts are recorded once (they do not depend on the side memory, which sits
    at this very module's output);
-2. ``D = W_side − W_main`` [d_out, d_in] is trained by SGD through a fixed random gradient mask
-   (``mask_ratio`` of the entries: the knowledge shard's mask, drawn once per memory from
-   ``seed``), with the side memory's output on every token of the edit sequence, on the
-   paper's loss: the edit's cross-entropy on the target tokens plus the routing margins on
-   the activation ``Δ(x) = mean_t ‖a_t·Dᵀ‖``:
+2. the shard's ``D`` [d_out, d_in] is trained by SGD through the shard's gradient mask, with
+   the shard's output on every token of the edit sequence (as the reference trains
+   ``new_weight`` alone), on the paper's loss: the edit's cross-entropy on the target tokens
+   plus the routing margins on the activation ``Δ(x) = mean_t ‖a_t·Dᵀ‖``:
    ``[Δ(irr) − α]₊ + [β − Δ(edit)]₊ + [Δ(irr) − Δ(edit) + γ]₊`` (each averaged over its
    positive entries, as the reference does); after each step ``D`` is clipped element-wise
    to ``±norm_constraint``;
-3. the edit's final activation ``Δ(edit)`` is recorded; the router's threshold is
-   ``act_ratio`` times the least recorded activation of the live edits.
+3. the edit's final activation ``Δ(edit)`` on its shard is recorded; the router's threshold
+   is ``act_ratio`` times the least recorded activation of the live edits (WISE-Merge's).
 
-The commit's patch holds ``D_after − D_before`` (zero outside the mask: stored sparse) and the
-activations, so the live memory is the sum of the live commits' increments (see
-``kedit_vc.patches.sidememory``) and a revert is exact.
+A commit's patch holds, per shard it wrote into, ``D_after − D_before`` (zero outside the
+shard's mask: stored sparse), the shard and group numbers and the activations, so the live
+memory is a function of the live patches (see ``kedit_vc.patches.sidememory``) and a revert
+is exact.
 
-Simplified against the paper ("WISE-lite"): one knowledge shard, continued by every commit,
-with no sharding by ``save_freq`` and no TIES merge; no memory replay; plain SGD without the
-reference's weight decay of 1e-5 (which would touch every entry and make the memory dense);
-the activation is ``‖a·Dᵀ‖`` as in the paper (the reference takes the norm after the MLP's
-activation function); irrelevant inputs are fixed generic texts, not the dataset's locality
-prompts; training stops early once every target token is the argmax and the edit's activation
-clears β and every irrelevant activation by γ (``early_stop``; α is not required there).
+Faithful to the paper and its reference (EasyEdit's ``WISE``, WISE-Merge, ``retrieve=False``):
+the side memory at one value matrix, the activation score and the three margins, the
+per-shard random gradient masks, the shard/merge schedule (``save_freq`` / ``merge_freq``),
+the TIES merge (magnitude trim at ``density``, sign election by sum, disjoint weighted mean;
+the memory merged so far weighted 0.6 against the new group's shards), the threshold rule
+(``act_ratio`` x least edit activation) and the merge of pending shards before use.
+Simplified: no memory replay (Appendix B.3, off in the reference's defaults too); plain SGD
+without the reference's weight decay of 1e-5 (which would touch every entry and make the
+memory dense); the activation is ``‖a·Dᵀ‖`` as in the paper (the reference takes the norm
+after the MLP's activation function); irrelevant inputs are fixed generic texts, not the
+dataset's locality prompts; training stops early once every target token is the argmax and
+the edit's activation clears β and every irrelevant activation by γ (``early_stop``; α is
+not required there); no WISE-Retrieve (one merged memory, not a memory per group).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
@@ -47,7 +58,7 @@ from kedit_vc.models.families import family_of
 from kedit_vc.models.prompting import encode_continuation, encode_text
 from kedit_vc.patches.attach import side_patches
 from kedit_vc.patches.sidememory.core import SideMemoryPatch, linear_dims
-from kedit_vc.patches.sidememory.live import live_memory
+from kedit_vc.patches.sidememory.live import LiveMemory, live_memory
 
 from .hparams import WiseHparams, resolve
 
@@ -83,6 +94,41 @@ def mean_activation(inputs: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     return (inputs @ delta.T).norm(dim=-1).mean()
 
 
+@dataclass
+class _Shard:
+    """The shard the next edit trains: its number, merge group, ``start`` [d_out, d_in] (its
+    ``D`` so far), gradient ``mask`` bool [d_out, d_in] and how many edits it holds."""
+
+    index: int
+    group: int
+    start: torch.Tensor
+    mask: torch.Tensor
+    edits: int
+
+
+def next_shard(live: LiveMemory | None, hp: WiseHparams, out_dim: int, in_dim: int) -> _Shard:
+    """The shard the next edit goes into: the newest live one while it holds fewer than
+    ``shard_size`` edits, else a new one (``D = 0``, a fresh mask drawn from ``seed`` and its
+    number) in the newest group while that group has fewer than ``shards_per_merge`` shards,
+    else in a new group (WISE's schedule: ``save_freq`` = shard_size, ``merge_freq`` =
+    shard_size x shards_per_merge)."""
+    if live is None:
+        return _Shard(0, 0, torch.zeros(out_dim, in_dim), draw_mask(out_dim, in_dim, hp.mask_ratio, hp.seed), 0)
+    newest = live.shards[-1]
+    if newest.edits < hp.shard_size:
+        return _Shard(newest.index, newest.group, newest.delta.clone(), newest.mask, newest.edits)
+    index = newest.index + 1
+    in_group = sum(1 for s in live.shards if s.group == newest.group)
+    group = newest.group if in_group < hp.shards_per_merge else newest.group + 1
+    return _Shard(index, group, torch.zeros(out_dim, in_dim),
+                  draw_mask(out_dim, in_dim, hp.mask_ratio, shard_seed(hp.seed, index)), 0)
+
+
+def shard_seed(seed: int, shard: int) -> int:
+    """The mask seed of shard ``shard`` (shard 0 uses ``seed`` itself, as WISE-lite did)."""
+    return seed if shard == 0 else (seed * 1_000_003 + shard) % (2**63 - 1)
+
+
 class WiseEditor:
     name = "wise"
 
@@ -97,33 +143,42 @@ class WiseEditor:
         side = side_patches(model)
         attached = list(side.patches)
         mine = [p for p in attached if p.kind == "sidememory" and p.module == path]
-        live = live_memory(mine, path).get(path)
         device = next(model.parameters()).device
-        start = (live.delta if live is not None else torch.zeros(out_dim, in_dim)).to(device)
-        mask = live.mask if live is not None else draw_mask(out_dim, in_dim, hp.mask_ratio, hp.seed)
-        mask = mask.to(device)
-        increment = torch.zeros(out_dim, in_dim, device=device)
-        activations, infos = [], []
+        patches: list[SideMemoryPatch] = []
+        infos: list[dict[str, Any]] = []
+        held = len(live_memory(mine, path)[path].edit_ids) if mine else 0
         # The side memory at this module is trained here: its attached hook comes off meanwhile.
         side.set([p for p in attached if not (p.kind == "sidememory" and p.module == path)])
         try:
             irrelevant = [self._inputs(model, module, encode_text(tokenizer, text)) for text in hp.irrelevant]
-            for request in requests:
+            pending: list[tuple[EditRequest, float]] = []
+            shard: _Shard | None = None
+            increment = torch.zeros(out_dim, in_dim, device=device)
+            for number, request in enumerate(requests, 1):
+                if shard is None:
+                    shard = next_shard(live_memory(mine + patches, path).get(path), hp, out_dim, in_dim)
+                    start, mask = shard.start.to(device), shard.mask.to(device)
+                    increment.zero_()
                 act, info = self._edit_one(model, tokenizer, module, start, increment, mask, irrelevant,
                                            request, hp)
-                activations.append(act)
-                infos.append(info)
+                infos.append({**info, "shard": shard.index, "group": shard.group})
+                pending.append((request, act))
+                if shard.edits + len(pending) >= hp.shard_size or number == len(requests):
+                    patches.append(SideMemoryPatch.from_dense(
+                        path, increment, mask, torch.tensor([a for _, a in pending]),
+                        tuple(r.edit_id for r, _ in pending), hp.act_ratio, hp.mask_ratio,
+                        edits_before=held + sum(len(p.edit_ids) for p in patches), meta={"method": "wise"},
+                        shard=shard.index, group=shard.group, shard_size=hp.shard_size, density=hp.density,
+                        memory_weight=hp.memory_weight))
+                    shard, pending = None, []
         finally:
             side.set(attached)
-        patch = SideMemoryPatch.from_dense(
-            path, increment, mask, torch.tensor(activations), tuple(r.edit_id for r in requests), hp.act_ratio,
-            float(mine[-1].mask_ratio) if mine else hp.mask_ratio,
-            edits_before=len(live.edit_ids) if live is not None else 0, meta={"method": "wise"})
-        info = {"module": path, "edits_added": len(requests), "edits_held": patch.edits_before + len(requests),
-                "threshold": round(min(patch.threshold(), live.threshold if live is not None else float("inf")), 6),
+        live = live_memory(mine + patches, path)[path]
+        info = {"module": path, "edits_added": len(requests), "edits_held": len(live.edit_ids),
+                "threshold": round(live.threshold, 6), "shards": len(live.shards), "merges": live.merges,
                 "edits": infos, "seconds": round(time.perf_counter() - started, 4)}
         return EditResult(delta=Delta({}, {"method": "wise"}), info=info,
-                          fingerprint=base_fingerprint(model, context), patches=(patch,))
+                          fingerprint=base_fingerprint(model, context), patches=tuple(patches))
 
     @staticmethod
     def _inputs(model: torch.nn.Module, module: torch.nn.Module, ids: list[int]) -> torch.Tensor:

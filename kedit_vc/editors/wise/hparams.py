@@ -3,11 +3,9 @@
 Defaults follow the reference implementation (EasyEdit's wise, Llama-2-7B settings): the side
 memory copies the MLP down-projection of a late block (block 27 of 32: 85% of the depth),
 gradient mask ratio 0.2, 70 SGD steps at lr 1.0, margins α = 5 (irrelevant inputs below),
-β = 20 (edit inputs above), γ = 10 (the gap between them), threshold ratio 0.88 and an
-element-wise norm constraint of 1.0 on ``W_side − W_main``.
-
-WISE-lite: one knowledge shard, continued by every commit, and no merging (the paper splits
-the memory into shards of ``save_freq`` edits with their own masks and TIES-merges them).
+β = 20 (edit inputs above), γ = 10 (the gap between them), threshold ratio 0.88, an
+element-wise norm constraint of 1.0 on ``W_side − W_main``, shards of 500 edits
+(``save_freq``) merged two at a time (``merge_freq`` 1000) by TIES at density 0.53.
 """
 
 from __future__ import annotations
@@ -34,7 +32,8 @@ IRRELEVANT = (
 
 @dataclass(frozen=True)
 class WiseHparams:
-    """WISE-lite (Wang et al. 2024, arXiv 2405.14768): a routed side memory at one layer."""
+    """WISE (Wang et al. 2024, arXiv 2405.14768): routed side memory at one layer, in knowledge
+    shards TIES-merged on the paper's schedule."""
 
     layer: int | None = hparam(None, f"block whose MLP down-projection gets the side copy (None: "
                                      f"{LAYER_FRACTION:.0%} of the depth)")
@@ -49,7 +48,13 @@ class WiseHparams:
     norm_constraint: float = hparam(1.0, "|W_side - W_main| <= this, element-wise (0: no constraint)")
     early_stop: bool = hparam(True, "stop once every target token is the argmax and the edit clears beta and "
                                      "the irrelevant activations by gamma")
-    seed: int = hparam(0, "seed of the gradient mask (drawn when the memory is first made)")
+    seed: int = hparam(0, "seed of the gradient masks (each shard's drawn from it and the shard's number)")
+    shard_size: int = hparam(500, "edits a knowledge shard takes before the next shard starts (the reference's "
+                                  "save_freq)")
+    shards_per_merge: int = hparam(2, "shards TIES-merged together into the side memory (merge_freq / save_freq)")
+    density: float = hparam(0.53, "TIES trim: fraction of each shard's entries kept by magnitude")
+    memory_weight: float = hparam(0.6, "weight of the memory merged so far when a later group's shards are "
+                                       "merged into it (they share the rest)")
     irrelevant: tuple[str, ...] = hparam(IRRELEVANT, "texts whose activation the router keeps low")
 
 
@@ -59,6 +64,13 @@ def check(hp: WiseHparams) -> list[str]:
         problems.append(f"mask_ratio must lie in (0, 1], got {hp.mask_ratio}")
     if not 0 < hp.act_ratio <= 1:
         problems.append(f"act_ratio must lie in (0, 1], got {hp.act_ratio}")
+    if hp.shard_size < 1 or hp.shards_per_merge < 1:
+        problems.append(f"shard_size and shards_per_merge must be >= 1, got {hp.shard_size} and "
+                        f"{hp.shards_per_merge}")
+    if not 0 < hp.density <= 1:
+        problems.append(f"density must lie in (0, 1], got {hp.density}")
+    if not 0 < hp.memory_weight < 1:
+        problems.append(f"memory_weight must lie in (0, 1), got {hp.memory_weight}")
     if hp.steps < 1:
         problems.append(f"steps must be >= 1, got {hp.steps}")
     if not hp.lr > 0:

@@ -23,10 +23,19 @@ float32 [nnz]): at mask ratio 0.2 that is 0.2·4 + 1/8 = 0.93 bytes per entry ag
 the dense matrix. ``activations`` (float32 [n]): the in-scope activation of each edit this
 commit added, in order (the router's threshold comes from these).
 
+Knowledge shards (WISE §2.3.2): each patch names the shard it was trained in (``shard``, a
+number counted along the history) and the merge group of that shard (``group``). A shard has
+its own random gradient mask and starts from ``W_main`` (``D = 0``); its edits continue it
+until it holds ``shard_size`` of them; the shards of one group are TIES-merged into the side
+memory (``merge``; with the memory merged so far weighted ``memory_weight`` from the second
+group on). The patch also records the merge's trim ``density``. How the live shards make one
+memory is ``live.live_memory``'s job.
+
 File: safetensors (``mask``, ``values``, ``activations``) whose metadata holds ``format`` =
-``kvc-sidememory``, ``format_version``, ``content_hash`` and ``info`` (JSON: module, dims,
-edit ids, act_ratio, mask_ratio, edits held before, meta). The content hash covers the
-canonical JSON and the tensors' bytes, so a changed bit anywhere is refused on load.
+``kvc-sidememory``, ``format_version`` (2; version 1 files, one shard and no merge, are still
+read), ``content_hash`` and ``info`` (JSON: module, dims, edit ids, act_ratio, mask_ratio,
+edits held before, shard, group, shard_size, density, memory_weight, meta). The content hash
+covers the canonical JSON and the tensors' bytes, so a changed bit anywhere is refused on load.
 """
 
 from __future__ import annotations
@@ -41,7 +50,8 @@ from kedit_vc.patches import envelope
 from kedit_vc.patches.registry import PatchError
 
 FORMAT = "kvc-sidememory"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
+LEGACY_VERSION = "1"   # one shard, no merge (WISE-lite, session 6)
 HASH_FORMAT = b"kvc-sidememory-hash/1\0"
 TENSORS = ("activations", "mask", "values")
 _BITS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
@@ -76,6 +86,11 @@ class SideMemoryPatch:
     mask_ratio: float
     edits_before: int = 0       # edits the memory held before this commit
     meta: Mapping[str, str] = field(default_factory=dict)
+    shard: int = 0              # the knowledge shard this increment was trained in
+    group: int = 0              # the merge group of that shard
+    shard_size: int = 0         # edits a shard holds before the next starts (0: a version-1 file)
+    density: float = 1.0        # TIES trim density of the merge
+    memory_weight: float = 0.6  # the merged memory's weight when a later group is merged into it
 
     kind = "sidememory"
 
@@ -100,17 +115,24 @@ class SideMemoryPatch:
             raise PatchError("side memory values and activations must be finite")
         if not 0 < self.act_ratio <= 1 or not 0 < self.mask_ratio <= 1 or self.edits_before < 0:
             raise PatchError("side memory act_ratio and mask_ratio must lie in (0, 1], edits_before >= 0")
+        if self.shard < 0 or self.group < 0 or self.group > self.shard or self.shard_size < 0:
+            raise PatchError(f"side memory shard {self.shard} / group {self.group} / shard_size {self.shard_size} "
+                             "must be >= 0, with the group at most the shard")
+        if not 0 < self.density <= 1 or not 0 < self.memory_weight < 1:
+            raise PatchError("side memory density must lie in (0, 1] and memory_weight in (0, 1)")
         if len(set(self.edit_ids)) != len(self.edit_ids):
             raise PatchError("side memory edit ids must be distinct")
         object.__setattr__(self, "edit_ids", tuple(str(i) for i in self.edit_ids))
         object.__setattr__(self, "act_ratio", float(self.act_ratio))
         object.__setattr__(self, "mask_ratio", float(self.mask_ratio))
+        object.__setattr__(self, "density", float(self.density))
+        object.__setattr__(self, "memory_weight", float(self.memory_weight))
         object.__setattr__(self, "meta", MappingProxyType(dict(sorted(self.meta.items()))))
 
     @classmethod
     def from_dense(cls, module: str, increment: torch.Tensor, mask: torch.Tensor, activations: torch.Tensor,
                    edit_ids: tuple[str, ...], act_ratio: float, mask_ratio: float, edits_before: int = 0,
-                   meta: Mapping[str, str] | None = None) -> "SideMemoryPatch":
+                   meta: Mapping[str, str] | None = None, **schedule: Any) -> "SideMemoryPatch":
         """The patch of ``increment`` [d_out, d_in] trained through bool ``mask`` [d_out, d_in]
         (the increment must be zero outside the mask: that is what makes it sparse)."""
         increment = increment.detach().to("cpu", torch.float32)
@@ -121,11 +143,11 @@ class SideMemoryPatch:
             raise PatchError("side memory increment is nonzero outside its gradient mask")
         out_dim, in_dim = increment.shape
         return cls(module, int(in_dim), int(out_dim), pack_mask(mask), increment[mask], activations,
-                   tuple(edit_ids), act_ratio, mask_ratio, edits_before, dict(meta or {}))
+                   tuple(edit_ids), act_ratio, mask_ratio, edits_before, dict(meta or {}), **schedule)
 
     def __repr__(self) -> str:
-        return (f"SideMemoryPatch({self.module}, +{len(self.edit_ids)} edits, {self.values.numel()} of "
-                f"{self.in_dim * self.out_dim} entries)")
+        return (f"SideMemoryPatch({self.module}, shard {self.shard}, +{len(self.edit_ids)} edits, "
+                f"{self.values.numel()} of {self.in_dim * self.out_dim} entries)")
 
     # -- content --------------------------------------------------------------------
 
@@ -143,11 +165,20 @@ class SideMemoryPatch:
         """``act_ratio`` times the least activation of this commit's edits (inf if none)."""
         return self.act_ratio * float(self.activations.min()) if self.activations.numel() else float("inf")
 
+    @property
+    def version(self) -> str:
+        """The file format version this patch is written in (1: one shard, no merge)."""
+        return LEGACY_VERSION if self.shard_size == 0 else FORMAT_VERSION
+
     def info(self) -> dict[str, Any]:
         """The JSON part of the file (everything but the tensors)."""
-        return {"module": self.module, "in_dim": self.in_dim, "out_dim": self.out_dim,
+        info = {"module": self.module, "in_dim": self.in_dim, "out_dim": self.out_dim,
                 "edit_ids": list(self.edit_ids), "act_ratio": self.act_ratio, "mask_ratio": self.mask_ratio,
-                "edits_before": self.edits_before, "shards": 1, "meta": dict(self.meta)}
+                "edits_before": self.edits_before, "meta": dict(self.meta)}
+        if self.version == LEGACY_VERSION:
+            return {**info, "shards": 1}
+        return {**info, "shard": self.shard, "group": self.group, "shard_size": self.shard_size,
+                "density": self.density, "memory_weight": self.memory_weight}
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"activations": self.activations, "mask": self.mask, "values": self.values}
@@ -157,23 +188,33 @@ class SideMemoryPatch:
         return envelope.tensors_hash(HASH_FORMAT, self.info(), self.tensors(), dtypes=True)
 
     def to_bytes(self) -> bytes:
-        return envelope.encode(FORMAT, FORMAT_VERSION, self.info(), self.tensors(), self.content_hash())
+        return envelope.encode(FORMAT, self.version, self.info(), self.tensors(), self.content_hash())
 
     @classmethod
     def from_bytes(cls, data: bytes, expected_hash: str | None = None, source: str = "sidememory"
                    ) -> "SideMemoryPatch":
         """Parse and verify a side-memory file; ``PatchError`` when malformed, altered or unexpected."""
         try:
-            info, tensors, recorded = envelope.decode(data, FORMAT, FORMAT_VERSION, TENSORS)
-            if info.get("shards", 1) != 1:
-                raise ValueError(f"{info['shards']} knowledge shards: this kedit_vc reads one-shard memories")
+            try:
+                info, tensors, recorded = envelope.decode(data, FORMAT, FORMAT_VERSION, TENSORS)
+                schedule = {name: info[name] for name in ("shard", "group", "shard_size", "density",
+                                                          "memory_weight")}
+                if schedule["shard_size"] < 1:
+                    raise ValueError(f"shard_size must be >= 1 in a version {FORMAT_VERSION} file")
+            except ValueError as newer:
+                if f"v{FORMAT_VERSION} file" not in str(newer):
+                    raise
+                info, tensors, recorded = envelope.decode(data, FORMAT, LEGACY_VERSION, TENSORS)
+                if info.get("shards", 1) != 1:
+                    raise ValueError(f"a version {LEGACY_VERSION} file holds one shard, not {info['shards']}") from None
+                schedule = {}
             if tensors["mask"].dtype != torch.uint8:
                 raise ValueError(f"mask must be uint8, got {tensors['mask'].dtype}")
             patch = cls(module=str(info["module"]), in_dim=int(info["in_dim"]), out_dim=int(info["out_dim"]),
                         mask=tensors["mask"], values=tensors["values"], activations=tensors["activations"],
                         edit_ids=tuple(info["edit_ids"]), act_ratio=float(info["act_ratio"]),
                         mask_ratio=float(info["mask_ratio"]), edits_before=int(info["edits_before"]),
-                        meta=dict(info["meta"]))
+                        meta=dict(info["meta"]), **schedule)
         except PatchError as error:
             raise PatchError(f"{source} was altered or is corrupt (not a valid kvc side memory: {error}); "
                              "restore it from the store or re-run the edit") from None
@@ -196,12 +237,15 @@ class SideMemoryPatch:
         nnz, numel = self.values.numel(), self.in_dim * self.out_dim
         stored = self.mask.numel() + 4 * nnz + 4 * self.activations.numel()
         held = self.edits_before + len(self.edit_ids)
-        summary = (f"side memory at {self.module}: +{len(self.edit_ids)} edit(s), {held} held, 1 shard, "
+        shard = (f"shard {self.shard} (merge group {self.group}, {self.shard_size} edits a shard, TIES density "
+                 f"{self.density:g})" if self.shard_size else "1 shard (version 1: no merge)")
+        summary = (f"side memory at {self.module}: +{len(self.edit_ids)} edit(s), {held} held, {shard}, "
                    f"threshold {self.threshold():.4g} ({self.act_ratio:g} x least activation), "
                    f"{nnz} of {numel} entries trained (sparse, {stored / 1e6:.2f} MB vs {4 * numel / 1e6:.2f} MB "
                    "dense)")
         return {"kind": self.kind, "module": self.module, "in_dim": self.in_dim, "out_dim": self.out_dim,
-                "edits_added": len(self.edit_ids), "edits_held": held, "shards": 1,
+                "edits_added": len(self.edit_ids), "edits_held": held, "shard": self.shard, "group": self.group,
+                "shard_size": self.shard_size, "density": self.density, "memory_weight": self.memory_weight,
                 "threshold": round(self.threshold(), 6), "act_ratio": self.act_ratio,
                 "activations": [round(float(a), 4) for a in self.activations], "mask_ratio": self.mask_ratio,
                 "entries_trained": nnz, "entries": numel, "storage": "sparse", "stored_bytes": stored,

@@ -1,9 +1,18 @@
 """The live side memory of a module and the router that uses it.
 
-Across commits (oldest first) the live difference ``D = W_side − W_main`` [d_out, d_in] is the
-sum of the live patches' increments, in commit order; the threshold is ``act_ratio`` (the
-newest patch's) times the least recorded activation of the live edits. So the memory at a
-revision depends only on which patches are live, in commit order.
+Across commits (oldest first), each knowledge shard's difference ``D_s = W_side^s − W_main``
+[d_out, d_in] is the sum of its live patches' increments, in commit order. The side memory is
+the shards merged as WISE-Merge merges them: the shards of the first merge group TIES-merged
+with equal weights; each later group's shards TIES-merged together with the memory merged so
+far (weight ``memory_weight``, the group's shards sharing the rest), group by group. The last
+group is merged too even when its shards are not yet full: that is the reference's merge
+before use (EasyEdit's WISE merges the pending shards when the edited model is called), and
+the next edit trains its own shard, never the merged memory, so nothing is counted twice.
+A memory of one shard is that shard's ``D`` itself (its merge with itself changes nothing but
+a trim that the gradient mask already satisfies when ``mask_ratio <= density``; we skip it).
+The threshold is ``act_ratio`` (the newest patch's) times the least recorded activation of the
+live edits (every shard's, as WISE-Merge's router does). So the memory at a revision depends
+only on which patches are live, in commit order, and reverting a commit is exact.
 
 Routing (``routed_output``, per sequence, as WISE does): the activation of a sequence is the
 mean over its tokens of ``‖a_t·Dᵀ‖`` (``a_t`` [d_in]: the module's input at token ``t``; padding
@@ -24,23 +33,62 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from .core import SideMemoryPatch
+from .merge import ties_merge
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One live knowledge shard: ``delta`` [d_out, d_in] (the sum of its patches' increments),
+    its gradient ``mask`` bool [d_out, d_in] and how many edits it holds."""
+
+    index: int
+    group: int
+    delta: torch.Tensor
+    mask: torch.Tensor
+    edits: int
 
 
 @dataclass(frozen=True)
 class LiveMemory:
-    """The side memory in effect at one module: ``delta`` [d_out, d_in], ``mask`` bool
-    [d_out, d_in] (the newest patch's gradient mask), ``activations`` [N] of the ``edit_ids``."""
+    """The side memory in effect at one module: ``delta`` [d_out, d_in] (the shards merged),
+    ``shards`` (oldest first), ``activations`` [N] of the ``edit_ids`` (commit order), and
+    ``merges`` (how many TIES merges made ``delta``)."""
 
     module: str
     delta: torch.Tensor
-    mask: torch.Tensor
+    shards: tuple[Shard, ...]
     activations: torch.Tensor
     edit_ids: tuple[str, ...]
     act_ratio: float
+    merges: int = 0
 
     @property
     def threshold(self) -> float:
         return self.act_ratio * float(self.activations.min()) if self.activations.numel() else float("inf")
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """The newest shard's gradient mask, bool [d_out, d_in]."""
+        return self.shards[-1].mask
+
+
+def merged(shards: Sequence[Shard], density: float, memory_weight: float) -> tuple[torch.Tensor, int]:
+    """(the side memory ``D`` of ``shards`` by the WISE-Merge schedule, merges made); see the module doc."""
+    if len(shards) == 1:
+        return shards[0].delta.clone(), 0
+    groups: dict[int, list[Shard]] = {}
+    for shard in shards:
+        groups.setdefault(shard.group, []).append(shard)
+    memory: torch.Tensor | None = None
+    for group in (groups[g] for g in sorted(groups)):
+        deltas = [s.delta for s in group]
+        if memory is None:
+            memory = ties_merge(deltas, [1.0 / len(deltas)] * len(deltas), density)
+        else:
+            share = (1.0 - memory_weight) / len(deltas)
+            memory = ties_merge(deltas + [memory], [share] * len(deltas) + [memory_weight], density)
+    assert memory is not None
+    return memory, len(groups)
 
 
 def live_memory(patches: Iterable[SideMemoryPatch], module: str | None = None) -> dict[str, LiveMemory]:
@@ -51,11 +99,21 @@ def live_memory(patches: Iterable[SideMemoryPatch], module: str | None = None) -
             grouped.setdefault(patch.module, []).append(patch)
     out = {}
     for name, group in grouped.items():
-        delta = torch.zeros(group[0].out_dim, group[0].in_dim)
+        by_shard: dict[int, list[SideMemoryPatch]] = {}
         for patch in group:
-            delta = delta + patch.increment()
-        out[name] = LiveMemory(name, delta, group[-1].bool_mask(), torch.cat([p.activations for p in group]),
-                               tuple(i for p in group for i in p.edit_ids), group[-1].act_ratio)
+            by_shard.setdefault(patch.shard, []).append(patch)
+        shards = []
+        for index in sorted(by_shard):
+            members = by_shard[index]
+            delta = torch.zeros(members[0].out_dim, members[0].in_dim)
+            for patch in members:
+                delta = delta + patch.increment()
+            shards.append(Shard(index, members[-1].group, delta, members[-1].bool_mask(),
+                                sum(len(p.edit_ids) for p in members)))
+        newest = group[-1]
+        delta, merges = merged(shards, newest.density, newest.memory_weight)
+        out[name] = LiveMemory(name, delta, tuple(shards), torch.cat([p.activations for p in group]),
+                               tuple(i for p in group for i in p.edit_ids), newest.act_ratio, merges)
     return out
 
 
