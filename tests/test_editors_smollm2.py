@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kedit_vc.compiler import compile_file
 from kedit_vc.editors.base import EditContext, get_editor
 from kedit_vc.editors.registry import build_hparams
 from kedit_vc.eval import score_requests, summarize
@@ -37,33 +36,6 @@ def _edit(lm, method: str, requests, **overrides):  # noqa: ANN001, ANN202
     hp = build_hparams(method, {"stats_tokens": STATS_TOKENS, **overrides})
     context = EditContext(fingerprint=lm.fingerprint, progress=False)
     return get_editor(method).edit(lm.model, lm.tokenizer, list(requests), hp, context).delta
-
-
-def test_rome_takes_every_demo_fact_and_keeps_neighbours(lm) -> None:  # noqa: ANN001
-    plan = compile_file(REPO / "specs" / "demo.kedit")
-    for request in plan.requests:
-        before = {k: v.clone() for k, v in lm.model.state_dict().items() if "down_proj" in k}
-        pre = score_requests(lm.model, lm.tokenizer, [request])
-        delta = _edit(lm, "rome", [request])
-        delta.apply(lm.model)
-        try:
-            post = score_requests(lm.model, lm.tokenizer, [request])
-            rewrite = next(p for p in post.edits[0].probes if p.kind == "rewrite")
-            assert rewrite.beats_foil, f"{request.subject}: {rewrite}"
-            continuation = _greedy_first_word(lm, request.rewrite_prompt)
-            assert continuation.strip().startswith(request.target_new.split()[0]), continuation
-            report = summarize(post, pre)
-            m, before_edit = report.metrics, report.pre_metrics
-            # README ("Results on this CPU"): the demo's paraphrases 1.00, neighbourhood 1.00.
-            # Measured (2026-11-28, each fact alone): paraphrase 1.00 for all four (0.00 before
-            # the edit), neighbourhood 1.00 = pre. Two or three neighbours per fact, so 0.9x pre
-            # means every neighbour that held still holds; the margin is below one probe.
-            assert m["generalization_cf"] >= 0.9, (request.subject, m)
-            assert m["locality_cf"] >= 0.9 * before_edit["locality_cf"], (request.subject, m, before_edit)
-        finally:
-            with torch.no_grad():
-                for name, value in before.items():
-                    dict(lm.model.named_parameters())[name].copy_(value)
 
 
 def test_rome_with_subject_opening_the_prompt(lm) -> None:  # noqa: ANN001
