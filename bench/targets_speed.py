@@ -15,8 +15,10 @@ holds (resumable).
 
 from __future__ import annotations
 
+import cProfile
 import json
 import os
+import pstats
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,16 @@ def parse_settings(text: str) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def profile_rows(profiler: cProfile.Profile, top: int = 25) -> list[dict[str, Any]]:
+    """The ``top`` functions by cumulative seconds: name, calls, own and cumulative time."""
+    stats = pstats.Stats(profiler)
+    rows = []
+    for (file, line, func), (_, calls, own, cum, _) in stats.stats.items():  # type: ignore[attr-defined]
+        rows.append({"function": f"{Path(file).name}:{line}({func})", "calls": calls,
+                     "own_s": round(own, 3), "cumulative_s": round(cum, 3)})
+    return sorted(rows, key=lambda r: -r["cumulative_s"])[:top]
+
+
 def merge(folder: Path) -> None:
     """targets_speed.json: every tagged run's file under ``runs`` (the README rows read it)."""
     runs = {p.stem[len("targets_speed_"):]: json.loads(p.read_text())
@@ -62,6 +74,8 @@ def main() -> None:
     p.add_argument("--settings", default=DEFAULT_SETTINGS, help="';'-separated NAME:key=value,... (JSON values)")
     p.add_argument("--tag", default="")
     p.add_argument("--no-generative", action="store_true", help="skip the generative metrics")
+    p.add_argument("--profile", action="store_true",
+                   help="run each edit under cProfile; the top functions by cumulative time go in the row")
     p.add_argument("--merge", action="store_true",
                    help="only gather targets_speed_<tag>.json into targets_speed.json (runs by tag)")
     args = p.parse_args()
@@ -103,9 +117,14 @@ def main() -> None:
         whole = _build_batch(tok, [[r] for r in requests], templates)
         split = _split_at_subject(whole)
         load_before = os.getloadavg()
+        profiler = cProfile.Profile() if args.profile else None
         wall, cpu = time.perf_counter(), time.process_time()
+        if profiler is not None:
+            profiler.enable()
         result = get_editor(args.method).edit(model, tok, requests, hp,
                                               EditContext(fingerprint=lm.fingerprint, progress=False))
+        if profiler is not None:
+            profiler.disable()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         saved = {n: params[n].detach().clone() for n in result.delta.updates}
         result.delta.apply(model)
@@ -126,6 +145,7 @@ def main() -> None:
                               "suffix_width": int(split.ids.shape[1])},
             "info": info, "post": {m: report.metrics.get(m) for m in METRICS},
             "pre": {m: report.pre_metrics.get(m) for m in METRICS},
+            **({"profile": profile_rows(profiler)} if profiler is not None else {}),
         }
         rows.append(row)
         print(json.dumps({"setting": setting, "s/fact": row["seconds_per_fact"],

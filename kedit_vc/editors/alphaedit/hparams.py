@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kedit_vc.editors.common.hparams import (
+    NormAnchorHparams,
     TargetHparams,
     depth_layers,
     hparam,
@@ -21,7 +22,7 @@ LAYER_FRACTIONS = (0.07, 0.2)
 
 
 @dataclass(frozen=True)
-class AlphaeditHparams(TargetHparams):
+class AlphaeditHparams(TargetHparams, NormAnchorHparams):
     """AlphaEdit (Fang et al. 2025): MEMIT's targets, the update projected onto the null
     space of the keys' second moment so what the model already knows is left alone."""
 
@@ -33,7 +34,7 @@ class AlphaeditHparams(TargetHparams):
 
 
 def check(hp: AlphaeditHparams) -> list[str]:
-    problems = layer_problems("layers", hp.layers) + hp.target_problems()
+    problems = layer_problems("layers", hp.layers) + hp.target_problems() + hp.anchor_problems()
     if not 0 <= hp.nullspace_threshold < 1:
         problems.append(f"nullspace_threshold must be in [0, 1), not {hp.nullspace_threshold}")
     return problems

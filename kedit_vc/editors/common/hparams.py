@@ -68,6 +68,20 @@ class TargetHparams:
         return problems
 
 
+@dataclass(frozen=True)
+class NormAnchorHparams:
+    """Norm-anchor scaling (NAS, arXiv 2602.02543) of the value vectors (MEMIT, AlphaEdit)."""
+
+    nas: bool = hparam(False, "rescale each solved value vector (the MLP output wanted at the top edited "
+                              "layer) to the original model's value norm, against norm growth in long histories")
+    nas_scale: float = hparam(3.7, "NAS anchor = this times the top layer's RMS original MLP output norm "
+                                   "(SmolLM2: value vectors solved on the base model average 3.7x it, dev "
+                                   "records 460-462; the paper anchors to that mean)")
+
+    def anchor_problems(self) -> list[str]:
+        return [] if self.nas_scale > 0 else [f"nas_scale must be > 0, not {self.nas_scale}"]
+
+
 def layer_problems(name: str, layers: Any) -> list[str]:
     """``layer``/``layers`` must be block indices >= 0 (None: the model's default)."""
     if layers is None:

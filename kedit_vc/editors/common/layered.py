@@ -21,9 +21,10 @@ import torch
 
 from kedit_vc.compiler.plan import EditRequest
 from kedit_vc.delta import Delta
-from kedit_vc.editors.base import EditContext, EditResult
+from kedit_vc.editors.base import EditContext, EditResult, base_fingerprint
 from kedit_vc.models.families import family_of
 
+from .anchor import anchor_values, value_norm_anchor
 from .keys import subject_keys, subject_outputs
 from .progress import step_reporter
 from .restore import restored_parameters
@@ -39,13 +40,24 @@ def target_settings(hp: Any) -> TargetSettings:
 
 def compute_z_targets(model: torch.nn.Module, tokenizer: Any, requests: Sequence[EditRequest],
                       z_layer: int, templates: Sequence[str], hp: Any, progress: bool,
-                      label: str = "MEMIT") -> tuple[torch.Tensor, dict[str, Any]]:
-    """Residual targets ``z`` [n, d_model] at the output of block ``z_layer``."""
+                      label: str = "MEMIT", anchor: float | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Residual targets ``z`` [n, d_model] at the output of block ``z_layer``.
+
+    With ``anchor`` (NAS, ``anchor.py``) the MLP's part of each target, ``v* = v0 + δ``
+    at block ``z_layer``, is rescaled to that norm; the rest of ``z`` is unchanged.
+    """
     family = family_of(model)
     with step_reporter(f"{label} targets for {len(requests)} edits", hp.v_steps, progress) as report:
         init, delta, info = optimise_targets(model, tokenizer, requests, family.block_path(z_layer),
                                              z_layer + 1, templates, target_settings(hp), report)
-    return init + delta, info
+    if anchor is None:
+        return init + delta, info
+    v0 = subject_outputs(model, tokenizer, requests, family.mlp_out_path(z_layer))   # [n, d_model]
+    anchored = anchor_values(v0, delta, anchor)
+    info = {**info, "nas_anchor": round(anchor, 4),
+            "nas_v_star_norm_mean": round(float((v0 + delta).norm(dim=-1).mean()), 4),
+            "nas_v0_norm_mean": round(float(v0.norm(dim=-1).mean()), 4)}
+    return init + anchored, info
 
 
 #: ``solver(layer, keys [n, d_mlp], residual [n, d_model]) -> (left, right)`` factors of ΔW.
@@ -101,8 +113,12 @@ def layered_edit(model: torch.nn.Module, tokenizer: Any, requests: Sequence[Edit
     t_stats = time.perf_counter()
     templates = context_templates(model, tokenizer, hp.context_templates, hp.context_length,
                                   raw=hp.raw_context)
+    anchor = None
+    if getattr(hp, "nas", False):
+        anchor = hp.nas_scale * value_norm_anchor(model, tokenizer, fingerprint or base_fingerprint(model, context),
+                                                  layers[-1], hp.stats_tokens, context.stats_dir, context.progress)
     targets, info = compute_z_targets(model, tokenizer, requests, layers[-1], templates, hp,
-                                      context.progress, label=label)
+                                      context.progress, label=label, anchor=anchor)
     t_targets = time.perf_counter()
     total, written = spread_over_layers(model, tokenizer, requests, layers, targets, templates, solver)
     facts = {
@@ -110,6 +126,7 @@ def layered_edit(model: torch.nn.Module, tokenizer: Any, requests: Sequence[Edit
         "target_forward_seconds": round(info["forward_seconds"], 3),
         "target_backward_seconds": round(info["backward_seconds"], 3), "target_tokens": info["tokens"],
         "target_request_steps": info["request_steps"],
+        **{k: v for k, v in info.items() if k.startswith("nas_")},
         "stats_seconds": round(t_stats - started, 3),
         "value_seconds": round(t_targets - t_stats, 3),
         "update_seconds": round(time.perf_counter() - t_targets, 3)}

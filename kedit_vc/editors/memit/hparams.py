@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kedit_vc.editors.common.hparams import (
+    NormAnchorHparams,
     TargetHparams,
     depth_layers,
     hparam,
@@ -21,7 +22,7 @@ LAYER_FRACTIONS = (0.07, 0.2)
 
 
 @dataclass(frozen=True)
-class MemitHparams(TargetHparams):
+class MemitHparams(TargetHparams, NormAnchorHparams):
     """MEMIT (Meng et al. 2023): many facts spread over a range of layers."""
 
     layers: tuple[int, ...] | None = hparam(None, "blocks whose MLP down-projections are edited (None: "
@@ -30,7 +31,7 @@ class MemitHparams(TargetHparams):
 
 
 def check(hp: MemitHparams) -> list[str]:
-    return layer_problems("layers", hp.layers) + hp.target_problems()
+    return layer_problems("layers", hp.layers) + hp.target_problems() + hp.anchor_problems()
 
 
 def resolve(model: torch.nn.Module, hp: MemitHparams) -> MemitHparams:

@@ -26,7 +26,10 @@ class PmetHparams(MemitHparams):
 
 
 def check(hp: PmetHparams) -> list[str]:
-    return memit_check(hp)
+    problems = memit_check(hp)
+    if hp.nas:
+        problems.append("nas is MEMIT's and AlphaEdit's (PMET solves its targets jointly); leave it false")
+    return problems
 
 
 def resolve(model: "torch.nn.Module", hp: PmetHparams) -> PmetHparams:
