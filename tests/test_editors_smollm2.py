@@ -95,4 +95,8 @@ def test_rome_on_twenty_counterfact_records(lm) -> None:  # noqa: ANN001
     metrics, pre = result.report.metrics, result.report.pre_metrics
     assert metrics["reliability_cf"] >= 0.9, result.summary()
     assert metrics["reliability_cf"] > pre["reliability_cf"] + 0.5, result.summary()
-    assert metrics["locality_cf"] >= 0.8 * pre["locality_cf"], result.summary()
+    # Measured on these records (session 7, 20k statistics tokens): efficacy 0.95, paraphrase
+    # 1.00 (pre 0.25), neighbourhood 0.735 against 0.765 before (0.96x); the floors leave one
+    # record of efficacy and about nine of the 200 neighbour comparisons.
+    assert metrics["generalization_cf"] >= 0.9, result.summary()
+    assert metrics["locality_cf"] >= 0.9 * pre["locality_cf"], result.summary()
