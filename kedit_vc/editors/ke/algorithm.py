@@ -7,7 +7,6 @@ and their texts joined into one condition.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Sequence
 
 import torch
@@ -17,13 +16,11 @@ from kedit_vc.editors.base import EditContext, EditResult, base_fingerprint
 from kedit_vc.editors.common.learned import (
     TrainedEditor,
     edited_layers,
-    factors_to_delta,
-    gradient_factors,
     layer_shapes,
     load_editor,
 )
-from kedit_vc.editors.common.metatrain import condition_ids, request_batch
-from kedit_vc.errors import EditError
+from kedit_vc.editors.common.learned_edit import edit_with_network
+from kedit_vc.editors.common.metatrain import condition_ids
 
 from .hparams import KeHparams, network_settings
 from .network import KeNetwork
@@ -52,14 +49,6 @@ class KeEditor:
              hparams: KeHparams, context: EditContext) -> EditResult:
         fingerprint = base_fingerprint(model, context)
         network, trained = load_network(model, hparams, fingerprint)
-        started = time.perf_counter()
-        factors, pre_nll = gradient_factors(model, network.layers, request_batch(tokenizer, requests))
-        if any(factors.u[layer].shape[0] == 0 for layer in network.layers):
-            raise EditError("KE: the edit's loss has no gradient at the edited layers")
         ids = torch.tensor([t for r in requests for t in condition_ids(tokenizer, r)], dtype=torch.long)
-        with torch.no_grad():
-            update = network.factors(factors, ids)
-        delta = factors_to_delta(model, update, {"method": "ke", "trained_editor": trained.hash})
-        info = {"layers": list(network.layers), "pre_nll": round(pre_nll, 4), "trained_editor": trained.hash,
-                "editor_seconds": round(time.perf_counter() - started, 4)}
-        return EditResult(delta=delta, info=info, fingerprint=fingerprint)
+        return edit_with_network(model, tokenizer, requests, "ke", network.layers, trained.hash, fingerprint,
+                                 lambda factors: network.factors(factors, ids))

@@ -8,7 +8,6 @@ their losses summed (MEND's batch editing).
 
 from __future__ import annotations
 
-import time
 from typing import Any, Sequence
 
 import torch
@@ -18,13 +17,10 @@ from kedit_vc.editors.base import EditContext, EditResult, base_fingerprint
 from kedit_vc.editors.common.learned import (
     TrainedEditor,
     edited_layers,
-    factors_to_delta,
-    gradient_factors,
     layer_shapes,
     load_editor,
 )
-from kedit_vc.editors.common.metatrain import request_batch
-from kedit_vc.errors import EditError
+from kedit_vc.editors.common.learned_edit import edit_with_network
 
 from .hparams import MendHparams, network_settings
 from .network import MendNetwork
@@ -51,14 +47,5 @@ class MendEditor:
              hparams: MendHparams, context: EditContext) -> EditResult:
         fingerprint = base_fingerprint(model, context)
         network, trained = load_network(model, hparams, fingerprint)
-        started = time.perf_counter()
-        factors, pre_nll = gradient_factors(model, network.layers, request_batch(tokenizer, requests))
-        if any(factors.u[layer].shape[0] == 0 for layer in network.layers):
-            raise EditError("MEND: the edit's loss has no gradient at the edited layers")
-        with torch.no_grad():
-            update = network.factors(factors)
-        delta = factors_to_delta(model, update, {"method": "mend", "trained_editor": trained.hash})
-        info = {"layers": list(network.layers), "rank": int(factors.u[network.layers[0]].shape[0]),
-                "pre_nll": round(pre_nll, 4), "trained_editor": trained.hash,
-                "editor_seconds": round(time.perf_counter() - started, 4)}
-        return EditResult(delta=delta, info=info, fingerprint=fingerprint)
+        return edit_with_network(model, tokenizer, requests, "mend", network.layers, trained.hash, fingerprint,
+                                 lambda factors: network.factors(factors))
