@@ -9,10 +9,13 @@ statistics go to a per-session cache so tests never touch the user's.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-
 from tiny_models import WORDS, tiny_tokenizer
+
+if TYPE_CHECKING:
+    import torch
 
 VOCAB = 300
 
@@ -92,6 +95,29 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder.mkdir()
     monkeypatch.chdir(folder)
     return folder
+
+
+@pytest.fixture()
+def store(project: Path, tiny_model_dir: Path):  # noqa: ANN201
+    """A store on the tiny Llama in the project folder, open for the test."""
+    from kedit_vc.ops import init
+
+    with init(project, str(tiny_model_dir)) as s:
+        yield s
+
+
+def edited_logits(store, rev: str = "HEAD",  # noqa: ANN001
+                  text: str = "The Eiffel Tower is located in the city of Paris") -> "torch.Tensor":
+    """Logits (1, T, vocab) of ``text`` on the revision as ``load_edited`` serves it."""
+    import torch
+
+    from kedit_vc import load_edited
+    from kedit_vc.models.prompting import encode_text
+
+    model, tokenizer = load_edited(store.paths.root, rev)
+    ids = torch.tensor([encode_text(tokenizer, text)])
+    with torch.no_grad():
+        return model(input_ids=ids).logits
 
 
 def write_spec(folder: Path, name: str, body: str, method: str = TINY_ROME) -> Path:

@@ -5,20 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import write_spec
 from test_cli_store import EIFFEL, FRANCE, TOKYO
 
 TINY_ALPHAEDIT = ("method alphaedit { layers = [1, 2] v_steps = 3 stats_tokens = 2000 context_templates = 2 "
                   "context_length = 4 nullspace_threshold = 0.05 l2 = 0.0001 }")
-
-
-@pytest.fixture()
-def store(project, tiny_model_dir):  # noqa: ANN001, ANN201
-    from kedit_vc.ops import init
-
-    with init(project, str(tiny_model_dir)) as s:
-        yield s
 
 
 @pytest.fixture()

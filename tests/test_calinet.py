@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import edited_logits, run_kvc, write_spec
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_cli_store import EIFFEL
+from tiny_models import tiny_family_model, tiny_tokenizer
 
-from conftest import run_kvc, write_spec
 from kedit_vc.compiler.plan import EditRequest
 from kedit_vc.editors.base import EditContext, get_editor
 from kedit_vc.editors.registry import build_hparams
@@ -18,8 +20,6 @@ from kedit_vc.models.prompting import encode_continuation, encode_text
 from kedit_vc.patches.neurons.core import NeuronPatch
 from kedit_vc.patches.neurons.live import attach
 from kedit_vc.patches.registry import PatchError
-from test_cli_store import EIFFEL
-from tiny_models import tiny_family_model, tiny_tokenizer
 
 TINY_CALINET = "method calinet { layers = [1, 2] slots = 4 memory_texts = 4 memory_length = 8 prompts = 1 }"
 REQUEST = EditRequest("e-1", "Eiffel Tower", "The {} is located in the city of", "Rome", "Paris")
@@ -108,28 +108,11 @@ def test_a_relu_ungated_patch_keeps_version_1_bytes() -> None:
                     values=torch.ones(1, 2), activation="tanh")
 
 
-@pytest.fixture()
-def store(project, tiny_model_dir):  # noqa: ANN001, ANN201
-    from kedit_vc.ops import init
-
-    with init(project, str(tiny_model_dir)) as s:
-        yield s
-
-
-def _logits(store, rev: str = "HEAD") -> torch.Tensor:  # noqa: ANN001
-    from kedit_vc import load_edited
-
-    model, tokenizer = load_edited(store.paths.root, rev)
-    ids = torch.tensor([encode_text(tokenizer, "The Eiffel Tower is located in the city of Paris")])
-    with torch.no_grad():
-        return model(input_ids=ids).logits
-
-
 def test_a_calinet_commit_is_shown_reverts_bit_exactly_passes_fsck_and_refuses_another_model(store) -> None:  # noqa: ANN001
     from kedit_vc.ops import CommitOptions, commit_spec, revert
     from kedit_vc.ops.inspect import show
 
-    base = _logits(store)
+    base = edited_logits(store)
     commit_spec(store, write_spec(store.paths.root, "cali.kedit", EIFFEL, method=TINY_CALINET), CommitOptions())
     record = store.read_commit("HEAD")
     assert record.patch_kinds == ("neurons", "neurons") and record.delta().updates == {}
@@ -137,7 +120,7 @@ def test_a_calinet_commit_is_shown_reverts_bit_exactly_passes_fsck_and_refuses_a
     assert [(d["activation"], d["gated"], d["method"], d["neurons_added"]) for d in described] == \
         [("silu", True, "calinet", 4)] * 2
     assert "calinet" in run_kvc("diff", "HEAD~1", "HEAD").output
-    patched = _logits(store)
+    patched = edited_logits(store)
     assert not torch.equal(patched, base)
     assert store.fsck() == []
     out = run_kvc("export", "HEAD", "--output", str(store.paths.root / "hf"))
@@ -147,7 +130,7 @@ def test_a_calinet_commit_is_shown_reverts_bit_exactly_passes_fsck_and_refuses_a
         with pytest.raises(PatchError, match="another model"):
             patch.check_model(other)
     revert(store, "HEAD")
-    assert torch.equal(_logits(store), base)
+    assert torch.equal(edited_logits(store), base)
     revert(store, "HEAD")  # the revert, reverted
-    assert torch.equal(_logits(store), patched)
+    assert torch.equal(edited_logits(store), patched)
     assert store.fsck() == []

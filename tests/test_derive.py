@@ -187,14 +187,6 @@ CARRY = (RULES + 'edit "Eiffel Tower" located_in: "Paris" -> "Rome" { alias "Tou
          'edit "Rome" in_country: "Italy" -> "Spain"')
 
 
-@pytest.fixture()
-def store(project, tiny_model_dir):
-    from kedit_vc.ops import init
-
-    with init(project, str(tiny_model_dir)) as s:
-        yield s
-
-
 def test_derived_provenance_survives_commit_show_log_revert_and_squash(store) -> None:
     from kedit_vc.ops import CommitOptions, commit_spec, live_edits
 

@@ -7,21 +7,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import run_kvc, write_spec
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from conftest import run_kvc, write_spec
 from test_cli_store import EIFFEL, FRANCE, TOKYO
 
 TINY_MELLO = "method mello { layer = 1 hops = 2 max_new_tokens = 12 }"
-
-
-@pytest.fixture()
-def store(project, tiny_model_dir):
-    from kedit_vc.ops import init
-
-    with init(project, str(tiny_model_dir)) as s:
-        yield s
 
 
 def commit(store, name, body, method=TINY_MELLO):

@@ -7,22 +7,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import run_kvc, write_spec
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from conftest import run_kvc, write_spec
 from test_cli_store import EIFFEL, FRANCE, TOKYO
 
 TINY_IKE = "method ike { k = 2 layer = 1 }"
 TINY_MEMPROMPT = "method memprompt { layer = 1 threshold = 0.999 }"
-
-
-@pytest.fixture()
-def store(project, tiny_model_dir):
-    from kedit_vc.ops import init
-
-    with init(project, str(tiny_model_dir)) as s:
-        yield s
 
 
 def commit(store, name, body, method=TINY_IKE):
@@ -233,10 +224,11 @@ def test_a_memory_file_round_trips_and_a_flipped_bit_is_refused_or_harmless(posi
 
 
 def test_a_memory_mixing_methods_or_another_vocabulary_is_refused():
+    from tiny_models import tiny_family_model
+
     from kedit_vc.patches import PatchError
     from kedit_vc.patches.attach import side_patches
     from kedit_vc.patches.memory.live import live_memory
-    from tiny_models import tiny_family_model
 
     with pytest.raises(PatchError, match="one in-context method"):
         live_memory([_patch("ike"), _patch("memprompt")])
@@ -248,6 +240,7 @@ def test_a_memory_mixing_methods_or_another_vocabulary_is_refused():
 def test_a_weight_edit_after_memory_commits_is_the_same_as_without_them(project, tiny_model_dir, tmp_path):
     """The memory is detached while an editor runs: ROME's hooks see the caller's positions."""
     from conftest import TINY_ROME
+
     from kedit_vc.ops import init
 
     with init(project, str(tiny_model_dir)) as with_memory:

@@ -3,19 +3,9 @@ history-aware editing, and exact reverts, on a tiny random Llama."""
 
 from __future__ import annotations
 
-import pytest
 import torch
-
 from conftest import TINY_MEMIT, write_spec
 from test_cli_store import EIFFEL, EIFFEL_BERLIN, FRANCE, TOKYO
-
-
-@pytest.fixture()
-def store(project, tiny_model_dir):
-    from kedit_vc.ops import init
-
-    with init(project, str(tiny_model_dir)) as s:
-        yield s
 
 
 def commit(store, name, body, **options):

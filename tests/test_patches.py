@@ -9,19 +9,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import run_kvc, write_spec
 from test_cli_store import EIFFEL, FRANCE, TOKYO
 
 TINY_GRACE = "method grace { layer = 2 eps_init = 1.0 steps = 40 lr = 1.0 }"
-
-
-@pytest.fixture()
-def store(project, tiny_model_dir):
-    from kedit_vc.ops import init
-
-    with init(project, str(tiny_model_dir)) as s:
-        yield s
 
 
 def commit(store, name, body, method=TINY_GRACE):
@@ -93,6 +84,7 @@ def test_a_grace_commit_is_a_codebook_patch_that_takes_and_reverts_exactly(store
 
 def test_every_patch_kind_round_trips_and_weights_revert_bit_exactly(store):
     from conftest import TINY_ROME
+
     from kedit_vc.ops import revert
 
     base = load(store)
@@ -135,10 +127,11 @@ def test_a_corrupted_codebook_is_detected_by_fsck_and_refused(store):
 
 
 def test_a_codebook_for_another_model_is_refused_on_load():
+    from tiny_models import tiny_family_model
+
     from kedit_vc.patches import PatchError
     from kedit_vc.patches.attach import side_patches
     from kedit_vc.patches.codebook.core import CodebookPatch
-    from tiny_models import tiny_family_model
 
     model = tiny_family_model("llama", seed=0, d_model=32, d_mlp=64, vocab=300, layers=3)
     wrong = CodebookPatch("model.layers.1.mlp.down_proj", 128, 64, ("a",), torch.zeros(1, 128), torch.zeros(1, 64),
@@ -154,6 +147,7 @@ def test_a_codebook_for_another_model_is_refused_on_load():
 
 def test_load_edited_on_a_mixed_history_equals_the_live_patches_applied_one_by_one(store, tiny_model_dir):
     from conftest import TINY_ROME
+
     from kedit_vc.models import load_model
     from kedit_vc.ops import revert
     from kedit_vc.patches.codebook.live import attach
@@ -202,6 +196,7 @@ def test_generate_works_with_a_live_codebook(store):
 
 def test_squash_keeps_codebook_patches_as_they_are(store):
     from conftest import TINY_ROME
+
     from kedit_vc.ops import squash
 
     commit(store, "rome.kedit", FRANCE, method=TINY_ROME)
@@ -222,8 +217,8 @@ def test_merge_and_cherry_pick_refuse_edits_held_by_codebooks_and_change_nothing
     picking a GRACE commit is refused with what to do, and the store is left as it was
     (the edit is never silently lost)."""
     import pytest as _pytest
-
     from conftest import TINY_ROME
+
     from kedit_vc.errors import UsageError
     from kedit_vc.ops import branches
     from kedit_vc.ops.merge import cherry_pick, merge

@@ -10,7 +10,6 @@ import json
 
 import pytest
 import torch
-
 from conftest import run_kvc, write_spec
 from test_cli_store import EIFFEL, FRANCE, TOKYO
 
@@ -18,14 +17,6 @@ TRAIN_SPEC = "\n".join([EIFFEL, FRANCE, TOKYO, '''edit "Louvre" prompt "The {sub
     paraphrase "Tourists travel to see the {subject} in the city of"
     neighbour "Colosseum" => "Rome"
 }'''])
-
-
-@pytest.fixture()
-def store(project, tiny_model_dir):
-    from kedit_vc.ops import init
-
-    with init(project, str(tiny_model_dir)) as s:
-        yield s
 
 
 def _requests(root):

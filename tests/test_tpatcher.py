@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import edited_logits, run_kvc, write_spec
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_cli_store import EIFFEL, FRANCE
+from tiny_models import tiny_family_model, tiny_tokenizer
 
-from conftest import run_kvc, write_spec
 from kedit_vc.compiler.plan import EditRequest
 from kedit_vc.editors.base import EditContext, get_editor
 from kedit_vc.editors.registry import build_hparams
@@ -17,8 +19,6 @@ from kedit_vc.models.prompting import encode_continuation, encode_text
 from kedit_vc.patches.neurons.core import NeuronPatch
 from kedit_vc.patches.neurons.live import attach
 from kedit_vc.patches.registry import PatchError
-from test_cli_store import EIFFEL, FRANCE
-from tiny_models import tiny_family_model, tiny_tokenizer
 
 TINY_TPATCHER = "method tpatcher { memory_texts = 10 memory_length = 8 }"
 REQUEST = EditRequest("e-1", "Eiffel Tower", "The {} is located in the city of", "Rome", "Paris")
@@ -72,43 +72,27 @@ def test_a_neurons_file_round_trips_and_a_flipped_bit_is_refused(n: int, width: 
         NeuronPatch.from_bytes(bytes(bad))
 
 
-@pytest.fixture()
-def store(project, tiny_model_dir):  # noqa: ANN001, ANN201
-    from kedit_vc.ops import init
-
-    with init(project, str(tiny_model_dir)) as s:
-        yield s
-
-
-def _logits(store, rev: str = "HEAD") -> torch.Tensor:  # noqa: ANN001
-    from kedit_vc import load_edited
-
-    model, tokenizer = load_edited(store.paths.root, rev)
-    ids = torch.tensor([encode_text(tokenizer, "The Eiffel Tower is located in the city of Paris")])
-    with torch.no_grad():
-        return model(input_ids=ids).logits
-
-
 def test_a_tpatcher_commit_reverts_bit_exactly_passes_fsck_and_is_not_exported(store) -> None:  # noqa: ANN001
     from conftest import TINY_ROME
+
     from kedit_vc.ops import CommitOptions, commit_spec, revert
 
-    base = _logits(store)
+    base = edited_logits(store)
     commit_spec(store, write_spec(store.paths.root, "rome.kedit", FRANCE, method=TINY_ROME), CommitOptions())
-    rome = _logits(store)
+    rome = edited_logits(store)
     commit_spec(store, write_spec(store.paths.root, "tp.kedit", EIFFEL, method=TINY_TPATCHER), CommitOptions())
     record = store.read_commit("HEAD")
     assert record.patch_kinds == ("neurons",) and record.delta().updates == {}
-    patched = _logits(store)
+    patched = edited_logits(store)
     assert not torch.equal(patched, rome)
     assert store.fsck() == []
     out = run_kvc("export", "HEAD", "--output", str(store.paths.root / "hf"))
     assert out.exit_code != 0 and "neurons" in out.output
     revert(store, "HEAD")
-    assert torch.equal(_logits(store), rome)
+    assert torch.equal(edited_logits(store), rome)
     revert(store, "HEAD~2")
-    assert torch.equal(_logits(store), base)
+    assert torch.equal(edited_logits(store), base)
     revert(store, "HEAD")  # the ROME commit's revert, reverted
     revert(store, "HEAD~2")  # the T-Patcher commit's revert, reverted
-    assert torch.equal(_logits(store), patched)
+    assert torch.equal(edited_logits(store), patched)
     assert store.fsck() == []
