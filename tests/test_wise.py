@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from conftest import TINY_ROME, run_kvc
 from test_cli_store import EIFFEL, FRANCE, TOKYO
-from test_patches import TINY_GRACE, commit, load, logits, rewrite_argmax_holds, store  # noqa: F401
+from test_patches import TINY_GRACE, commit, load, logits, rewrite_argmax_holds
 
 # Margins scaled to the tiny model's activations (its MLP inputs are ~100x smaller than SmolLM2's).
 TINY_WISE = "method wise { layer = 2 steps = 40 lr = 50.0 alpha = 0.05 beta = 0.5 gamma = 0.3 }"

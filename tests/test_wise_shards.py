@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from conftest import TINY_ROME, run_kvc
 from test_cli_store import EIFFEL, FRANCE, TOKYO
-from test_patches import TINY_GRACE, commit, load, logits, store  # noqa: F401
+from test_patches import TINY_GRACE, commit, load, logits
 
 # One edit a shard, two shards a merge group: every commit opens a shard, every second merges.
 TINY_SHARDED = ("method wise { layer = 2 steps = 40 lr = 50.0 alpha = 0.05 beta = 0.5 gamma = 0.3 "
