@@ -39,7 +39,7 @@ from kedit_vc.errors import EditError
 from kedit_vc.models.families import family_of, get_module
 from kedit_vc.models.forward import final_hidden, logits_from_hidden
 from kedit_vc.models.hooks import record_inputs, record_outputs
-from kedit_vc.models.prompting import encode_continuation, encode_text
+from kedit_vc.models.prompting import encode_continuation, encode_text, pad_batch, pad_id
 from kedit_vc.patches.neurons.core import NeuronPatch
 from kedit_vc.patches.neurons.live import neuron_activations
 
@@ -61,7 +61,7 @@ def ffn_form(model: torch.nn.Module) -> tuple[str, bool]:
     return ACTIVATION_NAMES[str(raw)], family_of(model).name == "llama"
 
 
-def _training_batch(tokenizer: Any, requests: Sequence[EditRequest], templates: Sequence[str], pad_id: int,
+def _training_batch(tokenizer: Any, requests: Sequence[EditRequest], templates: Sequence[str], pad: int,
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded ids [B, T] of prompt + target[:-1] per (request, template), with the
     (row, position) pairs predicting each target token [N, 2] and those tokens [N]."""
@@ -78,11 +78,8 @@ def _training_batch(tokenizer: Any, requests: Sequence[EditRequest], templates: 
             rows.append(prompt + target[:-1])
             where += [(row, len(prompt) - 1 + j) for j in range(len(target))]
             targets += target
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)] = torch.tensor(r)
     # Right padding needs no mask: a causal model's real tokens never attend to later pads.
+    ids, _ = pad_batch(rows, pad)
     return ids, torch.tensor(where), torch.tensor(targets)
 
 
@@ -113,8 +110,7 @@ def train_slots(model: torch.nn.Module, tokenizer: Any, requests: Sequence[EditR
     mlps = {path: get_module(model, path) for path in paths}
     width = int(getattr(model.config, "hidden_size", getattr(model.config, "n_embd", 0)))
     templates = context_templates(model, tokenizer, hp.prompts, hp.context_length)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id or 0
-    ids, where, targets = _training_batch(tokenizer, requests, templates, int(pad_id))
+    ids, where, targets = _training_batch(tokenizer, requests, templates, pad_id(tokenizer))
     memory = memory_states(model, tokenizer, mlps, hp) if hp.keep_weight > 0 else {}
     generator = torch.Generator().manual_seed(seed)
     std = hp.init_scale / width ** 0.5

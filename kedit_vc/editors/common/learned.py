@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from kedit_vc.errors import KvcError
 from kedit_vc.models.families import family_of, get_module, num_layers
+from kedit_vc.models.prompting import pad_batch
 
 EDITOR_TENSORS = "editor.safetensors"
 EDITOR_JSON = "editor.json"
@@ -83,12 +84,7 @@ def make_batch(sequences: Sequence[tuple[Sequence[int], Sequence[int]]], pad: in
             ids.append(int(token))
             weights.append(1.0 / len(target))
         seqs.append(list(prompt) + list(target[:-1]))
-    width = max(len(s) for s in seqs)
-    input_ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, seq in enumerate(seqs):
-        input_ids[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, :len(seq)] = 1
+    input_ids, mask = pad_batch(seqs, pad)
     return EditBatch(input_ids, mask, torch.tensor(rows), torch.tensor(cols), torch.tensor(ids),
                      torch.tensor(weights))
 

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from kedit_vc.compiler.plan import EditRequest
 from kedit_vc.errors import UsageError
 from kedit_vc.models.forward import LowerBlockReplay, final_hidden, logits_from_hidden
-from kedit_vc.models.prompting import encode_continuation, encode_text, pad_id
+from kedit_vc.models.prompting import encode_continuation, encode_text, pad_batch, pad_id
 
 from .learned import (
     EDITOR_JSON,
@@ -211,7 +211,7 @@ class UpperRunner:
         todo = sorted({s for s in sequences if s not in self.cache}, key=len)
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
-            ids, mask = _pad(chunk, pad)
+            ids, mask = pad_batch(chunk, pad)
             with torch.no_grad():
                 final_hidden(self.model, ids, mask)
             out = self.replay.recorded
@@ -239,16 +239,6 @@ class UpperRunner:
             self.replay.current = (hidden,) + tuple(recorded[1:]) if isinstance(recorded, tuple) else hidden
         out = final_hidden(model, batch.input_ids, batch.mask)
         return logits_from_hidden(model, out[batch.rows, batch.cols])
-
-
-def _pad(sequences: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, :len(seq)] = torch.tensor(list(seq), dtype=torch.long)
-        mask[row, :len(seq)] = 1
-    return ids, mask
 
 
 def _sequence(pair: tuple[tuple[int, ...], tuple[int, ...]]) -> tuple[int, ...]:
