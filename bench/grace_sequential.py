@@ -7,7 +7,8 @@ all edits so far are scored with the memory in place: efficacy, paraphrase and n
 (``reliability_cf``, ``generalization_cf``, ``locality_cf``) beside their pre-edit values. At
 the end, greedy ``generate`` speed (tokens/s) on the plain model and with every entry live. To
 fit a shared CPU, each edit is scored on its rewrite prompt, ``--paraphrases`` paraphrases and
-``--neighbours`` neighbourhood prompts (CounterFact has 2 and 10); ``--generative`` adds the
+``--neighbours`` neighbourhood prompts (CounterFact has 2 and 10; the editor is given only
+the neighbourhood prompts that are not scored); ``--generative`` adds the
 greedy-generation metrics (``gen_*``). Writes ``bench/results/<method>_sequential.json``.
 
     OMP_NUM_THREADS=1 python bench/grace_sequential.py --n 200 --every 50
@@ -51,6 +52,13 @@ def trimmed(request: Any, paraphrases: int, neighbours: int) -> Any:
     return replace(request, probes=tuple(kept))
 
 
+def unscored(request: Any, neighbours: int) -> Any:
+    """What the editor is given: the request with only the neighbourhood prompts that are not
+    scored (CounterFact has 10; the first ``neighbours`` are scored), so an editor that trains
+    against declared neighbours (WISE's irrelevant inputs) never sees a scored one."""
+    return replace(request, probes=tuple([p for p in request.probes if p.kind == "neighbour"][neighbours:]))
+
+
 def tokens_per_second(model: Any, tokenizer: Any, prompts: list[str], tokens: int) -> float:
     """Greedy generation speed: ``tokens`` new tokens (no early stop) per prompt."""
     import torch
@@ -87,18 +95,23 @@ def main() -> None:
     metrics = METRICS + (GEN_METRICS if args.generative else ())
     lm = load_model(args.model, progress=False)
     cases = load_cases("counterfact")[args.start:args.start + args.n]
-    requests = [trimmed(r, args.paraphrases, args.neighbours) for case in cases for r in case.requests][:args.n]
+    full = [r for case in cases for r in case.requests][:args.n]
+    requests = [trimmed(r, args.paraphrases, args.neighbours) for r in full]
+    given = [unscored(r, args.neighbours) for r in full]
     pre_all = score_requests(lm.model, lm.tokenizer, requests, generative=args.generative)
     editor, side = get_editor(args.method), side_patches(lm.model)
     context = EditContext(fingerprint=lm.fingerprint, progress=False)
     curve: list[dict[str, Any]] = []
     seconds: list[float] = []
+    trained: list[dict[str, Any]] = []   # WISE: each edit's steps and activations as trained
     entries = 0
-    for done, request in enumerate(requests, 1):
+    for done, request in enumerate(given, 1):
         began = time.perf_counter()
         result = editor.edit(lm.model, lm.tokenizer, [request], hparams, context)
         side.add(result.patches)
         seconds.append(time.perf_counter() - began)
+        trained += [{k: e.get(k) for k in ("edit_id", "steps", "activation", "irrelevant_activation")}
+                    for e in result.info.get("edits", ()) if "activation" in e]
         entries += result.info.get("entries_added", result.info.get("edits_added", 0))
         if done % args.every == 0 or done == len(requests):
             post = score_requests(lm.model, lm.tokenizer, requests[:done], generative=args.generative)
@@ -111,7 +124,7 @@ def main() -> None:
             curve.append(row)
             print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items() if k != "pre"}),
                   flush=True)
-            write(args, overrides, lm, hparams, requests, seconds, curve, None, done == len(requests))
+            write(args, overrides, lm, hparams, requests, seconds, curve, None, done == len(requests), trained)
     prompts = [r.prompt.replace("{}", r.subject, 1) for r in requests[:5]]
     live = tokens_per_second(lm.model, lm.tokenizer, prompts, args.gen_tokens)
     patches = list(side.patches)
@@ -121,12 +134,13 @@ def main() -> None:
     speed = {"plain_tokens_per_s": round(plain, 2), "live_tokens_per_s": round(live, 2),
              "live_entries": entries, "ratio": round(live / plain, 3)}
     print(json.dumps(speed))
-    path = write(args, overrides, lm, hparams, requests, seconds, curve, speed, True)
+    path = write(args, overrides, lm, hparams, requests, seconds, curve, speed, True, trained)
     print(f"wrote {path}")
 
 
 def write(args: Any, overrides: dict[str, Any], lm: Any, hparams: Any, requests: list[Any], seconds: list[float],
-          curve: list[dict[str, Any]], speed: dict[str, Any] | None, complete: bool) -> Any:
+          curve: list[dict[str, Any]], speed: dict[str, Any] | None, complete: bool,
+          trained: list[dict[str, Any]]) -> Any:
     """Save the results so far (at every evaluation, so a stopped run leaves its curve)."""
     from kedit_vc.editors.registry import resolve_hparams
 
@@ -136,7 +150,8 @@ def write(args: Any, overrides: dict[str, Any], lm: Any, hparams: Any, requests:
         "start": args.start, "threads": args.threads,
         "probes": {"paraphrases": args.paraphrases, "neighbours": args.neighbours},
         "resolved_hparams": asdict(resolve_hparams(args.method, lm.model, hparams)), "complete": complete,
-        "seconds_per_edit": round(sum(seconds) / len(seconds), 3), "generate": speed, "curve": curve},
+        "seconds_per_edit": round(sum(seconds) / len(seconds), 3), "generate": speed, "curve": curve,
+        **({"trained": trained} if trained else {})},
         args.results_dir)
 
 

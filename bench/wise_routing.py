@@ -4,7 +4,7 @@ N CounterFact records (from ``--start``) are edited one at a time with WISE-lite
 commit's side memory attached before the next edit. Then, with all N live, for each edit:
 its rewrite sequence's activation against the live threshold (routed or not), whether its
 target tokens are still the argmax, and the activation of ``--neighbours`` of its
-neighbourhood prompts. Writes ``bench/results/wise_routing[_<tag>].json``.
+neighbourhood prompts (the editor is given only the others). Writes ``bench/results/wise_routing[_<tag>].json``.
 
     OMP_NUM_THREADS=1 python bench/wise_routing.py --n 10
     OMP_NUM_THREADS=1 python bench/wise_routing.py --n 10 --hparam early_stop=false --tag full_steps
@@ -13,7 +13,7 @@ neighbourhood prompts. Writes ``bench/results/wise_routing[_<tag>].json``.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from common import parser, save, setup
@@ -48,10 +48,13 @@ def main() -> None:
     model, tok = lm.model, lm.tokenizer
     cases = load_cases("counterfact")[args.start:args.start + args.n]
     requests = [r for case in cases for r in case.requests][:args.n]
+    # The editor sees only the neighbourhood prompts that are not measured (WISE may train against them).
+    given = [replace(r, probes=tuple([p for p in r.probes if p.kind == "neighbour"][args.neighbours:]))
+             for r in requests]
     side, editor = side_patches(model), get_editor("wise")
     context = EditContext(fingerprint=lm.fingerprint, progress=False)
     trained = []
-    for request in requests:
+    for request in given:
         result = editor.edit(model, tok, [request], hparams, context)
         side.add(result.patches)
         (edit,) = result.info["edits"]

@@ -8,16 +8,22 @@ takes edits until it holds ``shard_size`` of them; then the next one starts. Eve
 ``shards_per_merge`` shards form a merge group, and the live side memory is the groups
 TIES-merged in order (``kedit_vc.patches.sidememory.live``). Per request, in order:
 
-1. the module's inputs ``A`` [t, d_in] on the edit sequence (prompt + target) and on the
-   ``irrelevant`` texts are recorded once (they do not depend on the side memory, which sits
-   at this very module's output);
+1. the module's inputs ``A`` [t, d_in] on the edit sequence (prompt + target) and on its
+   irrelevant inputs (``irrelevant_texts``: the request's declared neighbour probes, up to
+   ``neighbour_irrelevant``, and ``irrelevant_per_edit`` generic texts drawn in turn from the
+   ``irrelevant`` pool, a different few for each edit of the memory, as the reference draws
+   one unrelated input per edit) are recorded once (they do not depend on the side memory,
+   which sits at this very module's output);
 2. the shard's ``D`` [d_out, d_in] is trained by SGD through the shard's gradient mask, with
    the shard's output on every token of the edit sequence (as the reference trains
    ``new_weight`` alone), on the paper's loss: the edit's cross-entropy on the target tokens
    plus the routing margins on the activation ``Δ(x) = mean_t ‖a_t·Dᵀ‖``:
    ``[Δ(irr) − α]₊ + [β − Δ(edit)]₊ + [Δ(irr) − Δ(edit) + γ]₊`` (each averaged over its
    positive entries, as the reference does); after each step ``D`` is clipped element-wise
-   to ``±norm_constraint``;
+   to ``±norm_constraint``. Training stops early only where the reference's loss is spent:
+   every target token the argmax and all three margins met (α included), else after
+   ``steps``. The blocks below the memory's are replayed and the LM head is applied at the
+   target positions only, which gives the same logits at a fraction of the cost;
 3. the edit's final activation ``Δ(edit)`` on its shard is recorded; the router's threshold
    is ``act_ratio`` times the least recorded activation of the live edits (WISE-Merge's).
 
@@ -35,15 +41,15 @@ the memory merged so far weighted 0.6 against the new group's shards), the thres
 Simplified: no memory replay (Appendix B.3, off in the reference's defaults too); plain SGD
 without the reference's weight decay of 1e-5 (which would touch every entry and make the
 memory dense); the activation is ``‖a·Dᵀ‖`` as in the paper (the reference takes the norm
-after the MLP's activation function); irrelevant inputs are fixed generic texts, not the
-dataset's locality prompts; training stops early once every target token is the argmax and
-the edit's activation clears β and every irrelevant activation by γ (``early_stop``; α is
-not required there); no WISE-Retrieve (one merged memory, not a memory per group).
+after the MLP's activation function); no augmenting context prefixes (the reference trains
+each edit on ten model-written prefixes too); no WISE-Retrieve (one merged memory, not a
+memory per group). The generic pool is hand-written text, not a dataset split.
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -55,6 +61,7 @@ from kedit_vc.delta import Delta
 from kedit_vc.editors.base import EditContext, EditResult, base_fingerprint
 from kedit_vc.editors.common.positions import fill
 from kedit_vc.models.families import family_of
+from kedit_vc.models.forward import LowerBlockReplay, final_hidden, logits_from_hidden
 from kedit_vc.models.prompting import encode_continuation, encode_text
 from kedit_vc.patches.attach import side_patches
 from kedit_vc.patches.sidememory.core import SideMemoryPatch, linear_dims
@@ -83,10 +90,25 @@ def margin_loss(edit_act: torch.Tensor, irrelevant_act: torch.Tensor, hp: WiseHp
 
 
 def separated(edit_act: torch.Tensor, irrelevant_act: torch.Tensor, hp: WiseHparams) -> bool:
-    """Whether the router already tells the edit from the irrelevant texts by the margins β and
-    γ (the early stop ignores α: on small models the irrelevant activations stay above it)."""
+    """Whether all three routing margins hold: every irrelevant activation at most α, the
+    edit's at least β and at least γ over every irrelevant one (the margin loss is then 0,
+    the reference's stopping point)."""
     edit, worst = edit_act.item(), irrelevant_act.max().item()
-    return edit >= hp.beta and edit >= worst + hp.gamma
+    return worst <= hp.alpha and edit >= hp.beta and edit >= worst + hp.gamma
+
+
+def irrelevant_texts(request: EditRequest, hp: WiseHparams, number: int) -> list[str]:
+    """The inputs the router is trained to keep off the side memory for one edit: up to
+    ``neighbour_irrelevant`` of the request's declared neighbour probes (prompt and the
+    answer they keep: same relation, other subjects, the inputs a router confuses most),
+    then ``irrelevant_per_edit`` generic texts of the pool taken in turn, the memory's
+    ``number``-th edit (counted along its history from 0) starting at ``number ×
+    irrelevant_per_edit`` (mod the pool): successive edits see different ones, as the
+    reference draws one unrelated input per edit."""
+    neighbours = [f"{p.prompt} {p.target}".strip() for p in request.probes if p.kind == "neighbour"]
+    pool, count = hp.irrelevant, min(hp.irrelevant_per_edit, len(hp.irrelevant))
+    start = number * count
+    return neighbours[:hp.neighbour_irrelevant] + [pool[(start + i) % len(pool)] for i in range(count)]
 
 
 def mean_activation(inputs: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -136,7 +158,7 @@ class WiseEditor:
              hparams: WiseHparams, context: EditContext) -> EditResult:
         started = time.perf_counter()
         hp = resolve(model, hparams)
-        assert hp.layer is not None
+        assert hp.layer is not None  # resolve() fills the model's default
         path = family_of(model).mlp_out_path(hp.layer)
         module = model.get_submodule(path)
         in_dim, out_dim = linear_dims(model, path)
@@ -150,7 +172,7 @@ class WiseEditor:
         # The side memory at this module is trained here: its attached hook comes off meanwhile.
         side.set([p for p in attached if not (p.kind == "sidememory" and p.module == path)])
         try:
-            irrelevant = [self._inputs(model, module, encode_text(tokenizer, text)) for text in hp.irrelevant]
+            seen: dict[str, torch.Tensor] = {}   # module inputs per text (the main model does not change here)
             pending: list[tuple[EditRequest, float]] = []
             shard: _Shard | None = None
             increment = torch.zeros(out_dim, in_dim, device=device)
@@ -159,8 +181,13 @@ class WiseEditor:
                     shard = next_shard(live_memory(mine + patches, path).get(path), hp, out_dim, in_dim)
                     start, mask = shard.start.to(device), shard.mask.to(device)
                     increment.zero_()
-                act, info = self._edit_one(model, tokenizer, module, start, increment, mask, irrelevant,
-                                           request, hp)
+                nth = held + sum(len(p.edit_ids) for p in patches) + len(pending)   # the memory's nth edit
+                texts = irrelevant_texts(request, hp, nth)
+                for text in texts:
+                    if text not in seen:
+                        seen[text] = self._inputs(model, module, encode_text(tokenizer, text))
+                act, info = self._edit_one(model, tokenizer, module, start, increment, mask,
+                                           [seen[t] for t in texts], request, hp)
                 infos.append({**info, "shard": shard.index, "group": shard.group})
                 pending.append((request, act))
                 if shard.edits + len(pending) >= hp.shard_size or number == len(requests):
@@ -219,14 +246,20 @@ class WiseEditor:
             return output + side.to(output.dtype)
 
         optimizer = torch.optim.SGD([param], lr=hp.lr)
+        stack = ExitStack()
         handle = module.register_forward_hook(hook)
         requires = [p.requires_grad for p in model.parameters()]
         for p in model.parameters():
             p.requires_grad_(False)
         taken, loss_ft, loss_act = 0, 0.0, 0.0
         try:
+            # Blocks below the side memory's give the same output at every step: replayed, and
+            # the LM head applied at the target positions only (the same logits, a fraction of the cost).
+            replay = stack.enter_context(LowerBlockReplay(model, hp.layer))
             for taken in range(1, hp.steps + 1):
-                logits = model(input_ids=batch).logits[0, cols].float()   # [m, vocab]
+                hidden = final_hidden(model, batch)
+                replay.arm()
+                logits = logits_from_hidden(model, hidden[0, cols]).float()   # [m, vocab]
                 delta = start + param
                 edit_act = mean_activation(edit_inputs, delta)
                 irr_act = torch.stack([mean_activation(a, delta) for a in irrelevant])
@@ -244,6 +277,7 @@ class WiseEditor:
                         clipped = total.clamp(-hp.norm_constraint, hp.norm_constraint)
                         param.copy_(torch.where(mask & (clipped != total), clipped - start, param))
         finally:
+            stack.close()
             handle.remove()
             for p, flag in zip(model.parameters(), requires):
                 p.requires_grad_(flag)

@@ -20,13 +20,36 @@ if TYPE_CHECKING:
 
 #: Fraction of depth of the block whose MLP value matrix gets the side copy (EasyEdit: 27/32).
 LAYER_FRACTION = 0.85
-#: Inputs the router learns to keep on the main memory (the reference draws one per edit
-#: from the dataset's locality prompts; fixed generic sentences keep the eval's probes unseen).
+#: Generic texts the router learns to keep on the main memory. The reference draws one
+#: unrelated input per edit from a pool disjoint from the evaluation (ZsRE: the train split's
+#: NQ questions with their answers); each edit here takes ``irrelevant_per_edit`` of these in
+#: turn, so successive edits see different ones. Hand-written: statements, questions and
+#: facts of many relations, none of them a CounterFact or MQuAKE prompt.
 IRRELEVANT = (
     "The weather was cold and the streets were quiet that morning.",
     "She poured a cup of tea and opened the newspaper.",
     "Water boils at one hundred degrees Celsius at sea level.",
     "He practised the piano for an hour every evening.",
+    "Who wrote the novel about the white whale? Herman Melville",
+    "The train to the coast leaves from platform four at noon.",
+    "Photosynthesis turns sunlight, water and carbon dioxide into sugar.",
+    "How many legs does a spider have? Eight",
+    "The committee will meet again next Tuesday to discuss the budget.",
+    "Honey never spoils if it is kept in a sealed jar.",
+    "The largest planet in the solar system is Jupiter",
+    "They painted the kitchen a pale shade of yellow last spring.",
+    "What is the chemical symbol for gold? Au",
+    "The museum opens at nine and closes at five on weekdays.",
+    "A triangle has three sides and three angles.",
+    "The children built a sandcastle near the edge of the water.",
+    "Which ocean lies between Africa and Australia? The Indian Ocean",
+    "The recipe calls for two eggs, flour and a pinch of salt.",
+    "Mount Everest is the highest mountain above sea level.",
+    "He missed the bus and had to walk all the way to work.",
+    "The speed of light in a vacuum is about three hundred thousand kilometres per second.",
+    "In which year did the First World War end? 1918",
+    "The library lends books, films and music to its members.",
+    "Bees communicate the direction of flowers with a dance.",
 )
 
 
@@ -46,8 +69,9 @@ class WiseHparams:
     gamma: float = hparam(10.0, "margin: the edit's activation is pushed gamma above the irrelevant ones'")
     act_ratio: float = hparam(0.88, "the router's threshold is act_ratio times the least edit activation")
     norm_constraint: float = hparam(1.0, "|W_side - W_main| <= this, element-wise (0: no constraint)")
-    early_stop: bool = hparam(True, "stop once every target token is the argmax and the edit clears beta and "
-                                     "the irrelevant activations by gamma")
+    early_stop: bool = hparam(True, "stop once every target token is the argmax and all three margins hold "
+                                     "(the irrelevant activations below alpha, the edit's above beta and "
+                                     "gamma over theirs)")
     seed: int = hparam(0, "seed of the gradient masks (each shard's drawn from it and the shard's number)")
     shard_size: int = hparam(500, "edits a knowledge shard takes before the next shard starts (the reference's "
                                   "save_freq)")
@@ -55,7 +79,13 @@ class WiseHparams:
     density: float = hparam(0.53, "TIES trim: fraction of each shard's entries kept by magnitude")
     memory_weight: float = hparam(0.6, "weight of the memory merged so far when a later group's shards are "
                                        "merged into it (they share the rest)")
-    irrelevant: tuple[str, ...] = hparam(IRRELEVANT, "texts whose activation the router keeps low")
+    irrelevant: tuple[str, ...] = hparam(IRRELEVANT, "pool of generic texts whose activation the router keeps "
+                                                     "low; each edit takes irrelevant_per_edit of them in turn")
+    irrelevant_per_edit: int = hparam(4, "generic texts from the pool each edit is trained against (the "
+                                         "reference: one per edit; at most the pool's size)")
+    neighbour_irrelevant: int = hparam(5, "of the request's declared neighbour probes (same relation, other "
+                                          "subjects), this many (prompt and the answer they keep) are "
+                                          "irrelevant inputs too (0: none)")
 
 
 def check(hp: WiseHparams) -> list[str]:
@@ -71,6 +101,10 @@ def check(hp: WiseHparams) -> list[str]:
         problems.append(f"density must lie in (0, 1], got {hp.density}")
     if not 0 < hp.memory_weight < 1:
         problems.append(f"memory_weight must lie in (0, 1), got {hp.memory_weight}")
+    if hp.irrelevant_per_edit < 1:
+        problems.append(f"irrelevant_per_edit must be >= 1, got {hp.irrelevant_per_edit}")
+    if hp.neighbour_irrelevant < 0:
+        problems.append(f"neighbour_irrelevant must be >= 0, got {hp.neighbour_irrelevant}")
     if hp.steps < 1:
         problems.append(f"steps must be >= 1, got {hp.steps}")
     if not hp.lr > 0:
