@@ -255,6 +255,7 @@ class WiseEditor:
         try:
             # Blocks below the side memory's give the same output at every step: replayed, and
             # the LM head applied at the target positions only (the same logits, a fraction of the cost).
+            assert hp.layer is not None   # resolved by edit()
             replay = stack.enter_context(LowerBlockReplay(model, hp.layer))
             for taken in range(1, hp.steps + 1):
                 hidden = final_hidden(model, batch)
