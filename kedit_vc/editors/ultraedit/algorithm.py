@@ -114,7 +114,7 @@ def trace_features(model: torch.nn.Module, tokenizer: Any, sequences: Sequence[t
                         answer_mask[row, j - 1] = True  # the position that predicts answer token j
                 step["select"] = {"all": mask.bool(), "content": content, "answer": answer_mask}[tokens]
                 logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-                loss = F.cross_entropy(logits[rows, cols].float(), torch.tensor(targets))
+                loss = F.cross_entropy(logits[rows, cols].float(), torch.tensor(targets, device=logits.device))
                 loss.backward()
     finally:
         for h in handles:
