@@ -49,7 +49,6 @@ memory per group). The generic pool is hand-written text, not a dataset split.
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -246,7 +245,6 @@ class WiseEditor:
             return output + side.to(output.dtype)
 
         optimizer = torch.optim.SGD([param], lr=hp.lr)
-        stack = ExitStack()
         handle = module.register_forward_hook(hook)
         requires = [p.requires_grad for p in model.parameters()]
         for p in model.parameters():
@@ -256,29 +254,28 @@ class WiseEditor:
             # Blocks below the side memory's give the same output at every step: replayed, and
             # the LM head applied at the target positions only (the same logits, a fraction of the cost).
             assert hp.layer is not None   # resolved by edit()
-            replay = stack.enter_context(LowerBlockReplay(model, hp.layer))
-            for taken in range(1, hp.steps + 1):
-                hidden = final_hidden(model, batch)
-                replay.arm()
-                logits = logits_from_hidden(model, hidden[0, cols]).float()   # [m, vocab]
-                delta = start + param
-                edit_act = mean_activation(edit_inputs, delta)
-                irr_act = torch.stack([mean_activation(a, delta) for a in irrelevant])
-                ft, act = F.cross_entropy(logits, labels), margin_loss(edit_act, irr_act, hp)
-                loss_ft, loss_act = ft.item(), act.item()
-                if hp.early_stop and separated(edit_act, irr_act, hp) and bool((logits.argmax(-1) == labels).all()):
-                    taken -= 1
-                    break
-                optimizer.zero_grad()
-                (ft + act).backward()
-                optimizer.step()
-                if hp.norm_constraint > 0:
-                    with torch.no_grad():
-                        total = start + param
-                        clipped = total.clamp(-hp.norm_constraint, hp.norm_constraint)
-                        param.copy_(torch.where(mask & (clipped != total), clipped - start, param))
+            with LowerBlockReplay(model, hp.layer) as replay:
+                for taken in range(1, hp.steps + 1):
+                    hidden = final_hidden(model, batch)
+                    replay.arm()
+                    logits = logits_from_hidden(model, hidden[0, cols]).float()   # [m, vocab]
+                    delta = start + param
+                    edit_act = mean_activation(edit_inputs, delta)
+                    irr_act = torch.stack([mean_activation(a, delta) for a in irrelevant])
+                    ft, act = F.cross_entropy(logits, labels), margin_loss(edit_act, irr_act, hp)
+                    loss_ft, loss_act = ft.item(), act.item()
+                    if hp.early_stop and separated(edit_act, irr_act, hp) and bool((logits.argmax(-1) == labels).all()):
+                        taken -= 1
+                        break
+                    optimizer.zero_grad()
+                    (ft + act).backward()
+                    optimizer.step()
+                    if hp.norm_constraint > 0:
+                        with torch.no_grad():
+                            total = start + param
+                            clipped = total.clamp(-hp.norm_constraint, hp.norm_constraint)
+                            param.copy_(torch.where(mask & (clipped != total), clipped - start, param))
         finally:
-            stack.close()
             handle.remove()
             for p, flag in zip(model.parameters(), requires):
                 p.requires_grad_(flag)
