@@ -128,3 +128,12 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def unscored(request: Any, neighbours: int) -> Any:
+    """What the editor is given: the request with only the neighbourhood prompts that are not
+    scored (CounterFact has 10; the first ``neighbours`` are scored), so an editor that trains
+    against declared neighbours (WISE's irrelevant inputs) never sees a scored one."""
+    from dataclasses import replace
+
+    return replace(request, probes=tuple([p for p in request.probes if p.kind == "neighbour"][neighbours:]))

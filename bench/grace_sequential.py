@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, replace
 from typing import Any
 
-from common import parser, save, setup
+from common import parser, save, setup, unscored
 
 METRICS = ("reliability_cf", "generalization_cf", "locality_cf", "reliability", "locality_agree")
 GEN_METRICS = ("gen_reliability", "gen_generalization", "gen_locality_agree")
@@ -50,13 +50,6 @@ def trimmed(request: Any, paraphrases: int, neighbours: int) -> Any:
     for kind, limit in kinds.items():
         kept += [p for p in request.probes if p.kind == kind][:limit]
     return replace(request, probes=tuple(kept))
-
-
-def unscored(request: Any, neighbours: int) -> Any:
-    """What the editor is given: the request with only the neighbourhood prompts that are not
-    scored (CounterFact has 10; the first ``neighbours`` are scored), so an editor that trains
-    against declared neighbours (WISE's irrelevant inputs) never sees a scored one."""
-    return replace(request, probes=tuple([p for p in request.probes if p.kind == "neighbour"][neighbours:]))
 
 
 def tokens_per_second(model: Any, tokenizer: Any, prompts: list[str], tokens: int) -> float:

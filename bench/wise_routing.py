@@ -13,10 +13,10 @@ neighbourhood prompts (the editor is given only the others). Writes ``bench/resu
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import Any
 
-from common import parser, save, setup
+from common import parser, save, setup, unscored
 
 
 def arguments() -> Any:
@@ -48,9 +48,7 @@ def main() -> None:
     model, tok = lm.model, lm.tokenizer
     cases = load_cases("counterfact")[args.start:args.start + args.n]
     requests = [r for case in cases for r in case.requests][:args.n]
-    # The editor sees only the neighbourhood prompts that are not measured (WISE may train against them).
-    given = [replace(r, probes=tuple([p for p in r.probes if p.kind == "neighbour"][args.neighbours:]))
-             for r in requests]
+    given = [unscored(r, args.neighbours) for r in requests]   # WISE may train against what it is given
     side, editor = side_patches(model), get_editor("wise")
     context = EditContext(fingerprint=lm.fingerprint, progress=False)
     trained = []
