@@ -108,6 +108,30 @@ def test_a_relu_ungated_patch_keeps_version_1_bytes() -> None:
                     values=torch.ones(1, 2), activation="tanh")
 
 
+def _assert_export_reproduces(store, patched: torch.Tensor) -> None:  # noqa: ANN001
+    """The widened HF folder loads with plain transformers and gives ``load_edited``'s logits:
+    4 slots at layers 1 and 2 become 4 more neurons of every MLP (layer 0's are zero)."""
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    from kedit_vc import load_edited
+    from kedit_vc.models.prompting import encode_text
+
+    folder = store.paths.root / "hf"
+    exported = AutoModelForCausalLM.from_pretrained(folder)
+    assert json.loads((folder / "kvc-export.json").read_text())["mlp_neurons_added"] == 4
+    mlps = [m for name, m in exported.named_modules() if name.endswith(".mlp")]
+    assert {m.gate_proj.weight.shape[0] for m in mlps} == {exported.config.intermediate_size}
+    added = [float(m.gate_proj.weight.detach()[-4:].abs().sum()) for m in mlps]
+    assert added[0] == 0 < added[1]
+    tokenizer = load_edited(store.paths.root, "HEAD")[1]
+    ids = torch.tensor([encode_text(tokenizer, "The Eiffel Tower is located in the city of Paris")])
+    with torch.no_grad():
+        logits = exported(input_ids=ids).logits
+    torch.testing.assert_close(logits, patched, rtol=1e-4, atol=1e-4)
+
+
 def test_a_calinet_commit_is_shown_reverts_bit_exactly_passes_fsck_and_refuses_another_model(store) -> None:  # noqa: ANN001
     from kedit_vc.ops import CommitOptions, commit_spec, revert
     from kedit_vc.ops.inspect import show
@@ -124,7 +148,8 @@ def test_a_calinet_commit_is_shown_reverts_bit_exactly_passes_fsck_and_refuses_a
     assert not torch.equal(patched, base)
     assert store.fsck() == []
     out = run_kvc("export", "HEAD", "--output", str(store.paths.root / "hf"))
-    assert out.exit_code != 0 and "neurons" in out.output
+    assert out.exit_code == 0, out.output
+    _assert_export_reproduces(store, patched)
     other = tiny_family_model("llama", d_model=48, d_mlp=64, vocab=300, layers=3)
     for patch in record.patches():
         with pytest.raises(PatchError, match="another model"):

@@ -87,7 +87,8 @@ def test_a_tpatcher_commit_reverts_bit_exactly_passes_fsck_and_is_not_exported(s
     assert not torch.equal(patched, rome)
     assert store.fsck() == []
     out = run_kvc("export", "HEAD", "--output", str(store.paths.root / "hf"))
-    assert out.exit_code != 0 and "neurons" in out.output
+    assert out.exit_code != 0 and "relu, ungated" in out.output and "load_edited" in out.output
+    assert not (store.paths.root / "hf").exists()
     revert(store, "HEAD")
     assert torch.equal(edited_logits(store), rome)
     revert(store, "HEAD~2")

@@ -582,6 +582,10 @@ def squash_command(range_text: str, message: str | None, method: str | None, hpa
 def export_command(rev: str, output: str, fmt: str, force: bool, progress: bool | None) -> None:
     """Write REV's weights (default HEAD) as a HuggingFace folder or a LoRA adapter.
 
+    Side memories that are not weights (GRACE/WISE codebooks, T-Patcher's neurons)
+    cannot be written: use kedit_vc.load_edited for those revisions. CaliNet's slots
+    are MLP neurons of the model's own form: --format hf widens every MLP to hold them.
+
     \b
     Examples:
       kvc export -o edited-model

@@ -2,8 +2,11 @@
 
 ``hf``: the base model with the live deltas added, saved with ``save_pretrained``
 (safetensors + config) and the tokenizer: plain ``AutoModelForCausalLM.from_pretrained``
-loads it. A revision with live non-weight patches (GRACE codebooks) is refused with a pointer
-to ``kedit_vc.load_edited``: a plain folder cannot hold a forward hook.
+loads it. Live ``neurons`` patches whose neurons have the MLP's own form (CaliNet's gated
+slots) are written as the MLP's own neurons: every MLP is widened by the same number and
+``intermediate_size`` grows by it (``kedit_vc.patches.neurons.widen``). A revision with other
+live non-weight patches (GRACE codebooks, T-Patcher's biased ReLU neurons) is refused with a
+pointer to ``kedit_vc.load_edited``: a plain folder cannot hold a forward hook.
 
 ``peft``: the live low-rank deltas of each parameter concatenated into one LoRA pair,
 ``B = left`` [out, r], ``A = rightᵀ`` [r, in], with ``rank_pattern`` and
@@ -18,7 +21,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kedit_vc import __version__
 from kedit_vc.errors import UsageError
@@ -41,32 +44,59 @@ class ExportResult:
     live_commits: tuple[str, ...]
 
 
-def _provenance(store: "Store", sha: str, fmt: str, live: list[str]) -> str:
-    return json.dumps({"format": fmt, "commit": sha, "base_model": store.model_ref,
-                       "base_fingerprint": store.fingerprint, "live_commits": live,
-                       "tool": f"kedit_vc {__version__}"}, indent=2, sort_keys=True) + "\n"
+def _provenance(store: "Store", sha: str, fmt: str, live: list[str], widened: int = 0) -> str:
+    record: dict[str, Any] = {"format": fmt, "commit": sha, "base_model": store.model_ref,
+                              "base_fingerprint": store.fingerprint, "live_commits": live,
+                              "tool": f"kedit_vc {__version__}"}
+    if widened:  # every MLP gained this many intermediate neurons (the live neurons patches)
+        record["mlp_neurons_added"] = widened
+    return json.dumps(record, indent=2, sort_keys=True) + "\n"
 
 
 def export_hf(store: "Store", rev: str, out: str | Path, *, force: bool = False,
               progress: bool = False) -> ExportResult:
     sha = store.resolve(rev)
     live = store.live_commits(sha)
-    side = [(c, kind) for c in live for kind in store.read_commit(c).patch_kinds]
+    side = [(c, kind) for c in live for kind in store.read_commit(c).patch_kinds if kind != "neurons"]
     if side:
         commits = ", ".join(sorted({c[:10] for c, _ in side}))
         kinds = ", ".join(sorted({k for _, k in side}))
         raise UsageError(f"{rev} has live {kinds} patches (commits {commits}) that are not weights, so a plain "
                          "HuggingFace folder cannot hold them; load the revision with "
                          f"kedit_vc.load_edited(store_dir, {rev!r}) instead, or revert those commits first")
+    neurons = [p for p in store.live_patches(sha) if getattr(p, "kind", "") == "neurons"]
     evaluator = Evaluator(store, progress=progress)
+    evaluator.move_to(sha)
+    loaded = evaluator.loaded
+    state, config, added = None, loaded.model.config, 0
+    if neurons:
+        state, config, added = _widened(loaded.model, neurons, rev)
     with staged_dir(out, force) as staging:
-        evaluator.move_to(sha)
-        loaded = evaluator.loaded
-        loaded.model.save_pretrained(staging, safe_serialization=True)
+        loaded.model.save_pretrained(staging, safe_serialization=True, state_dict=state)
+        config.save_pretrained(staging)
         loaded.tokenizer.save_pretrained(staging)
-        (staging / "kvc-export.json").write_text(_provenance(store, sha, "hf", live), encoding="utf-8")
+        provenance = _provenance(store, sha, "hf", live, added)
+        (staging / "kvc-export.json").write_text(provenance, encoding="utf-8")
         files = tuple(sorted(p.name for p in staging.iterdir()))
     return ExportResult(Path(out).resolve(), sha, "hf", files, tuple(live))
+
+
+def _widened(model: Any, neurons: list[Any], rev: str) -> tuple[dict, Any, int]:
+    """(state dict, config, n): every MLP ``n`` neurons wider, holding the live neurons as
+    its own (``kedit_vc.patches.neurons.widen``); a ``UsageError`` where they cannot be."""
+    import copy
+
+    from kedit_vc.patches.neurons.widen import refusal, widened
+
+    state = model.state_dict()
+    why = refusal(neurons, model.config, state)
+    if why is not None:
+        raise UsageError(f"{rev} has live neurons patches a plain HuggingFace folder cannot hold: {why}; load the "
+                         f"revision with kedit_vc.load_edited(store_dir, {rev!r}) instead, or revert those commits")
+    wide, added = widened(state, neurons)
+    config = copy.deepcopy(model.config)
+    config.intermediate_size = int(config.intermediate_size) + added
+    return wide, config, added
 
 
 def lora_tensors(store: "Store", sha: str, conv1d: bool) -> tuple[dict, dict[str, int]]:

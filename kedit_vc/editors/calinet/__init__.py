@@ -18,4 +18,4 @@ register_method(MethodSpec(
             "and trained on the edit's prompts with the model frozen (Dong et al. 2022; a 'neurons' patch, "
             "weights untouched; simplified: one slot memory per commit, prompts are the rewrite prompt under "
             "generated prefixes, plus a penalty on the slots' output over generated text; plain-HF export "
-            "refused)"))
+            "widens every MLP to hold the slots)"))

@@ -42,23 +42,21 @@ from kedit_vc.models.hooks import record_inputs, record_outputs
 from kedit_vc.models.prompting import encode_continuation, encode_text, pad_batch, pad_id
 from kedit_vc.patches.neurons.core import NeuronPatch
 from kedit_vc.patches.neurons.live import neuron_activations
+from kedit_vc.patches.neurons.widen import ACTIVATION_NAMES, mlp_activation
 
 from .hparams import CalinetHparams, resolve
-
-#: HF activation names -> the ``neurons`` kind's names.
-ACTIVATION_NAMES = {"silu": "silu", "swish": "silu", "gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh",
-                    "gelu_new": "gelu_tanh", "gelu_fast": "gelu_tanh", "relu": "relu"}
 
 
 def ffn_form(model: torch.nn.Module) -> tuple[str, bool]:
     """(activation, gated) of the model's MLP: the form the slots take."""
     config = model.config
-    raw = (getattr(config, "hidden_activation", None) or getattr(config, "hidden_act", None)
-           or getattr(config, "activation_function", None))
-    if raw not in ACTIVATION_NAMES:
+    activation = mlp_activation(config)
+    if activation is None:
+        raw = (getattr(config, "hidden_activation", None) or getattr(config, "hidden_act", None)
+               or getattr(config, "activation_function", None))
         raise EditError(f"calinet: the model's MLP activation {raw!r} is not one of "
                         f"{', '.join(sorted(ACTIVATION_NAMES))}; use another method for this model")
-    return ACTIVATION_NAMES[str(raw)], family_of(model).name == "llama"
+    return activation, family_of(model).name == "llama"
 
 
 def _training_batch(tokenizer: Any, requests: Sequence[EditRequest], templates: Sequence[str], pad: int,

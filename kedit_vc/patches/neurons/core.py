@@ -10,13 +10,11 @@ neurons are simply not attached. ReLU (not the FFN's own activation) makes a neu
 is not firing contribute exactly zero, so an unrelated input's output is bit-for-bit the
 base model's.
 
-Export: ``kvc export --format hf`` refuses a revision with live neurons (as it refuses any
-non-weight patch) rather than widening the FFN. Widening is what the config allows only in
-part: it has one ``intermediate_size`` for all layers, so every other layer would need
-zero-contribution neurons, which is possible; but the neuron itself is not an FFN neuron of
-a gated, bias-free MLP (Llama, Qwen, Gemma: ``down(silu(gate·x) * up·x)``): ``relu(x·k + b)``
-has a bias and a ReLU the architecture cannot express, so a widened folder would not give
-``load_edited``'s logits. ``kedit_vc.load_edited`` is the way to use such a revision.
+Export: ``kvc export --format hf`` refuses a revision with live T-Patcher neurons: a gated,
+bias-free MLP (Llama, Qwen, Gemma: ``down(act(gate·x) * up·x)``) has no neuron of the form
+``relu(x·k + b)``, so a widened folder would not give ``load_edited``'s logits;
+``kedit_vc.load_edited`` is the way to use such a revision. CaliNet's gated slots are the
+MLP's own neurons and are exported by widening every MLP (``widen``).
 
 CaliNet (Dong et al. 2022, arXiv 2210.03329) adds calibration slots that are neurons of
 the FFN's own form: ``activation`` names the function (``relu``, ``silu``, ``gelu``,
