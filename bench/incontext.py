@@ -13,6 +13,8 @@ Results are saved after each (method, benchmark) pair, so a stopped run keeps wh
 
     OMP_NUM_THREADS=1 python bench/incontext.py --n 50
     OMP_NUM_THREADS=1 python bench/incontext.py --methods serac --n 20 --cf-start 0 --neighbours 2 --name serac20
+    OMP_NUM_THREADS=1 python bench/incontext.py --methods serac --n 50 --cf-start 0 --name serac50 \
+        --hparams serac='{"classifier": "8fb17727"}'
 
 SERAC needs its classifier first (``kvc train serac``; see ``bench/serac.sh``).
 """
@@ -42,6 +44,9 @@ def arguments() -> Any:
     p.add_argument("--benchmarks", default="counterfact,zsre", help="comma-separated benchmarks")
     p.add_argument("--queries", type=int, default=20, help="prompts timed for seconds per query")
     p.add_argument("--name", default=NAME, help="results file name (bench/results/<name>.json)")
+    p.add_argument("--hparams", nargs="*", default=[],
+                   help='METHOD=JSON overrides, e.g. serac=\'{"classifier": "8fb17727"}\' (name the classifier: '
+                        "without one SERAC takes the newest trained for the model)")
     return p.parse_args()
 
 
@@ -77,6 +82,7 @@ def main() -> None:
     from kedit_vc.patches.attach import side_patches
 
     lm = load_model(args.model, progress=False)
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.hparams)}
     results: dict[str, Any] = {}
     starts = {"counterfact": args.cf_start, "zsre": args.zsre_start}
     for benchmark in args.benchmarks.split(","):
@@ -90,7 +96,7 @@ def main() -> None:
         for method in args.methods.split(","):
             side = side_patches(lm.model)
             side.clear()
-            editor, hparams = get_editor(method), build_hparams(method, {})
+            editor, hparams = get_editor(method), build_hparams(method, overrides.get(method, {}))
             context = EditContext(fingerprint=lm.fingerprint, progress=False)
             edit_s, attach_s, infos = [], [], []
             for request in requests:

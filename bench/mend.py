@@ -1,13 +1,17 @@
-"""Train a learned editor (MEND or KE) on SmolLM2, then edit held-out CounterFact records.
+"""Train a learned editor (MEND or KE) on SmolLM2, then edit held-out CounterFact or zsRE records.
 
 Training uses ``counterfact_500.json`` facts ``held_out..held_out+train`` (never the first
 ``held_out``, which are evaluated: CounterFact 0..n-1, the records
 ``counterfact100_rome.json`` used). Training is cached and resumable
 (``kedit_vc.ops.train_editor``): a rerun after a kill continues. Each held-out record is
 then edited alone from the base weights and scored as ``kvc bench`` scores (both prompt
-forms, generative metrics). The result is saved after training and after evaluation.
+forms, generative metrics), or ``--batch`` records at a time (one network call edits the
+batch). ``--benchmark zsre`` edits zsRE 0..n-1 with the same CounterFact-trained editor:
+no zsRE record is in its training data. The result is saved after training and after evaluation.
 
     OMP_NUM_THREADS=1 nice -n 5 python bench/mend.py --method mend --steps 400 --n 50
+    OMP_NUM_THREADS=1 python bench/mend.py --method ke --benchmark zsre --n 100
+    OMP_NUM_THREADS=1 python bench/mend.py --method mend --n 100 --batch 10
 """
 
 from __future__ import annotations
@@ -26,8 +30,12 @@ from kedit_vc.ops.bench import run_bench
 from kedit_vc.ops.train_editor import train_editor
 
 DATA = "/work/shared/data/counterfact_500.json"
-NAMES = {"efficacy": "reliability_cf", "paraphrase": "generalization_cf", "neighbourhood": "locality_cf",
-         "gen_reliability": "gen_reliability"}
+NAMES = {
+    "counterfact": {"efficacy": "reliability_cf", "paraphrase": "generalization_cf",
+                    "neighbourhood": "locality_cf", "gen_reliability": "gen_reliability"},
+    "zsre": {"reliability": "reliability_acc", "generalization": "generalization_acc",
+             "locality": "locality_agree", "portability": "portability_acc", "gen_reliability": "gen_reliability"},
+}
 
 
 def main() -> None:
@@ -38,11 +46,13 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--train", type=int, default=400, help="training facts (after the held-out ones)")
     p.add_argument("--held-out", type=int, default=100)
-    p.add_argument("--n", type=int, default=50, help="held-out records evaluated (CounterFact 0..n-1)")
+    p.add_argument("--n", type=int, default=50, help="held-out records evaluated (0..n-1 of --benchmark)")
+    p.add_argument("--benchmark", default="counterfact", choices=sorted(NAMES), help="records edited and scored")
+    p.add_argument("--batch", type=int, default=1, help="records edited together in one network call")
     p.add_argument("--data", default=DATA)
     args = p.parse_args()
     setup(args)
-    name = f"counterfact{args.n}_{args.method}"
+    name = f"{args.benchmark}{args.n}_{args.method}" + (f"_batch{args.batch}" if args.batch > 1 else "")
     lm = load_model(args.model, progress=False)
     settings = TrainSettings(steps=args.steps, edits_per_step=args.edits_per_step, lr=args.lr)
     started = time.perf_counter()
@@ -53,20 +63,21 @@ def main() -> None:
     training.update({"editor": str(trained.folder), "editor_hash": trained.editor_hash, "reused": trained.reused,
                      "wall_seconds_this_process": round(time.perf_counter() - started, 1),
                      "cpu_seconds_this_process": round(time.process_time() - cpu, 1)})
-    payload = {"benchmark": "counterfact", "method": args.method, "model": args.model, "training": training,
-               "threads": args.threads, "held_out_records": f"counterfact_500.json 0..{args.held_out - 1}"}
+    payload = {"benchmark": args.benchmark, "method": args.method, "model": args.model, "training": training,
+               "threads": args.threads, "batch": args.batch, "sequential": False,
+               "training_held_out": f"counterfact_500.json 0..{args.held_out - 1}"}
     save(name, payload)
-    cases = load_cases("counterfact", args.n)
+    cases = load_cases(args.benchmark, args.n)
     hp = build_hparams(args.method, {})
-    result = run_bench(lm.model, lm.tokenizer, "counterfact", cases, get_editor(args.method), hp,
-                       fingerprint=lm.fingerprint)
+    result = run_bench(lm.model, lm.tokenizer, args.benchmark, cases, get_editor(args.method), hp,
+                       batch=args.batch, fingerprint=lm.fingerprint)
     summary = result.summary() if hasattr(result, "summary") else {}
     metrics = result.report.to_json()["metrics"]
     payload.update({"n_cases": args.n, "edit_seconds": result.edit_seconds,
                     "median_edit_seconds": result.median_edit_seconds, "wall_seconds": result.wall_seconds,
                     "peak_rss_bytes": result.peak_rss_bytes, "report": result.report.to_json(),
-                    "headline": {k: metrics.get(v) for k, v in NAMES.items()}, "summary": summary})
-    rome = RESULTS / "counterfact100_rome.json"
+                    "headline": {k: metrics.get(v) for k, v in NAMES[args.benchmark].items()}, "summary": summary})
+    rome = RESULTS / ("counterfact100_rome.json" if args.benchmark == "counterfact" else "zsre100_rome.json")
     if rome.exists():
         r = json.loads(rome.read_text())
         payload["rome_median_edit_seconds"] = r["median_edit_seconds"]

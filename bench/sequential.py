@@ -12,6 +12,7 @@ PNG curve, and redraws ``sequential.png`` over every method's results found.
     python bench/sequential.py --method alphaedit --n 40 --every 10 --stats-tokens 20000
     python bench/sequential.py --method memit --n 500 --every 50          # the full run
     python bench/sequential.py --benchmark counterfact5k --method ultraedit --n 1000 --batch 100 --every 1
+    python bench/sequential.py --benchmark zsre --method rome --n 100 --every 100 --generative --tag _zsre_n100
 
 Mass editing (issue 15): ``--benchmark counterfact5k`` reads CounterFact in EasyEdit's flat
 format; each evaluation also scores raw prompts (no prefix token, as a user prompts the
@@ -33,10 +34,17 @@ from typing import Any
 from common import parser, save, setup
 
 METRICS = ("reliability_cf", "generalization_cf", "locality_cf")
-LABELS = {"reliability_cf": "efficacy", "generalization_cf": "paraphrase", "locality_cf": "neighbourhood"}
+LABELS = {"reliability_cf": "efficacy", "generalization_cf": "paraphrase", "locality_cf": "neighbourhood",
+          "reliability_acc": "reliability (acc)", "generalization_acc": "generalization (acc)",
+          "locality_agree": "locality (agree)", "portability_acc": "portability (acc)"}
 #: Also recorded at each evaluation (not drawn): raw-prompt and generative forms.
 EXTRA = ("raw_reliability_cf", "raw_generalization_cf", "raw_locality_cf", "gen_reliability", "gen_generalization",
          "gen_locality", "raw_gen_reliability")
+#: zsRE's drawn metrics (token accuracy, agreement with the unedited model, one-hop portability).
+ZSRE = ("reliability_acc", "generalization_acc", "locality_agree", "portability_acc")
+ZSRE_EXTRA = ("reliability", "raw_reliability", "generalization", "raw_generalization", "portability",
+              "raw_portability", "gen_reliability", "gen_generalization", "gen_locality_agree", "gen_portability",
+              "raw_gen_reliability")
 
 
 def _value(text: str) -> Any:
@@ -49,8 +57,8 @@ def _value(text: str) -> Any:
 def arguments() -> argparse.Namespace:
     p = parser(__doc__)
     p.add_argument("--method", required=True, help="a registered editing method (kvc bench --help lists them)")
-    p.add_argument("--benchmark", default="counterfact", choices=["counterfact", "counterfact5k"],
-                   help="counterfact_500 (default) or the flat 5k file for scale")
+    p.add_argument("--benchmark", default="counterfact", choices=["counterfact", "counterfact5k", "zsre"],
+                   help="counterfact_500 (default), the flat 5k file for scale, or zsRE with portability")
     p.add_argument("--generative", action="store_true", help="also judge greedy continuations (gen_*)")
     p.add_argument("--resume", action="store_true", help="go on after the commits a stopped run saved")
     p.add_argument("--n", type=int, default=40, help="edits in all")
@@ -66,15 +74,22 @@ def arguments() -> argparse.Namespace:
     return p.parse_args()
 
 
-def evaluate(lm: Any, requests: list, pre: Any, prompts: list[str], generative: bool = False) -> dict[str, Any]:
+def drawn(benchmark: str) -> tuple[str, ...]:
+    """The metrics a benchmark's curve draws."""
+    return ZSRE if benchmark == "zsre" else METRICS
+
+
+def evaluate(lm: Any, requests: list, pre: Any, prompts: list[str], generative: bool = False,
+             benchmark: str = "counterfact") -> dict[str, Any]:
     """Scores of ``requests`` on the current weights, with their pre-edit values."""
     from kedit_vc.eval import score_requests, summarize
     from kedit_vc.eval.fluency import fluency
 
     post = score_requests(lm.model, lm.tokenizer, requests, prompts="both", generative=generative)
     report = summarize(post, pre)
-    row = {name: report.metrics.get(name) for name in METRICS + EXTRA}
-    row["pre"] = {name: report.pre_metrics.get(name) for name in METRICS + EXTRA}
+    names = ZSRE + ZSRE_EXTRA if benchmark == "zsre" else METRICS + EXTRA
+    row = {name: report.metrics.get(name) for name in names}
+    row["pre"] = {name: report.pre_metrics.get(name) for name in names}
     if prompts:
         row["fluency"] = fluency(lm.model, lm.tokenizer, prompts)
     return row
@@ -151,7 +166,7 @@ def main() -> None:
             pre = ProbeScores(pre_all.edits[:done], pre_all.forms)
             row = {"edits": done, "commits": commits, "peak_rss_bytes": peak_rss_bytes(),
                    "seconds_per_fact": round(sum(seconds) / done, 3),
-                   **evaluate(lm, so_far, pre, prompts, args.generative)}
+                   **evaluate(lm, so_far, pre, prompts, args.generative, args.benchmark)}
             curve.append(row)
             print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()
                               if k != "pre"}), flush=True)
@@ -171,28 +186,30 @@ def main() -> None:
                 save_file(history, str(saved / "history.safetensors"))
             (saved / "state.json").write_text(json.dumps({"done": done, "commits": commits, "curve": curve,
                                                           "seconds": seconds}))
-            plot([path], path.with_suffix(".png"))
-            plot(sorted(path.parent.glob("sequential_*.json")), path.parent / "sequential.png")
+            plot([path], path.with_suffix(".png"), drawn(args.benchmark))
+            if args.benchmark != "zsre":
+                plot([f for f in sorted(path.parent.glob("sequential_*.json"))
+                      if json.loads(f.read_text()).get("benchmark") != "zsre"], path.parent / "sequential.png")
     print(f"wrote {path}")
 
 
-def plot(files: list[Path], out: Path) -> None:
+def plot(files: list[Path], out: Path, metrics: tuple[str, ...] = METRICS) -> None:
     """One panel per metric: a line per result file, its pre-edit value dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 3.4), sharey=True)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), sharey=True)
     for index, file in enumerate(files):
         data = json.loads(file.read_text())
         colour = f"C{index}"
         label = file.stem.removeprefix("sequential_")
-        for ax, metric in zip(axes, METRICS):
+        for ax, metric in zip(axes, metrics):
             xs = [row["edits"] for row in data["curve"]]
             ax.plot(xs, [row[metric] for row in data["curve"]], "o-", color=colour, label=label)
             ax.plot(xs, [row["pre"][metric] for row in data["curve"]], "--", color=colour, alpha=0.5)
-    for ax, metric in zip(axes, METRICS):
+    for ax, metric in zip(axes, metrics):
         ax.set_title(LABELS[metric])
         ax.set_xlabel("edits so far")
         ax.set_ylim(0, 1.02)
