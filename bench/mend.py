@@ -12,12 +12,16 @@ no zsRE record is in its training data. The result is saved after training and a
     OMP_NUM_THREADS=1 nice -n 5 python bench/mend.py --method mend --steps 400 --n 50
     OMP_NUM_THREADS=1 python bench/mend.py --method ke --benchmark zsre --n 100
     OMP_NUM_THREADS=1 python bench/mend.py --method mend --n 100 --batch 10
+    OMP_NUM_THREADS=1 python bench/mend.py --method mend --benchmark zsre --n 100 --train 800 --tag _cfzsre \
+        --data /work/shared/data/counterfact_500.json /work/shared/data/zsre_eval_portability_1037.json \
+        --out ~/.cache/kedit_vc/editors/mend-cf-zsre
 """
 
 from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 from common import RESULTS, parser, save, setup
 
@@ -49,26 +53,28 @@ def main() -> None:
     p.add_argument("--n", type=int, default=50, help="held-out records evaluated (0..n-1 of --benchmark)")
     p.add_argument("--benchmark", default="counterfact", choices=sorted(NAMES), help="records edited and scored")
     p.add_argument("--batch", type=int, default=1, help="records edited together in one network call")
-    p.add_argument("--data", default=DATA)
+    p.add_argument("--data", nargs="+", default=[DATA], help="training files (the first --held-out of each held out)")
+    p.add_argument("--out", default=None, help="train into this folder and edit with it (default: the cache's)")
+    p.add_argument("--tag", default="", help="suffix of the result file name")
     args = p.parse_args()
     setup(args)
-    name = f"{args.benchmark}{args.n}_{args.method}" + (f"_batch{args.batch}" if args.batch > 1 else "")
+    name = f"{args.benchmark}{args.n}_{args.method}" + (f"_batch{args.batch}" if args.batch > 1 else "") + args.tag
     lm = load_model(args.model, progress=False)
     settings = TrainSettings(steps=args.steps, edits_per_step=args.edits_per_step, lr=args.lr)
     started = time.perf_counter()
     cpu = time.process_time()
-    trained = train_editor(args.method, args.model, [args.data], {}, settings, held_out=args.held_out,
-                           limit=args.train, progress=False, loaded=lm)
+    trained = train_editor(args.method, args.model, list(args.data), {}, settings, held_out=args.held_out,
+                           limit=args.train, out=args.out, progress=False, loaded=lm)
     training = {k: v for k, v in trained.record["training"].items() if k != "train_edit_ids"}
     training.update({"editor": str(trained.folder), "editor_hash": trained.editor_hash, "reused": trained.reused,
                      "wall_seconds_this_process": round(time.perf_counter() - started, 1),
                      "cpu_seconds_this_process": round(time.process_time() - cpu, 1)})
     payload = {"benchmark": args.benchmark, "method": args.method, "model": args.model, "training": training,
                "threads": args.threads, "batch": args.batch, "sequential": False,
-               "training_held_out": f"counterfact_500.json 0..{args.held_out - 1}"}
+               "training_held_out": [f"{Path(d).name} 0..{args.held_out - 1}" for d in args.data]}
     save(name, payload)
     cases = load_cases(args.benchmark, args.n)
-    hp = build_hparams(args.method, {})
+    hp = build_hparams(args.method, {"editor": args.out} if args.out else {})
     result = run_bench(lm.model, lm.tokenizer, args.benchmark, cases, get_editor(args.method), hp,
                        batch=args.batch, fingerprint=lm.fingerprint)
     summary = result.summary() if hasattr(result, "summary") else {}
