@@ -16,13 +16,13 @@ from kedit_vc.lang.ir import (
 )
 
 KEYWORDS = ["edit", "relation", "method", "group", "not", "hop", "keep", "model", "implies", "from", "rules",
-            "for", "derive"]
+            "for", "derive", "true", "false"]
 names = st.one_of(st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True), st.sampled_from(KEYWORDS))
 relation_names = names.filter(lambda n: n != "prompt")
 texts = st.text(st.characters(exclude_categories=("Cs",)), max_size=20)
 numbers = st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False))
 values = st.recursive(
-    st.one_of(numbers, texts, st.builds(Range, st.integers(-50, 50), st.integers(-50, 50))),
+    st.one_of(numbers, texts, st.booleans(), st.builds(Range, st.integers(-50, 50), st.integers(-50, 50))),
     lambda inner: st.one_of(
         st.builds(ListValue, st.lists(inner, max_size=3).map(tuple)),
         st.builds(MapValue, st.lists(st.builds(Param, names, inner), max_size=3).map(tuple)),

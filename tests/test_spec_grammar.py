@@ -98,6 +98,18 @@ def test_values_ranges_lists_and_nested_maps() -> None:
     assert values["z"] == 1500.0
 
 
+def test_booleans_are_values_and_true_still_names_things() -> None:
+    """``true``/``false`` are boolean values where a value goes (a bool hyperparameter),
+    and plain names elsewhere (``derive = true``, a parameter called ``true``)."""
+    spec = parse_text("method rome { raw_context = false, v_prefix_cache = true, true = [true, 1] }\n"
+                      "derive = true")
+    method, derive = spec.items
+    values = {p.name: p.value for p in method.params}
+    assert values["raw_context"] is False and values["v_prefix_cache"] is True
+    assert values["true"] == ListValue((True, 1)) and values["true"].items[0] is True
+    assert derive.value == "true"
+
+
 def test_whitespace_and_commas_are_free() -> None:
     compact = 'method memit{layers=4..8,v_lr=0.5}edit "S" r:"a"->"b"{neighbor"L"=>"x"}'
     spaced = 'method memit {\n  layers = 4..8\n  v_lr = 0.5\n}\nedit "S" r: "a" -> "b" {\n neighbour "L" => "x"\n}\n'

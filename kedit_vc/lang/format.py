@@ -39,7 +39,7 @@ INDENT = "    "
 
 def format_value(value: Value) -> str:
     if isinstance(value, bool):
-        return "1" if value else "0"
+        return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):

@@ -99,6 +99,10 @@ class _Builder(Transformer):
         (token,) = children
         return _Value(self._str(token), self._span(token))
 
+    def boolean(self, children: list[Token]) -> _Value:
+        (token,) = children
+        return _Value(token.type == "TRUE", self._span(token))
+
     def range(self, children: list[Token]) -> _Value:
         low, high = children
         return _Value(Range(int(low.value), int(high.value)), self._span(low, high))
