@@ -191,7 +191,7 @@ def test_rome_edit_writes_value_at_averaged_key(tok, tmp_path) -> None:  # noqa:
     hp = build_hparams("rome", TINY["rome"])
     request = REQUESTS[0]
     delta, _ = _edit("rome", model, tok, requests=[request], stats_dir=str(tmp_path))
-    templates = context_templates(model, tok, hp.context_templates, hp.context_length)
+    templates = context_templates(model, tok, hp.context_templates, hp.context_length, raw=hp.raw_context)
     key = subject_keys(model, tok, [request], [1], templates)[1][0]
     mom2 = key_second_moments(model, tok, "tiny-llama", [1], hp.stats_tokens, stats_dir=str(tmp_path))[1]
     weight = mlp_out_weight(model, 1).detach().clone()
@@ -321,3 +321,13 @@ def test_raw_context_template_encodes_without_the_prefix(tok) -> None:  # noqa: 
     raw_prompt = RAW_TEMPLATE.replace("{}", "{} was founded by")
     assert subject_last_index(tok, raw_prompt, "Microsoft") == subject_last_index(tok, "{} was founded by",
                                                                                    "Microsoft") - len(prefix_ids(tok))
+
+
+@pytest.mark.parametrize("method,default", [("rome", True), ("memit", True), ("joint_rome", True),
+                                            ("alphaedit", False), ("pmet", False)])
+def test_raw_prompt_contexts_are_on_where_they_were_measured(method: str, default: bool) -> None:
+    """Edits must hold on the prompt a user types (no prefix token): measured on held-out
+    records for ROME and MEMIT (README, "Raw-prompt contexts"), so ``raw_context`` is on for
+    them unless a spec turns it off; AlphaEdit and PMET keep it off until measured."""
+    assert build_hparams(method, {}).raw_context is default
+    assert build_hparams(method, {"raw_context": not default}).raw_context is (not default)

@@ -62,7 +62,7 @@ def bench_command(benchmark: str, n: int, skip: int, method: str, batch: int, se
       kvc bench counterfact --n 100 --method rome
       kvc bench counterfact --n 100 --method memit --batch 100
       kvc bench zsre --n 100 --method rome --json zsre.json
-      kvc bench counterfact --skip 400 --n 40 --method memit --batch 40 --hparam raw_context=true
+      kvc bench counterfact --skip 400 --n 40 --method memit --batch 40 --hparam raw_context=false
     """
     import json
 

@@ -31,6 +31,9 @@ class AlphaeditHparams(TargetHparams, NormAnchorHparams):
     nullspace_threshold: float = hparam(0.1, "null space: the least-used key directions holding <= this "
                                              "share of E||k||^2")
     l2: float = hparam(1.0, "alpha in (P (K^T K + K_p^T K_p) + alpha I)^-1")
+    raw_context: bool = hparam(False, "also fit keys and targets on the bare prompt without the <|endoftext|> "
+                                      "prefix (on for ROME and MEMIT, where it was measured; off here until "
+                                      "measured with the null-space projection)")
 
 
 def check(hp: AlphaeditHparams) -> list[str]:

@@ -48,8 +48,10 @@ class TargetHparams:
                                            "SmolLM2 edits unreached in a squash)")
     context_templates: int = hparam(10, "generated prefixes averaged over for keys and targets")
     context_length: int = hparam(10, "tokens per generated prefix")
-    raw_context: bool = hparam(False, "also fit keys and targets on the bare prompt without the "
-                                      "<|endoftext|> prefix, so edits hold on raw prompts too")
+    raw_context: bool = hparam(True, "also fit keys and targets on the bare prompt without the "
+                                     "<|endoftext|> prefix, so edits hold on raw prompts too (the form "
+                                     "users type to an exported model; no effect where the tokenizer "
+                                     "adds its own BOS)")
     stats_tokens: int | None = hparam(None, f"covariance sample size in tokens (None: {STATS_TOKENS})")
     v_stop_nll: float = hparam(0.05, "a fact's target optimisation stops once its mean target NLL is below this")
     v_prefix_cache: bool = hparam(True, "run each prompt's tokens before the subject once, not at every "

@@ -23,6 +23,9 @@ class PmetHparams(MemitHparams):
 
     mom2_weight: float = hparam(1000.0, "lambda in (lambda C + K K^T)^-1 (SmolLM2 dev sweep, "
                                         "bench/results/pmet_sweep.json: 1000 beats MEMIT's 5000)")
+    raw_context: bool = hparam(False, "also fit keys and targets on the bare prompt without the <|endoftext|> "
+                                      "prefix (on for ROME and MEMIT, where it was measured; off here until "
+                                      "measured with PMET's joint targets)")
 
 
 def check(hp: PmetHparams) -> list[str]:
