@@ -42,19 +42,16 @@ from kedit_vc.models.hooks import record_inputs, record_outputs
 from kedit_vc.models.prompting import encode_continuation, encode_text, pad_batch, pad_id
 from kedit_vc.patches.neurons.core import NeuronPatch
 from kedit_vc.patches.neurons.live import neuron_activations
-from kedit_vc.patches.neurons.widen import ACTIVATION_NAMES, mlp_activation
+from kedit_vc.patches.neurons.widen import ACTIVATION_NAMES, hf_activation, mlp_activation
 
 from .hparams import CalinetHparams, resolve
 
 
 def ffn_form(model: torch.nn.Module) -> tuple[str, bool]:
     """(activation, gated) of the model's MLP: the form the slots take."""
-    config = model.config
-    activation = mlp_activation(config)
+    activation = mlp_activation(model.config)
     if activation is None:
-        raw = (getattr(config, "hidden_activation", None) or getattr(config, "hidden_act", None)
-               or getattr(config, "activation_function", None))
-        raise EditError(f"calinet: the model's MLP activation {raw!r} is not one of "
+        raise EditError(f"calinet: the model's MLP activation {hf_activation(model.config)!r} is not one of "
                         f"{', '.join(sorted(ACTIVATION_NAMES))}; use another method for this model")
     return activation, family_of(model).name == "llama"
 

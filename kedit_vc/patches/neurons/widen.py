@@ -28,10 +28,15 @@ ACTIVATION_NAMES = {"silu": "silu", "swish": "silu", "gelu": "gelu", "gelu_pytor
 GATE, UP, DOWN = "gate_proj", "up_proj", "down_proj"
 
 
+def hf_activation(config: Any) -> Any:
+    """The MLP activation as the HF config names it (Gemma, Llama and GPT-2 use different keys)."""
+    return (getattr(config, "hidden_activation", None) or getattr(config, "hidden_act", None)
+            or getattr(config, "activation_function", None))
+
+
 def mlp_activation(config: Any) -> str | None:
     """The ``neurons`` name of the model's MLP activation (None when not one we know)."""
-    raw = (getattr(config, "hidden_activation", None) or getattr(config, "hidden_act", None)
-           or getattr(config, "activation_function", None))
+    raw = hf_activation(config)
     return ACTIVATION_NAMES.get(str(raw)) if raw is not None else None
 
 
