@@ -48,6 +48,9 @@ def main() -> None:
     p.add_argument("--start", type=int, default=200)
     p.add_argument("--n", type=int, default=10)
     p.add_argument("--hparams", nargs="*", default=[], help="METHOD=JSON overrides")
+    p.add_argument("--given-neighbours", type=int, default=0,
+                   help="of CounterFact's 10 neighbourhood prompts, the last K are given to the editor (T-Patcher "
+                        "and CaliNet train against them) and not scored")
     args = p.parse_args()
     setup(args)
     import torch
@@ -71,10 +74,10 @@ def main() -> None:
             if (method, record) in done:
                 continue
             result = run_bench(lm.model, lm.tokenizer, "counterfact", [case], get_editor(method), hp,
-                               fingerprint=lm.fingerprint)
+                               fingerprint=lm.fingerprint, given_neighbours=args.given_neighbours)
             report = result.report
             row = {"method": method, "record": record, "edit_seconds": result.median_edit_seconds,
-                   "hparams": overrides.get(method, {}),
+                   "hparams": overrides.get(method, {}), "given_neighbours": args.given_neighbours,
                    "post": {k: report.metrics[v] for k, v in NAMES.items() if v in report.metrics},
                    "pre": {k: report.pre_metrics[v] for k, v in NAMES.items() if v in report.pre_metrics}}
             rows.append(row)

@@ -20,6 +20,12 @@ exported model: ``raw_*``) and, with ``--generative``, greedy continuations (``g
 Method state carried by the history (UltraEdit's normalisation statistics) is summed
 over the commits so far and handed to each edit, as ``kvc commit`` does. ``--resume``
 re-applies the saved deltas of a stopped run (``<name>.deltas/``) and goes on after them.
+
+Methods whose patches are not weight deltas (T-Patcher's and CaliNet's neurons, GRACE's
+codebooks) have them attached before the next edit, as ``kvc commit`` does, and saved
+beside the deltas for ``--resume``. ``--given-neighbours K`` hands each editor the last K of
+a record's neighbourhood prompts (editors that train against neighbours read them) and
+scores only the others.
 """
 
 from __future__ import annotations
@@ -71,6 +77,8 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--no-history", action="store_true", help="do not pass earlier edits' keys to the editor")
     p.add_argument("--fluency", type=int, default=0, help="generation prompts for fluency at each evaluation")
     p.add_argument("--tag", default="", help="suffix of the result file names")
+    p.add_argument("--given-neighbours", type=int, default=0,
+                   help="the last K neighbourhood prompts of each record go to the editor and are not scored")
     return p.parse_args()
 
 
@@ -107,6 +115,9 @@ def main() -> None:
     from kedit_vc.eval.fluency import fluency
     from kedit_vc.eval.scores import ProbeScores
     from kedit_vc.models import load_model
+    from kedit_vc.ops.bench import split_neighbours
+    from kedit_vc.patches.attach import side_patches
+    from kedit_vc.patches.registry import require_kind
 
     overrides = dict(item.split("=", 1) for item in args.hparam)
     overrides = {k: _value(v) for k, v in overrides.items()}
@@ -118,7 +129,8 @@ def main() -> None:
     hparams = build_hparams(args.method, overrides)
     lm = load_model(args.model, progress=False)
     cases = load_cases(args.benchmark)[args.start:args.start + args.n]
-    requests = [r for case in cases for r in case.requests]
+    pairs = [split_neighbours(r, args.given_neighbours) for case in cases for r in case.requests]
+    requests, given = [scored for scored, _ in pairs], [handed for _, handed in pairs]
     prompts = [p for case in cases for p in case.generation_prompts][:args.fluency]
     if args.fluency and not prompts:  # the flat file has no generation prompts: use the rewrite prompts
         prompts = [r.prompt.replace("{}", r.subject, 1) for r in requests][:args.fluency]
@@ -128,14 +140,19 @@ def main() -> None:
     preserved: dict[int, torch.Tensor] = {}
     carried: dict[str, torch.Tensor] = {}
     curve, seconds = [], []
+    patch_files: dict[str, list[tuple[str, str]]] = {}
     name = f"sequential_{args.method}{args.tag}"
     saved = Path(args.results_dir or Path(__file__).resolve().parent / "results") / f"{name}.deltas"
     first = 0
+    side = side_patches(lm.model)
     if args.resume and (saved / "state.json").is_file():
         state = json.loads((saved / "state.json").read_text())
         curve, seconds, first = state["curve"], state["seconds"], state["done"]
+        patch_files = {k: [tuple(item) for item in v] for k, v in state.get("patches", {}).items()}
         for k in range(state["commits"]):
             Delta.load(saved / f"{k:05d}.safetensors").apply(lm.model)
+            side.add([require_kind(kind).decode(path.read_bytes(), None, str(path))
+                      for path, kind in ((saved / name, kind) for name, kind in state.get("patches", {}).get(str(k), []))])
         from safetensors.torch import load_file
 
         extra_state = load_file(str(saved / "history.safetensors")) if (saved / "history.safetensors").is_file() else {}
@@ -144,13 +161,14 @@ def main() -> None:
         print(f"resumed after {first} edits ({state['commits']} commits)", flush=True)
     saved.mkdir(parents=True, exist_ok=True)
     for start in range(first, len(requests), args.batch):
-        chunk = requests[start:start + args.batch]
+        chunk = given[start:start + args.batch]
         context = EditContext(fingerprint=lm.fingerprint, progress=False,
                               preserved_keys={} if args.no_history else dict(preserved), carried=dict(carried))
         began = time.perf_counter()
         result = editor.edit(lm.model, lm.tokenizer, chunk, hparams, context)
         delta = result.delta
         delta.apply(lm.model)
+        side.add(result.patches)   # neurons, codebooks: live for the next edit and the scores
         seconds.append(time.perf_counter() - began)
         done, commits = start + len(chunk), start // args.batch + 1
         print(f"commit {commits}: {len(chunk)} edit(s) in {seconds[-1]:.1f}s", flush=True)
@@ -161,6 +179,9 @@ def main() -> None:
             value = value.detach().double()
             carried[key] = carried[key] + value if key in carried else value
         delta.save(saved / f"{commits - 1:05d}.safetensors")
+        for i, patch in enumerate(result.patches):
+            (saved / f"{commits - 1:05d}-{i}.patch").write_bytes(patch.to_bytes())
+            patch_files.setdefault(str(commits - 1), []).append((f"{commits - 1:05d}-{i}.patch", patch.kind))
         if commits % args.every == 0 or done == len(requests):
             so_far = requests[:done]
             pre = ProbeScores(pre_all.edits[:done], pre_all.forms)
@@ -175,7 +196,7 @@ def main() -> None:
                 "method": args.method, "model": args.model, "hparams": overrides,
                 "resolved_hparams": asdict(resolve_hparams(args.method, lm.model, hparams)), "n": len(requests),
                 "batch": args.batch, "every": args.every, "start": args.start, "benchmark": args.benchmark,
-                "history": not args.no_history, "complete": done == len(requests),
+                "history": not args.no_history, "given_neighbours": args.given_neighbours, "complete": done == len(requests),
                 "pre_fluency": pre_fluency, "seconds_per_commit": round(sum(seconds) / len(seconds), 2),
                 "curve": curve}, args.results_dir)
             from safetensors.torch import save_file
@@ -185,7 +206,7 @@ def main() -> None:
             if history:
                 save_file(history, str(saved / "history.safetensors"))
             (saved / "state.json").write_text(json.dumps({"done": done, "commits": commits, "curve": curve,
-                                                          "seconds": seconds}))
+                                                          "seconds": seconds, "patches": patch_files}))
             plot([path], path.with_suffix(".png"), drawn(args.benchmark))
             if args.benchmark != "zsre":
                 plot([f for f in sorted(path.parent.glob("sequential_*.json"))

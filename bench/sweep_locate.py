@@ -32,8 +32,11 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", required=True, help="JSON objects of hyperparameters")
     parser.add_argument("--n", type=int, default=10)
     parser.add_argument("--start", type=int, default=450)
+    parser.add_argument("--given-neighbours", type=int, default=0,
+                        help="the last K neighbourhood prompts go to the editor and are not scored")
+    parser.add_argument("--name", default=None, help="results file (default <method>_sweep)")
     args = parser.parse_args()
-    name = f"{args.method}_sweep"
+    name = args.name or f"{args.method}_sweep"
     path = RESULTS / f"{name}.json"
     rows = json.loads(path.read_text())["rows"] if path.exists() else []
     done = {json.dumps(r["config"], sort_keys=True) for r in rows}
@@ -46,13 +49,15 @@ def main() -> None:
             continue
         hp = build_hparams(args.method, config)
         result = run_bench(lm.model, lm.tokenizer, "counterfact", cases, get_editor(args.method), hp,
-                           fingerprint=lm.fingerprint, progress=True)
+                           fingerprint=lm.fingerprint, progress=True,
+                           given_neighbours=args.given_neighbours)
         pre = {k: result.report.pre_metrics[v] for k, v in NAMES.items() if v in result.report.pre_metrics}
         row = {"config": config, **{k: result.report.metrics[v] for k, v in NAMES.items()},
                "median_edit_seconds": result.median_edit_seconds}
         rows.append(row)
         print(json.dumps(row), flush=True)
         save(name, {"method": args.method, "records": f"{args.start}..{args.start + args.n - 1}",
+                    "given_neighbours": args.given_neighbours,
                     "threads": __import__("torch").get_num_threads(), "rows": rows, "pre": pre})
 
 

@@ -159,3 +159,34 @@ def test_a_calinet_commit_is_shown_reverts_bit_exactly_passes_fsck_and_refuses_a
     revert(store, "HEAD")  # the revert, reverted
     assert torch.equal(edited_logits(store), patched)
     assert store.fsck() == []
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_declared_neighbours_get_a_keep_term_and_barely_move(kind: str) -> None:
+    """A neighbour shares the edit's relation prompt: without its own keep term the slots move
+    its answer; with it (KL to the unedited model at the neighbour's last token), that
+    next-token distribution stays within 0.05 nats (the early-stop bound) while the edit takes."""
+    from kedit_vc.compiler.plan import Probe
+
+    neighbour = Probe("neighbour", "The Louvre is located in the city of", "Paris", "Rome")
+    request = EditRequest("e-1", "Eiffel Tower", "The {} is located in the city of", "Rome", "Paris",
+                          probes=(neighbour,))
+    moved = {}
+    for keep in (0, 5):
+        tok = tiny_tokenizer()
+        model = tiny_family_model(kind, d_model=32, d_mlp=64, vocab=300, layers=3, initializer_range=0.3)
+        hp = build_hparams("calinet", {"layers": [1, 2], "slots": 8, "memory_length": 10, "neighbour_keep": keep})
+        result = get_editor("calinet").edit(model, tok, [request], hp, EditContext(progress=False))
+        text = torch.tensor([encode_text(tok, neighbour.prompt)])
+        prompt = torch.tensor([encode_text(tok, request.rewrite_prompt)])
+        with torch.no_grad():
+            base = model(input_ids=text).logits.log_softmax(-1)
+        handles = attach(model, list(result.patches))
+        try:
+            with torch.no_grad():
+                moved[keep] = float(_kl(base, model(input_ids=text).logits.log_softmax(-1))[-1])
+                assert int(model(input_ids=prompt).logits[0, -1].argmax()) == encode_continuation(tok, " Rome")[0]
+        finally:
+            for handle in handles:
+                handle.remove()
+    assert moved[5] <= 0.05 and moved[5] < moved[0], moved

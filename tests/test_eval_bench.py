@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 
 from kedit_vc.cli.main import main
@@ -233,13 +235,14 @@ def test_kvc_bench_command(data, tmp_path, monkeypatch, capsys, tok):
     out_json = tmp_path / "bench.json"
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "counterfact", "--n", "2", "--method", "boost", "--model", str(folder),
-              "--hparam", "boost=25", "--json", str(out_json)])
+              "--hparam", "boost=25", "--json", str(out_json), "--given-neighbours", "1"])
     out, err = capsys.readouterr()
     assert exit_info.value.code == 0, err
     assert "counterfact: boost, 2 cases, batch 1" in out and "efficacy score" in out
     saved = json.loads(out_json.read_text())
     assert saved["report"]["metrics"]["reliability_cf"] == 1.0
     assert saved["run"]["hparams"] == {"boost": 25.0} and saved["run"]["model"] == str(folder)
+    assert saved["given_neighbours"] == 1
     assert 0 < saved["median_edit_seconds"] < 60 and saved["run"]["date"].startswith("20")
 
 
@@ -288,3 +291,43 @@ def test_non_weight_patches_are_scored_while_attached_then_detached(data, model,
     m, pre = result.report.metrics, result.report.pre_metrics
     assert m["reliability_cf"] == 1.0 and pre["reliability_cf"] < 1.0
     assert m["delta_bytes"] > 0
+
+
+def test_an_editor_is_never_given_a_scored_probe(data, model, tok):
+    """The benchmark hands editors the rewrite and only the neighbourhood prompts it does not
+    score: an editor training against declared neighbours must not see its own test."""
+    class Recording(BoostEditor):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[tuple[str, ...]] = []
+
+        def edit(self, model, tokenizer, requests, hparams, context):
+            self.seen += [tuple(p.prompt for p in r.probes) for r in requests]
+            return super().edit(model, tokenizer, requests, hparams, context)
+
+    cases = load_cases("counterfact")
+    neighbours = [[p.prompt for p in r.probes if p.kind == "neighbour"] for c in cases for r in c.requests]
+    editor = Recording()
+    every = run_bench(model, tok, "counterfact", cases, editor, BoostHparams())
+    assert editor.seen == [(), ()]
+    editor = Recording()
+    split = run_bench(model, tok, "counterfact", cases, editor, BoostHparams(), given_neighbours=1)
+    assert editor.seen == [(n[-1],) for n in neighbours]
+    assert split.report.metrics["reliability_cf"] == every.report.metrics["reliability_cf"] == 1.0
+
+
+@settings(max_examples=50, deadline=None)
+@given(kinds=st.lists(st.sampled_from(["rewrite", "paraphrase", "neighbour", "hop"]), max_size=12),
+       given_count=st.integers(0, 6))
+def test_split_neighbours_partitions_the_probes(kinds, given_count):
+    from kedit_vc.compiler.plan import EditRequest, Probe
+    from kedit_vc.ops.bench import split_neighbours
+
+    probes = tuple(Probe(kind=kind, prompt=f"p{i}", target="t") for i, kind in enumerate(kinds))
+    request = EditRequest("e", "S", "{} is in", "X", "Y", probes=probes)
+    scored, handed = split_neighbours(request, given_count)
+    neighbours = [p for p in probes if p.kind == "neighbour"]
+    assert list(handed.probes) == neighbours[len(neighbours) - min(given_count, len(neighbours)):] * (given_count > 0)
+    assert sorted(p.prompt for p in scored.probes + handed.probes) == sorted(p.prompt for p in probes)
+    assert not {p.prompt for p in scored.probes} & {p.prompt for p in handed.probes}
+    assert [p for p in probes if p in scored.probes] == list(scored.probes)  # order kept

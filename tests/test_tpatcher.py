@@ -14,6 +14,7 @@ from tiny_models import tiny_family_model, tiny_tokenizer
 
 from kedit_vc.compiler.plan import EditRequest
 from kedit_vc.editors.base import EditContext, get_editor
+from kedit_vc.editors.common.positions import other_subject_prompts
 from kedit_vc.editors.registry import build_hparams
 from kedit_vc.models.prompting import encode_continuation, encode_text
 from kedit_vc.patches.neurons.core import NeuronPatch
@@ -97,3 +98,42 @@ def test_a_tpatcher_commit_reverts_bit_exactly_passes_fsck_and_is_not_exported(s
     revert(store, "HEAD~2")  # the T-Patcher commit's revert, reverted
     assert torch.equal(edited_logits(store), patched)
     assert store.fsck() == []
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_declared_neighbours_join_the_memory_and_the_neuron_stays_silent_on_them(kind: str) -> None:
+    """A neighbour shares the edit's relation prompt (its last token is where a neuron keyed on
+    the edit misfires); declared, its tokens join the memory the neuron must stay below."""
+    from kedit_vc.compiler.plan import Probe
+
+    tok = tiny_tokenizer()
+    model = tiny_family_model(kind, d_model=32, d_mlp=64, vocab=300, layers=3, initializer_range=0.3)
+    neighbour = Probe("neighbour", "The Louvre is located in the city of", "Paris", "Rome")
+    request = EditRequest("e-1", "Eiffel Tower", "The {} is located in the city of", "Rome", "Paris",
+                          probes=(neighbour,))
+    hp = build_hparams("tpatcher", {"memory_texts": 10, "memory_length": 8, "steps": 200, "template_memory": 0})
+    result = get_editor("tpatcher").edit(model, tok, [request], hp, EditContext(progress=False))
+    (info,) = result.info["neurons"]
+    text = torch.tensor([encode_text(tok, f"{neighbour.prompt} {neighbour.target}")])
+    assert info["neighbour_tokens"] == text.shape[1]
+    with torch.no_grad():
+        base = model(input_ids=text).logits
+    handles = attach(model, list(result.patches))
+    try:
+        with torch.no_grad():
+            assert torch.equal(model(input_ids=text).logits, base)   # silent on the declared neighbour
+            prompt = encode_text(tok, request.rewrite_prompt)
+            assert int(model(input_ids=torch.tensor([prompt])).logits[0, -1].argmax()) == \
+                encode_continuation(tok, " Rome")[0]
+    finally:
+        for handle in handles:
+            handle.remove()
+    no_neighbours = build_hparams("tpatcher", {"memory_texts": 10, "memory_length": 8, "neighbour_memory": 0,
+                                               "template_memory": 0})
+    plain = get_editor("tpatcher").edit(model, tok, [request], no_neighbours, EditContext(progress=False))
+    assert plain.info["neurons"][0]["neighbour_tokens"] == 0
+    templated = build_hparams("tpatcher", {"memory_texts": 10, "memory_length": 8, "neighbour_memory": 0,
+                                           "template_memory": 3})
+    stand_ins = get_editor("tpatcher").edit(model, tok, [request], templated, EditContext(progress=False))
+    expected = sum(len(encode_text(tok, text)) for text in other_subject_prompts(request, 3))
+    assert stand_ins.info["neurons"][0]["neighbour_tokens"] == expected

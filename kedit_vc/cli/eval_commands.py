@@ -51,11 +51,17 @@ if TYPE_CHECKING:
               help="Also measure fluency from generations of this many tokens (CounterFact).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, allow_dash=True), default=None,
               help="Write the full result as JSON to this file ('-' for stdout).")
+@click.option("--given-neighbours", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Hand each editor the last K neighbourhood prompts of a record (T-Patcher, CaliNet and WISE "
+                   "train against declared neighbours) and score only the others.")
 @click.option("--progress/--no-progress", default=False)
 def bench_command(benchmark: str, n: int, skip: int, method: str, batch: int, sequential: bool,
                   hparams: tuple[str, ...], model_ref: str, data: str | None, eval_batch_size: int, fluency_tokens: int,
-                  json_out: str | None, progress: bool) -> int:
+                  json_out: str | None, given_neighbours: int, progress: bool) -> int:
     """Run an edit benchmark on the shared data and print the reference summary.
+
+    An editor is never handed a probe that is scored: it gets each record's rewrite and,
+    with --given-neighbours K, the last K neighbourhood prompts, which are then not scored.
 
     \b
     Examples:
@@ -63,6 +69,7 @@ def bench_command(benchmark: str, n: int, skip: int, method: str, batch: int, se
       kvc bench counterfact --n 100 --method memit --batch 100
       kvc bench zsre --n 100 --method rome --json zsre.json
       kvc bench counterfact --skip 400 --n 40 --method memit --batch 40 --hparam raw_context=false
+      kvc bench counterfact --skip 200 --n 10 --method tpatcher --given-neighbours 5
     """
     import json
 
@@ -86,8 +93,9 @@ def bench_command(benchmark: str, n: int, skip: int, method: str, batch: int, se
     model, tokenizer = loaded.model, loaded.tokenizer
     result = run_bench(model, tokenizer, benchmark, cases, editor, hp, batch=batch, sequential=sequential,
                        eval_batch_size=eval_batch_size, fluency_tokens=fluency_tokens, progress=progress,
-                       fingerprint=loaded.fingerprint)
-    payload = {**result.to_json(), "run": run_facts(model, method.lower(), hp, model_ref, loaded.fingerprint)}
+                       fingerprint=loaded.fingerprint, given_neighbours=given_neighbours)
+    payload = {**result.to_json(), "given_neighbours": given_neighbours,
+               "run": run_facts(model, method.lower(), hp, model_ref, loaded.fingerprint)}
     text = json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
     if json_out == "-":
         click.echo(text, nl=False)

@@ -14,10 +14,12 @@ from __future__ import annotations
 import statistics
 import sys
 import time
+from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
 import torch
 
+from kedit_vc.compiler.plan import EditRequest
 from kedit_vc.editors.base import EditContext, Editor
 from kedit_vc.eval.bench import BenchResult
 from kedit_vc.eval.datasets import BenchCase
@@ -39,6 +41,19 @@ def _chunks(cases: Sequence[BenchCase], size: int) -> list[list[BenchCase]]:
 
 def _requests(cases: Sequence[BenchCase]) -> list:
     return [r for c in cases for r in c.requests]
+
+
+def split_neighbours(request: EditRequest, given: int) -> tuple[EditRequest, EditRequest]:
+    """(what is scored, what the editor is given) for one benchmark request.
+
+    An editor never sees a probe that is scored: it is given the rewrite and, of the
+    declared neighbourhood prompts, only the last ``given`` (which are then not scored),
+    the prompts that editors training against neighbours (WISE, T-Patcher, CaliNet) read.
+    """
+    neighbours = [p for p in request.probes if p.kind == "neighbour"]
+    handed = neighbours[max(0, len(neighbours) - given):] if given > 0 else []
+    scored = tuple(p for p in request.probes if not any(p is h for h in handed))
+    return replace(request, probes=scored), replace(request, probes=tuple(handed))
 
 
 def _fluency(model: torch.nn.Module, tokenizer: Any, cases: Sequence[BenchCase], max_new_tokens: int) -> list[float]:
@@ -68,19 +83,23 @@ def run_bench(
     fluency_tokens: int = 0,
     progress: bool = False,
     fingerprint: str | None = None,
+    given_neighbours: int = 0,
 ) -> BenchResult:
     """Edit ``cases`` with ``editor``, evaluate, undo; return the summary with pre-edit values.
 
     ``fluency_tokens > 0`` also measures fluency (top-5 sampled generations of that many
     tokens from each case's generation prompts, with the case's edit applied).
-    ``fingerprint`` keys the editors' cached statistics. Weights are restored by copying
+    ``fingerprint`` keys the editors' cached statistics. Editors see no scored probe
+    (``split_neighbours``): each is given the rewrite and the last ``given_neighbours``
+    neighbourhood prompts, which are then left out of the scores. Weights are restored by copying
     the touched parameters back: adding and subtracting a delta in float32 drifts by
     rounding, and a drifted model would hash to another fingerprint.
     """
     if batch < 1:
         raise ValueError("batch must be at least 1")
     start = time.perf_counter()
-    all_requests = _requests(cases)
+    pairs = {id(r): split_neighbours(r, given_neighbours) for r in _requests(cases)}
+    all_requests = [pairs[id(r)][0] for r in _requests(cases)]
     pre = score_requests(model, tokenizer, all_requests, batch_size=eval_batch_size, progress=progress, **SCORING)
     pre_fluency = _fluency(model, tokenizer, cases, fluency_tokens) if fluency_tokens else []
     post_edits: list[EditScores] = []
@@ -94,9 +113,9 @@ def run_bench(
     attached_before = list(side.patches)
     try:
         for done, chunk in enumerate(chunks, 1):
-            requests = _requests(chunk)
+            requests = [pairs[id(r)][0] for r in _requests(chunk)]
             with measure() as watch:
-                result = editor.edit(model, tokenizer, requests, hparams,
+                result = editor.edit(model, tokenizer, [pairs[id(r)][1] for r in _requests(chunk)], hparams,
                                      EditContext(fingerprint=fingerprint, progress=progress))
             delta = result.delta
             assert watch.result is not None

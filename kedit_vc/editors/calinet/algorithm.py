@@ -11,7 +11,10 @@ values ``V`` [slots, d] are trained with Adam on
 
 the paper's loss on the facts (teacher-forced target tokens after each prompt) plus our
 keep term: the slots' output ``s`` on the MLP inputs ``q_t`` of generated text, relative to
-the MLP's own output ``m`` there. Values start at zero, so a fresh memory adds nothing.
+the MLP's own output ``m`` there; and ``n · KL(base || edited)`` of the next token after
+each of the edits' declared neighbour prompts (``neighbour_keep`` per edit: same relation,
+other subjects, the prompts slots at the last MLP otherwise learn to answer too). Values
+start at zero, so a fresh memory adds nothing.
 
 A slot is exactly one more intermediate neuron of its MLP (no bias, the same activation),
 as in the paper's "FFN-like" calibration memory. Deviations (also in ``--help``): one
@@ -33,7 +36,7 @@ import torch.nn.functional as F
 from kedit_vc.compiler.plan import EditRequest
 from kedit_vc.delta import Delta
 from kedit_vc.editors.base import EditContext, EditResult
-from kedit_vc.editors.common.positions import fill
+from kedit_vc.editors.common.positions import fill, other_subject_prompts
 from kedit_vc.editors.common.templates import context_templates
 from kedit_vc.errors import EditError
 from kedit_vc.models.families import family_of, get_module
@@ -79,12 +82,10 @@ def _training_batch(tokenizer: Any, requests: Sequence[EditRequest], templates: 
 
 
 @torch.no_grad()
-def memory_states(model: torch.nn.Module, tokenizer: Any, mlps: dict[str, torch.nn.Module], hp: CalinetHparams,
+def memory_states(model: torch.nn.Module, tokenizer: Any, mlps: dict[str, torch.nn.Module], texts: Sequence[str],
                   ) -> dict[str, tuple[torch.Tensor, float]]:
-    """Per MLP path: its inputs on every token of the generated texts [m, d] and the mean
-    squared norm of its own output there (the keep term's scale)."""
-    texts = [t.replace(". {}", "") for t in context_templates(model, tokenizer, hp.memory_texts,
-                                                                hp.memory_length, seed=1)[1:]]
+    """Per MLP path: its inputs on every token of ``texts`` [m, d] and the mean squared norm
+    of its own output there (the keep term's scale)."""
     inputs: dict[str, list[torch.Tensor]] = {name: [] for name in mlps}
     scale: dict[str, list[torch.Tensor]] = {name: [] for name in mlps}
     for text in texts:
@@ -97,6 +98,25 @@ def memory_states(model: torch.nn.Module, tokenizer: Any, mlps: dict[str, torch.
     return {name: (torch.cat(inputs[name]), float(torch.cat(scale[name]).mean())) for name in mlps}
 
 
+@torch.no_grad()
+def neighbour_batch(model: torch.nn.Module, tokenizer: Any, requests: Sequence[EditRequest], limit: int,
+                    templated: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """Up to ``limit`` declared neighbour prompts per request and its relation prompt filled
+    with ``templated`` stand-in subjects: right-padded ids [n, T], each one's last position
+    [n] and the unedited model's next-token log-probabilities there [n, vocab] (None when
+    there are none). Call before any slot is attached."""
+    prompts = [p.prompt for request in requests
+               for p in [p for p in request.probes if p.kind == "neighbour"][:max(limit, 0)]]
+    prompts += [text for request in requests for text in other_subject_prompts(request, templated)]
+    if not prompts:
+        return None
+    rows = [encode_text(tokenizer, prompt) for prompt in prompts]
+    ids, _ = pad_batch(rows, pad_id(tokenizer))   # right padding: real tokens never attend to later pads
+    last = torch.tensor([len(row) - 1 for row in rows])
+    hidden = final_hidden(model, ids)[torch.arange(len(rows)), last]
+    return ids, last, logits_from_hidden(model, hidden).float().log_softmax(-1)
+
+
 def train_slots(model: torch.nn.Module, tokenizer: Any, requests: Sequence[EditRequest], paths: Sequence[str],
                 hp: CalinetHparams, seed: int,
                 ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]], dict[str, Any]]:
@@ -106,7 +126,10 @@ def train_slots(model: torch.nn.Module, tokenizer: Any, requests: Sequence[EditR
     width = int(getattr(model.config, "hidden_size", getattr(model.config, "n_embd", 0)))
     templates = context_templates(model, tokenizer, hp.prompts, hp.context_length)
     ids, where, targets = _training_batch(tokenizer, requests, templates, pad_id(tokenizer))
-    memory = memory_states(model, tokenizer, mlps, hp) if hp.keep_weight > 0 else {}
+    generated = [t.replace(". {}", "") for t in context_templates(model, tokenizer, hp.memory_texts,
+                                                                    hp.memory_length, seed=1)[1:]]
+    memory = memory_states(model, tokenizer, mlps, generated) if hp.keep_weight > 0 else {}
+    neighbours = neighbour_batch(model, tokenizer, requests, hp.neighbour_keep, hp.template_keep)
     generator = torch.Generator().manual_seed(seed)
     std = hp.init_scale / width ** 0.5
     params: dict[str, dict[str, torch.Tensor]] = {}
@@ -140,9 +163,17 @@ def train_slots(model: torch.nn.Module, tokenizer: Any, requests: Sequence[EditR
                 nll = F.cross_entropy(logits, targets)
                 keep = sum((slot_output(path, memory[path][0]).pow(2).sum(-1).mean() / memory[path][1]
                             for path in memory), torch.zeros(()))
-                loss = nll + hp.keep_weight * keep
-            info.update(steps=step, nll=round(float(nll.detach()), 4), keep=round(float(keep.detach()), 6))
-            if bool((logits.argmax(-1) == targets).all()) and float(nll.detach()) < hp.stop_nll:
+                kl = torch.zeros(())
+                if neighbours is not None:
+                    nb_ids, nb_last, nb_base = neighbours
+                    nb_hidden = final_hidden(model, nb_ids)[torch.arange(len(nb_last)), nb_last]
+                    nb_now = logits_from_hidden(model, nb_hidden).float().log_softmax(-1)
+                    kl = (nb_base.exp() * (nb_base - nb_now)).sum(-1).mean()
+                loss = nll + hp.keep_weight * keep + hp.neighbour_weight * kl
+            info.update(steps=step, nll=round(float(nll.detach()), 4), keep=round(float(keep.detach()), 6),
+                        neighbour_kl=round(float(kl.detach()), 6))
+            if (bool((logits.argmax(-1) == targets).all()) and float(nll.detach()) < hp.stop_nll
+                    and float(kl.detach()) <= hp.stop_kl):
                 break
             loss.backward()
             optimiser.step()

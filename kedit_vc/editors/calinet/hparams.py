@@ -45,6 +45,12 @@ class CalinetHparams:
     memory_texts: int = hparam(40, "generated texts whose tokens the keep penalty reads (fewer: slots fire on "
                                    "more unrelated text)")
     memory_length: int = hparam(20, "tokens per memory text")
+    neighbour_keep: int = hparam(5, "of each edit's declared neighbour probes (same relation, other subjects) whose "
+                                    "next-token distribution is held to the unedited model's by a KL term (0: none)")
+    template_keep: int = hparam(0, "the edit's own relation prompt filled with this many stand-in subjects joins "
+                                   "the neighbours held by the KL term (0: none)")
+    neighbour_weight: float = hparam(1.0, "weight of that KL term")
+    stop_kl: float = hparam(0.05, "early stop also needs the neighbours' mean KL (nats) at or below this")
 
 
 def check(hp: CalinetHparams) -> list[str]:
@@ -52,13 +58,13 @@ def check(hp: CalinetHparams) -> list[str]:
     for name in ("slots", "steps", "memory_texts", "memory_length"):
         if getattr(hp, name) < 1:
             problems.append(f"{name} must be >= 1, not {getattr(hp, name)}")
-    for name in ("prompts", "context_length"):
+    for name in ("prompts", "context_length", "neighbour_keep", "template_keep"):
         if getattr(hp, name) < 0:
             problems.append(f"{name} must be >= 0, not {getattr(hp, name)}")
     for name in ("lr", "init_scale"):
         if getattr(hp, name) <= 0:
             problems.append(f"{name} must be > 0, not {getattr(hp, name)}")
-    for name in ("stop_nll", "keep_weight"):
+    for name in ("stop_nll", "keep_weight", "neighbour_weight", "stop_kl"):
         if getattr(hp, name) < 0:
             problems.append(f"{name} must be >= 0, not {getattr(hp, name)}")
     return problems

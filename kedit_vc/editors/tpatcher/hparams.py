@@ -26,6 +26,13 @@ class TpatcherHparams:
     memory_weight: float = hparam(1.0, "weight of the memory loss")
     memory_texts: int = hparam(20, "model-generated texts whose tokens form the memory (unrelated inputs)")
     memory_length: int = hparam(20, "tokens per memory text")
+    prompts: int = hparam(0, "generated prefixes under which the edit is also trained (fire and answer after "
+                             "each; 0: the bare prompt only, as the paper)")
+    context_length: int = hparam(10, "tokens per generated prefix")
+    template_memory: int = hparam(20, "the edit's own relation prompt filled with this many stand-in subjects "
+                                     "joins its memory (the prompt's last token carries the relation: 0: none)")
+    neighbour_memory: int = hparam(5, "of the edit's declared neighbour probes (same relation, other subjects), "
+                                      "whose tokens join its memory (0: generated text only)")
 
 
 def check(hp: TpatcherHparams) -> list[str]:
@@ -33,6 +40,9 @@ def check(hp: TpatcherHparams) -> list[str]:
     for name in ("steps", "memory_texts", "memory_length"):
         if getattr(hp, name) < 1:
             problems.append(f"{name} must be >= 1, not {getattr(hp, name)}")
+    for name in ("neighbour_memory", "template_memory", "prompts", "context_length"):
+        if getattr(hp, name) < 0:
+            problems.append(f"{name} must be >= 0, not {getattr(hp, name)}")
     if hp.memory_margin >= 0:
         problems.append(f"memory_margin must be < 0 (a memory token must not fire), not {hp.memory_margin}")
     return problems

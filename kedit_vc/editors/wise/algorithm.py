@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from kedit_vc.compiler.plan import EditRequest
 from kedit_vc.delta import Delta
 from kedit_vc.editors.base import EditContext, EditResult, base_fingerprint
-from kedit_vc.editors.common.positions import fill
+from kedit_vc.editors.common.positions import fill, neighbour_texts
 from kedit_vc.models.families import family_of
 from kedit_vc.models.forward import LowerBlockReplay, final_hidden, logits_from_hidden
 from kedit_vc.models.prompting import encode_continuation, encode_text
@@ -104,10 +104,9 @@ def irrelevant_texts(request: EditRequest, hp: WiseHparams, number: int) -> list
     ``number``-th edit (counted along its history from 0) starting at ``number ×
     irrelevant_per_edit`` (mod the pool): successive edits see different ones, as the
     reference draws one unrelated input per edit."""
-    neighbours = [f"{p.prompt} {p.target}".strip() for p in request.probes if p.kind == "neighbour"]
     pool, count = hp.irrelevant, min(hp.irrelevant_per_edit, len(hp.irrelevant))
     start = number * count
-    return neighbours[:hp.neighbour_irrelevant] + [pool[(start + i) % len(pool)] for i in range(count)]
+    return neighbour_texts(request, hp.neighbour_irrelevant) + [pool[(start + i) % len(pool)] for i in range(count)]
 
 
 def mean_activation(inputs: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
