@@ -17,5 +17,6 @@ register_method(MethodSpec(
     summary="calibration memory: slots of the FFN's own form (gate/up keys, values) added beside chosen MLPs "
             "and trained on the edit's prompts with the model frozen (Dong et al. 2022; a 'neurons' patch, "
             "weights untouched; simplified: one slot memory per commit, prompts are the rewrite prompt under "
-            "generated prefixes, plus a penalty on the slots' output over generated text; plain-HF export "
+            "generated prefixes, plus a penalty on the slots' output over generated text and a KL term holding the "
+            "edits' declared neighbour prompts to the unedited model; plain-HF export "
             "widens every MLP to hold the slots)"))

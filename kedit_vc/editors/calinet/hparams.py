@@ -5,8 +5,9 @@ What is simplified against the paper (Dong et al., Findings of EMNLP 2022), also
 paper trains one memory for all the facts at once: a commit of many edits is that case);
 the training prompts are the rewrite prompt under ``prompts`` model-generated prefixes
 (the paper's are PARAREL paraphrases; CounterFact's paraphrases are evaluation probes);
-and a penalty on the slots' output over generated text (``keep_weight``) is added to the
-paper's loss, which has only the facts' own, so the slots stay quiet off their facts.
+and a penalty on the slots' output over generated text (``keep_weight``) and a KL term on
+the next token after the edits' declared neighbour prompts (``neighbour_keep``) are added to
+the paper's loss, which has only the facts' own, so the slots stay quiet off their facts.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ class CalinetHparams:
 
     Simplified against the paper: one slot memory per commit; prompts are the rewrite
     prompt under generated prefixes (not PARAREL paraphrases); a penalty on the slots'
-    output over generated text is added to the loss."""
+    output over generated text and a KL term on the edits' declared neighbour prompts are
+    added to the loss."""
 
     layers: tuple[int, ...] | None = hparam(None, "blocks whose MLP gets slots (None: the last, as the paper's "
                                                   "best placement, the top layer)")

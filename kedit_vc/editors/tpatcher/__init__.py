@@ -15,5 +15,6 @@ def _editor() -> Editor:
 register_method(MethodSpec(
     name="tpatcher", hparams_class=TpatcherHparams, factory=_editor, resolve=resolve, check=check,
     summary="one ReLU neuron per edit added beside the last MLP, trained to fire on the edit's prompt and stay "
-            "silent on a memory of other text (Huang et al. 2023; a 'neurons' patch, weights untouched; "
+            "silent on a memory of other text, plus (our addition) the edit's declared neighbours and its relation "
+            "prompt under stand-in subjects (Huang et al. 2023; a 'neurons' patch, weights untouched; "
             "plain-HF export refused)"))

@@ -14,7 +14,12 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class TpatcherHparams:
     """T-Patcher (Huang et al. 2023): a neuron per edit, trained with the edit loss, an
-    activation loss (fire on the edit) and a memory loss (stay silent elsewhere)."""
+    activation loss (fire on the edit) and a memory loss (stay silent elsewhere).
+
+    Ours, not the paper's: the memory also holds the edit's declared neighbour prompts and
+    its relation prompt under stand-in subjects (``neighbour_memory``, ``template_memory``;
+    0 and 0 give the paper's form), because a neuron keyed at the prompt's last token
+    otherwise fires on every prompt of that relation."""
 
     layer: int | None = hparam(None, "block whose MLP gets the neurons (None: the last, as in the paper)")
     steps: int = hparam(100, "Adam steps per neuron (stops early once the edit and both margins hold)")
