@@ -134,6 +134,7 @@ def unscored(request: Any, neighbours: int) -> Any:
     """What the editor is given: the request with only the neighbourhood prompts that are not
     scored (CounterFact has 10; the first ``neighbours`` are scored), so an editor that trains
     against declared neighbours (WISE's irrelevant inputs) never sees a scored one."""
-    from dataclasses import replace
+    from kedit_vc.ops.bench import split_neighbours
 
-    return replace(request, probes=tuple([p for p in request.probes if p.kind == "neighbour"][neighbours:]))
+    declared = sum(p.kind == "neighbour" for p in request.probes)
+    return split_neighbours(request, declared - neighbours)[1]

@@ -151,8 +151,8 @@ def main() -> None:
         patch_files = {k: [tuple(item) for item in v] for k, v in state.get("patches", {}).items()}
         for k in range(state["commits"]):
             Delta.load(saved / f"{k:05d}.safetensors").apply(lm.model)
-            side.add([require_kind(kind).decode(path.read_bytes(), None, str(path))
-                      for path, kind in ((saved / name, kind) for name, kind in state.get("patches", {}).get(str(k), []))])
+            side.add([require_kind(kind).decode((saved / name).read_bytes(), None, str(saved / name))
+                      for name, kind in patch_files.get(str(k), [])])
         from safetensors.torch import load_file
 
         extra_state = load_file(str(saved / "history.safetensors")) if (saved / "history.safetensors").is_file() else {}

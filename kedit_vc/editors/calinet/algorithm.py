@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from kedit_vc.compiler.plan import EditRequest
 from kedit_vc.delta import Delta
 from kedit_vc.editors.base import EditContext, EditResult
-from kedit_vc.editors.common.positions import fill, other_subject_prompts
+from kedit_vc.editors.common.positions import fill, neighbour_probes, other_subject_prompts
 from kedit_vc.editors.common.templates import context_templates
 from kedit_vc.errors import EditError
 from kedit_vc.models.families import family_of, get_module
@@ -105,8 +105,7 @@ def neighbour_batch(model: torch.nn.Module, tokenizer: Any, requests: Sequence[E
     with ``templated`` stand-in subjects: right-padded ids [n, T], each one's last position
     [n] and the unedited model's next-token log-probabilities there [n, vocab] (None when
     there are none). Call before any slot is attached."""
-    prompts = [p.prompt for request in requests
-               for p in [p for p in request.probes if p.kind == "neighbour"][:max(limit, 0)]]
+    prompts = [p.prompt for request in requests for p in neighbour_probes(request, limit)]
     prompts += [text for request in requests for text in other_subject_prompts(request, templated)]
     if not prompts:
         return None

@@ -30,7 +30,12 @@ def neighbour_texts(request: Any, limit: int) -> list[str]:
     they keep): same relation, other subjects, the inputs a side module confuses most with
     the edit. Editors that learn to stay silent off their edit (WISE's router, T-Patcher's
     memory, CaliNet's keep term) train against them."""
-    return [f"{p.prompt} {p.target}".strip() for p in request.probes if p.kind == "neighbour"][:max(limit, 0)]
+    return [f"{p.prompt} {p.target}".strip() for p in neighbour_probes(request, limit)]
+
+
+def neighbour_probes(request: Any, limit: int) -> list[Any]:
+    """Up to ``limit`` of ``request``'s declared neighbour probes, in order."""
+    return [p for p in request.probes if p.kind == "neighbour"][:max(limit, 0)]
 
 
 #: Stand-in subjects of every kind (people, places, organisations, works, things), written

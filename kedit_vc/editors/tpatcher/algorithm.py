@@ -18,7 +18,8 @@ every memory), each a mean over its positive entries as in the reference.
 Deviations: ReLU rather than the FFN's own activation (a gated MLP has no single
 activation, and ReLU makes a silent neuron contribute exactly zero); the memory is
 generated text plus the edit's declared neighbour prompts (``neighbour_memory``: same
-relation, other subjects) rather than the training set; training stops once the target is the
+relation, other subjects) and its relation prompt under stand-in subjects
+(``template_memory``) rather than the training set; training stops once the target is the
 argmax at every position and both margins hold. The weights are never touched: the
 delta is empty and the neurons are a ``neurons`` patch (``kedit_vc.patches.neurons``).
 """
