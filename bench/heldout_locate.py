@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from pathlib import Path
 from typing import Any
 
 from common import RESULTS, parser, save, setup
@@ -82,8 +83,17 @@ def main() -> None:
                    "pre": {k: report.pre_metrics[v] for k, v in NAMES.items() if v in report.pre_metrics}}
             rows.append(row)
             print(json.dumps(row), flush=True)
+            rows = merged(path, rows)
             save(args.name, {"benchmark": "counterfact", "model": args.model, "threads": torch.get_num_threads(),
                              "rows": rows, "summary": summary(rows)})
+
+
+def merged(path: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` plus the rows another run (say, of another method) saved to ``path`` since
+    this one started, so two runs on one results file keep each other's rows."""
+    ours = {(r["method"], r["record"]) for r in rows}
+    saved = json.loads(path.read_text())["rows"] if path.exists() else []
+    return rows + [r for r in saved if (r["method"], r["record"]) not in ours]
 
 
 if __name__ == "__main__":

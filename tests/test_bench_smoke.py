@@ -80,3 +80,16 @@ def test_report_tabulates_sequential_curves(tmp_path: Path) -> None:
     assert "| pre-edit | neighbourhood | 0.700 | 0.700 |" in table
     assert "| memit | efficacy | 0.750 | 0.750 |" in table
     assert "| rome | efficacy | 0.250 | - |" in table
+
+
+def test_two_heldout_runs_on_one_results_file_keep_each_others_rows(tmp_path: Path) -> None:
+    """``heldout_locate`` runs of two methods may share ``--name``: each save keeps the rows
+    the other saved meanwhile, and a run's own row wins over a saved one for the same pair."""
+    merged = _script("heldout_locate").merged
+    path = tmp_path / "shared.json"
+    other = [{"method": "kn", "record": 0, "x": 1}, {"method": "rome", "record": 0, "x": "stale"}]
+    path.write_text(json.dumps({"rows": other}))
+    ours = [{"method": "rome", "record": 0, "x": 2}]
+    rows = merged(path, ours)
+    assert sorted((r["method"], r["x"]) for r in rows) == [("kn", 1), ("rome", 2)]
+    assert merged(tmp_path / "absent.json", ours) == ours

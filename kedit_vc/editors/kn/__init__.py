@@ -15,7 +15,8 @@ def _editor() -> Editor:
 
 register_method(MethodSpec(
     name="kn", hparams_class=KnHparams, factory=_editor, resolve=resolve, check=check,
-    summary="integrated-gradients attribution to MLP neurons, then their value vectors moved from the old "
-            "answer's embedding to the new one's (Dai et al. 2022; simplified: prompts are the rewrite prompt "
-            "under generated prefixes, not PARAREL paraphrases; answers by their first token; the LM head's "
-            "row as embedding; at most max_neurons, the best one if none survive refinement)"))
+    summary="integrated-gradients attribution to MLP neurons (upper half of the blocks), then their value "
+            "vectors moved from the old answer's embedding to the new one's (Dai et al. 2022; simplified: "
+            "prompts are the rewrite prompt under generated prefixes, not PARAREL paraphrases; answers by their "
+            "first token; the LM head's row as embedding; at most max_neurons, the best one if none survive "
+            "refinement; 5 IG steps and write weight 128 from a dev sweep, not the paper's 20 and 8)"))

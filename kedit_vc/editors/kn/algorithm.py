@@ -91,6 +91,7 @@ class KnEditor:
         for request in requests:
             neurons, old = knowledge_neurons(model, tokenizer, request, templates, hp)
             new = answer_token(tokenizer, request.target_new, request)
+            assert hp.write_weight is not None  # resolve() fills it
             move = hp.write_weight * output_embedding(model, new) - hp.erase_weight * output_embedding(model, old)
             for layer, neuron in neurons:
                 previous = changes[layer].get(neuron)
