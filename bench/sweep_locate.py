@@ -34,7 +34,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=10)
     p.add_argument("--start", type=int, default=450)
     p.add_argument("--given-neighbours", type=int, default=0,
-                        help="the last K neighbourhood prompts go to the editor and are not scored")
+                   help="the last K neighbourhood prompts go to the editor and are not scored")
     p.add_argument("--name", default=None, help="results file (default <method>_sweep)")
     args = p.parse_args()
     setup(args)
@@ -58,7 +58,8 @@ def main() -> None:
                "median_edit_seconds": result.median_edit_seconds}
         rows.append(row)
         print(json.dumps(row), flush=True)
-        save(name, {"method": args.method, "model": args.model, "records": f"{args.start}..{args.start + args.n - 1}",
+        save(name, {"method": args.method, "model": args.model,
+                    "records": f"{args.start}..{args.start + args.n - 1}",
                     "given_neighbours": args.given_neighbours,
                     "threads": __import__("torch").get_num_threads(), "rows": rows, "pre": pre})
 

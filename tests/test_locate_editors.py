@@ -154,3 +154,14 @@ def test_column_delta_is_zero_outside_its_columns(columns: dict[int, set[int]], 
         for neuron in range(64):
             expected = moves.get(neuron, torch.zeros(32))
             torch.testing.assert_close(dense[:, neuron], expected)
+
+
+def test_kn_defaults_resolve_per_model() -> None:
+    """Open layers become the upper half of the blocks; the open write weight is the dev
+    sweeps' choice for the model: 128, or 512 for a Gemma config (smaller LM-head rows)."""
+    model = tiny_family_model("llama", d_model=16, d_mlp=32, vocab=300, layers=4)
+    hp = resolve_kn(model, build_hparams("kn", {}))
+    assert hp.layers == (2, 3) and hp.write_weight == 128.0
+    model.config.model_type = "gemma3_text"  # same module layout (the llama family)
+    assert resolve_kn(model, build_hparams("kn", {})).write_weight == 512.0
+    assert resolve_kn(model, build_hparams("kn", {"write_weight": 8, "layers": [0]})).write_weight == 8
