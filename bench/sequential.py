@@ -12,6 +12,8 @@ PNG curve, and redraws ``sequential.png`` over every method's results found.
     python bench/sequential.py --method alphaedit --n 40 --every 10 --stats-tokens 20000
     python bench/sequential.py --method memit --n 500 --every 50          # the full run
     python bench/sequential.py --benchmark counterfact5k --method ultraedit --n 1000 --batch 100 --every 1
+    python bench/sequential.py --benchmark counterfact5k --method ultraedit --n 5000 --batch 100 --every 10 \
+        --eval-sample 500                                   # 5,000 edits, 500 of them scored
     python bench/sequential.py --benchmark zsre --method rome --n 100 --every 100 --generative --tag _zsre_n100
 
 Mass editing (issue 15): ``--benchmark counterfact5k`` reads CounterFact in EasyEdit's flat
@@ -31,7 +33,9 @@ scores only the others.
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
+import random
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -77,9 +81,20 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--no-history", action="store_true", help="do not pass earlier edits' keys to the editor")
     p.add_argument("--fluency", type=int, default=0, help="generation prompts for fluency at each evaluation")
     p.add_argument("--tag", default="", help="suffix of the result file names")
+    p.add_argument("--eval-sample", type=int, default=0,
+                   help="score a fixed random sample (seed 0) of this many of the N edits: at each evaluation "
+                        "the sampled ones done so far (0: every edit; for thousands of edits)")
     p.add_argument("--given-neighbours", type=int, default=0,
                    help="the last K neighbourhood prompts of each record go to the editor and are not scored")
     return p.parse_args()
+
+
+def scored_sample(n: int, k: int) -> list[int]:
+    """The indices (sorted) of the edits an evaluation scores: a seeded sample of ``k`` of ``n``
+    (all when ``k`` is 0 or at least ``n``), the same in every run and on ``--resume``."""
+    if k <= 0 or k >= n:
+        return list(range(n))
+    return sorted(random.Random(0).sample(range(n), k))
 
 
 def drawn(benchmark: str) -> tuple[str, ...]:
@@ -134,7 +149,9 @@ def main() -> None:
     prompts = [p for case in cases for p in case.generation_prompts][:args.fluency]
     if args.fluency and not prompts:  # the flat file has no generation prompts: use the rewrite prompts
         prompts = [r.prompt.replace("{}", r.subject, 1) for r in requests][:args.fluency]
-    pre_all = score_requests(lm.model, lm.tokenizer, requests, prompts="both", generative=args.generative)
+    sample = scored_sample(len(requests), args.eval_sample)
+    scored = [requests[i] for i in sample]
+    pre_all = score_requests(lm.model, lm.tokenizer, scored, prompts="both", generative=args.generative)
     pre_fluency = fluency(lm.model, lm.tokenizer, prompts) if prompts else None
     editor = get_editor(args.method)
     preserved: dict[int, torch.Tensor] = {}
@@ -183,9 +200,10 @@ def main() -> None:
             (saved / f"{commits - 1:05d}-{i}.patch").write_bytes(patch.to_bytes())
             patch_files.setdefault(str(commits - 1), []).append((f"{commits - 1:05d}-{i}.patch", patch.kind))
         if commits % args.every == 0 or done == len(requests):
-            so_far = requests[:done]
-            pre = ProbeScores(pre_all.edits[:done], pre_all.forms)
-            row = {"edits": done, "commits": commits, "peak_rss_bytes": peak_rss_bytes(),
+            counted = bisect.bisect_left(sample, done)   # sampled edits done so far
+            so_far = scored[:counted]
+            pre = ProbeScores(pre_all.edits[:counted], pre_all.forms)
+            row = {"edits": done, "commits": commits, "scored": counted, "peak_rss_bytes": peak_rss_bytes(),
                    "seconds_per_fact": round(sum(seconds) / done, 3),
                    **evaluate(lm, so_far, pre, prompts, args.generative, args.benchmark)}
             curve.append(row)
@@ -197,6 +215,7 @@ def main() -> None:
                 "resolved_hparams": asdict(resolve_hparams(args.method, lm.model, hparams)), "n": len(requests),
                 "batch": args.batch, "every": args.every, "start": args.start, "benchmark": args.benchmark,
                 "history": not args.no_history, "given_neighbours": args.given_neighbours, "complete": done == len(requests),
+                "eval_sample": args.eval_sample,
                 "pre_fluency": pre_fluency, "seconds_per_commit": round(sum(seconds) / len(seconds), 2),
                 "curve": curve}, args.results_dir)
             from safetensors.torch import save_file

@@ -93,3 +93,12 @@ def test_two_heldout_runs_on_one_results_file_keep_each_others_rows(tmp_path: Pa
     rows = merged(path, ours)
     assert sorted((r["method"], r["x"]) for r in rows) == [("kn", 1), ("rome", 2)]
     assert merged(tmp_path / "absent.json", ours) == ours
+
+
+def test_sequential_scores_a_fixed_sample_of_the_edits() -> None:
+    sample = _script("sequential").scored_sample
+    assert sample(10, 0) == list(range(10)) == sample(10, 10) == sample(10, 50)
+    drawn = sample(5000, 500)
+    assert drawn == sorted(set(drawn)) and len(drawn) == 500 and 0 <= drawn[0] and drawn[-1] < 5000
+    assert drawn == sample(5000, 500)                  # the same edits in every run and on --resume
+    assert 40 <= sum(i < 1000 for i in drawn) <= 160   # spread over the history, not its start

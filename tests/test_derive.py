@@ -175,10 +175,32 @@ def test_shipped_rule_library_loads_and_derives(tmp_path: Path) -> None:
     from kedit_vc.lang import load
 
     program = load(spec)
-    for pid in ("P131", "P17", "P27", "P176", "P159", "P495", "P740", "P20", "P19", "P413"):
+    for pid in ("P131", "P17", "P27", "P176", "P159", "P495", "P740", "P20", "P19", "P413",
+                "P54", "P69", "P84", "P407", "P264", "P123", "P171"):
         assert pid in program.rules, pid
     (country,) = derive(program, lower(program), FakeOracle()).derived
     assert (country.target_new, country.derived.rule) == ("Italy", "located_in_city implies located_in_country")
+
+
+def test_imported_zsre_records_derive_through_the_shipped_rules(tmp_path: Path) -> None:
+    from kedit_vc.importers.zsre import convert
+    from kedit_vc.lang import load
+
+    library = Path(__file__).resolve().parents[1] / "specs" / "rules" / "world.kedit"
+    record = {"subject": "Carolina Rodríguez", "src": "What country is Carolina Rodríguez from?", "alt": "Argentina",
+              "answers": ["Chile"], "rephrase": "Where is Carolina Rodríguez from?", "loc": "nq question: x",
+              "loc_ans": "y", "portability": {"New Question": "Which city is the capital of her country?",
+                                             "New Answer": "Santiago"}}
+    spec = tmp_path / "z.kedit"
+    spec.write_text(f'include "{library}"\n' + convert([record]).text, encoding="utf-8")
+    program = load(spec)
+    oracle = FakeOracle({"The capital of Argentina is the city of": ("Buenos Aires", 0.7),
+                         "The official language of Argentina is": ("Spanish", 0.9)})
+    derived_edits = derive(program, lower(program), oracle).derived
+    assert {(r.prompt, r.target_new, r.derived.rule) for r in derived_edits} == {
+        ("The capital of the country {} is a citizen of is the city of", "Buenos Aires", "P27 implies P27_P36"),
+        ("{} speaks the language", "Spanish", "P27 implies P1412")}
+    assert not any("capital of her country" in p for p in oracle.asked)  # the probe is never asked
 
 
 # -- through history, on the tiny model -----------------------------------------------------

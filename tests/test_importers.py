@@ -130,6 +130,43 @@ def test_counterfact_and_mquake_declare_relations_by_wikidata_id() -> None:
     assert all(e.relation in ids and e.prompt is None for e in spec.edits)
 
 
+def test_zsre_questions_declare_wikidata_relations_read_from_their_wording() -> None:
+    records, plan, text = _compiled("zsre", "zsre_eval_portability_1037.json")
+    spec = parse_text(text)
+    named = [e for e in spec.edits if e.relation is not None]
+    assert len(named) == 1037 - 24  # 24 questions match no pattern and keep their own prompt
+    assert "# 24 edit(s) whose question names no known relation keep their own prompt" in text
+    relations = {r.name: r.template for r in spec.relations}
+    assert all(name.startswith("P") for name in relations)
+    by_subject = {(e.subject, e.new): e for e in spec.edits}
+    manufacturer = by_subject[("Volvo B12M", "Volkswagen Group")]
+    assert manufacturer.relation == "P176" and relations["P176"] == "What company produced {subject}?"
+    assert manufacturer.prompt == "What company made {subject}?"  # not the relation's most frequent question
+    label = next(e for e in spec.edits if e.relation == "P264" and e.prompt is None)  # worded as the relation
+    assert relations["P264"] == "Which was the record label for {subject}?" and label.prompt is None
+    assert [r.prompt for r in plan.requests[:6]] == [r["src"].replace(r["subject"], "{}") for r in records[:6]]
+
+
+@pytest.mark.parametrize("question, pid", [
+    ("What company made {subject}?", "P176"),
+    ("Which lady {subject} was born to?", "P25"),
+    ("In what city was {subject} born?", "P19"),
+    ("What did {subject} die of?", "P509"),
+    ("Which programming language is {subject} written in?", "P277"),
+    ("What language is {subject} written in?", "P407"),
+    ("What noble family was {subject} part of?", "P53"),
+    ("The genus {subject} is a part of what family?", "P171"),
+    ("Which state is {subject} located?", "P131"),
+    ("What country is {subject} from?", "P27"),
+    ("Which team does {subject} play for?", "P54"),
+    ("Who sang or played {subject}?", None),
+])
+def test_zsre_relation_table_reads_the_question(question: str, pid: str | None) -> None:
+    from kedit_vc.importers.zsre_relations import relation_id
+
+    assert relation_id(question) == pid
+
+
 def test_an_edit_names_a_relation_in_its_own_wording() -> None:
     text = ('relation P131 "{subject} is located in"\n\n'
             'edit "Eiffel Tower" P131 prompt "{subject}, in": "Paris" -> "Rome"\n'

@@ -160,3 +160,52 @@ def test_the_threshold_is_act_ratio_times_the_least_live_edit_activation_commit_
     revert(store, "HEAD")
     memory, back = recorded()
     assert back == first and memory.threshold == pytest.approx(0.88 * min(first), rel=1e-6)
+
+
+# -- memory replay -----------------------------------------------------------------------------
+
+def test_replay_keeps_the_shards_earlier_edit_over_beta_when_a_later_commit_trains_the_shard(store):
+    """A later commit into the same shard reads the earlier edit back from the patch's stored
+    texts; with ``replay`` its training also pushes that edit back up to its recorded activation,
+    without it nothing does."""
+    from kedit_vc.editors.wise.algorithm import replay_loss, shard_texts
+    from kedit_vc.models.prompting import encode_text
+    from kedit_vc.ops import revert
+    from kedit_vc.patches.sidememory.live import live_memory
+    from test_patches import tokenizer_of
+
+    def method(replay: int) -> str:
+        return f"method wise {{ layer = 2 steps = 40 lr = 50.0 alpha = 0.05 beta = 2.0 gamma = 0.3 replay = {replay} }}"
+
+    def earlier_activation() -> float:
+        patches = [p for p in store.live_patches("HEAD") if p.kind == "sidememory"]
+        memory = live_memory(patches)[patches[0].module]
+        model = load(store)
+        seen: dict[str, torch.Tensor] = {}
+        module = model.get_submodule(patches[0].module)
+        handle = module.register_forward_hook(lambda _m, a, _o: seen.__setitem__("a", a[0]))
+        with torch.no_grad():
+            model(input_ids=torch.tensor([shard_texts(patches, 0)[0][0]]))
+        handle.remove()
+        return float((seen["a"][0] @ memory.delta.T).norm(dim=-1).mean())
+
+    commit(store, "a.kedit", EIFFEL, method=method(1))
+    first = [p for p in store.live_patches("HEAD") if p.kind == "sidememory"]
+    ((sequence, recorded),) = shard_texts(first, 0)
+    assert recorded == pytest.approx(float(first[0].activations[0]))
+    prefix = encode_text(tokenizer_of(load(store)), "The Eiffel Tower")
+    assert sequence[:len(prefix)] == prefix and shard_texts(first, 1) == []
+    alone = earlier_activation()
+    commit(store, "b.kedit", TOKYO, method=method(0))
+    without = earlier_activation()
+    revert(store, "HEAD")
+    commit(store, "c.kedit", TOKYO, method=method(1))
+    assert len(shard_texts([p for p in store.live_patches("HEAD") if p.kind == "sidememory"], 0)) == 2
+    with_replay = earlier_activation()
+    # measured: 0.90 after its own commit, 0.75 once a later edit trained the shard, 1.06 with replay
+    assert without < alone and with_replay > without + 0.2, (alone, without, with_replay)
+    delta = torch.ones(4, 3)
+    assert float(replay_loss([], delta, _hp(replay=1, beta=2.0), 0)) == 0.0
+    assert float(replay_loss([(torch.zeros(2, 3), 0.0)], delta, _hp(replay=1, beta=2.0), 0)) == pytest.approx(2.0)
+    assert float(replay_loss([(torch.zeros(2, 3), 5.0)], delta, _hp(replay=1, beta=2.0), 0)) == pytest.approx(5.0)
+    assert float(replay_loss([(torch.zeros(2, 3), 5.0)], delta, _hp(replay=0, beta=2.0), 0)) == 0.0

@@ -4,6 +4,11 @@
 object; ``answers[0]`` the old one; ``rephrase`` a paraphrase; ``loc``/``loc_ans`` a
 neighbour prompt; ``portability`` New Question/New Answer a one-hop probe. ``pred`` (a
 model's prediction) and ``cond`` are not imported.
+
+zsRE records carry no relation id; each question's Wikidata id is read from its wording
+(``zsre_relations``) and declared as a relation with its most frequent question, so rules
+keyed by the id (``specs/rules/world.kedit``) apply; an edit worded otherwise keeps its
+own prompt (``edit "S" P176 prompt "What company made {subject}?" ...``).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Any
 from kedit_vc.lang.ir import Probe
 
 from .base import ImportResult, SpecBuilder, clean_answer, representable, templated
+from .zsre_relations import relation_id
 
 NAME = "zsre"
 
@@ -25,6 +31,7 @@ def convert(records: list[dict[str, Any]], limit: int | None = None, source: str
     same_answer: list[int] = []
     more_answers = 0
     skipped: list[int] = []
+    relation_prompts: dict[str, list[str]] = {}
     for index, record in enumerate(chosen):
         subject, src = record["subject"], record["src"]
         portability = record.get("portability") or {}
@@ -43,7 +50,10 @@ def convert(records: list[dict[str, Any]], limit: int | None = None, source: str
         if old == new:
             same_answer.append(index)
             old = None
-        draft = builder.add(subject, prompt, old or None, new, f"zsre record {index}")
+        relation = relation_id(prompt)
+        if relation is not None:
+            relation_prompts.setdefault(relation, []).append(prompt)
+        draft = builder.add(subject, prompt, old or None, new, f"zsre record {index} ({relation or '?'})", relation)
         if record.get("rephrase"):
             draft.probes.append(Probe("paraphrase", templated(record["rephrase"], subject)))
         if record.get("loc") and str(record.get("loc_ans", "")).strip():
@@ -51,7 +61,9 @@ def convert(records: list[dict[str, Any]], limit: int | None = None, source: str
         question, answer = portability.get("New Question"), portability.get("New Answer")
         if question and str(answer or "").strip():
             draft.portability.append(Probe("hop", templated(question, subject), clean_answer(answer, stripped)))
-    notes = []
+    builder.declare_most_common(relation_prompts)
+    unnamed = sum(d.relation is None for d in builder.drafts.values())
+    notes = [f"{unnamed} edit(s) whose question names no known relation keep their own prompt"] if unnamed else []
     if stripped[0]:
         notes.append(f"stripped surrounding spaces from {stripped[0]} answer(s)")
     notes.append(f"{len(no_subject)} record(s) whose subject is not in src exactly once were skipped"
@@ -65,4 +77,6 @@ def convert(records: list[dict[str, Any]], limit: int | None = None, source: str
         notes.append(f"skipped {len(skipped)} record(s) with placeholder-like braces, an empty alt "
                      f"or a conflicting edit: records {', '.join(map(str, skipped))}")
     header = [f"Imported from zsRE{' ' + source if source else ''}: {len(chosen)} record(s).", *notes]
-    return ImportResult(builder.text(header), len(builder.drafts), len(chosen), tuple(notes))
+    text = builder.text(header, "Relations: Wikidata ids read from the question wording, each with its most "
+                                "frequent question")
+    return ImportResult(text, len(builder.drafts), len(chosen), tuple(notes))

@@ -38,7 +38,16 @@ per-shard random gradient masks, the shard/merge schedule (``save_freq`` / ``mer
 the TIES merge (magnitude trim at ``density``, sign election by sum, disjoint weighted mean;
 the memory merged so far weighted 0.6 against the new group's shards), the threshold rule
 (``act_ratio`` x least edit activation) and the merge of pending shards before use.
-Simplified: no memory replay (Appendix B.3, off in the reference's defaults too); plain SGD
+Memory replay (``replay`` > 0; after Appendix B.3, off in the reference's defaults): each step
+also adds ``[max(β, r) − Δ(earlier)]₊`` for ``replay`` earlier edits of the same shard taken
+in turn, ``r`` the activation the earlier edit was recorded with, so a later edit cannot drag
+an earlier one under the router's threshold (``act_ratio`` x the least recorded activation).
+The reference's positive replay (WISE-Retrieve only) pushes to β alone; here the earlier
+edits' activations (30-60 on SmolLM2) sit far above β = 20 and still fall under the
+threshold, so the floor is each edit's own recorded activation (our change). Each patch keeps its edits' texts
+(``meta["texts"]``, JSON) so a later commit can replay them. The reference's negative
+replay (earlier groups' edits kept off the current shard) belongs to WISE-Retrieve's
+separate memories and is not built. Simplified: plain SGD
 without the reference's weight decay of 1e-5 (which would touch every entry and make the
 memory dense); the activation is ``‖a·Dᵀ‖`` as in the paper (the reference takes the norm
 after the MLP's activation function); no augmenting context prefixes (the reference trains
@@ -48,6 +57,7 @@ memory per group). The generic pool is hand-written text, not a dataset split.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -144,6 +154,31 @@ def next_shard(live: LiveMemory | None, hp: WiseHparams, out_dim: int, in_dim: i
                   draw_mask(out_dim, in_dim, hp.mask_ratio, shard_seed(hp.seed, index)), 0)
 
 
+def replay_loss(earlier: Sequence[tuple[torch.Tensor, float]], delta: torch.Tensor, hp: WiseHparams,
+                turn: int) -> torch.Tensor:
+    """``[max(β, r) − Δ(e)]₊`` averaged over ``hp.replay`` of the shard's ``earlier`` edits (each
+    its inputs [t, d_in] and the activation ``r`` it was recorded with), taken in turn from
+    position ``turn`` (0 when replay is off or there are none)."""
+    if hp.replay == 0 or not earlier:
+        return delta.new_zeros(())
+    count = min(hp.replay, len(earlier))
+    chosen = [earlier[(turn + i) % len(earlier)] for i in range(count)]
+    acts = torch.stack([mean_activation(inputs, delta) for inputs, _ in chosen])
+    floors = torch.tensor([max(hp.beta, recorded) for _, recorded in chosen], device=acts.device)
+    return positive_mean(floors - acts)
+
+
+def shard_texts(patches: Sequence[SideMemoryPatch], shard: int) -> list[tuple[list[int], float]]:
+    """The edit sequences (token ids) of the edits ``patches`` put into ``shard``, oldest first,
+    each with the activation its commit recorded (patches written before edits kept their
+    texts contribute none)."""
+    out: list[tuple[list[int], float]] = []
+    for patch in patches:
+        if patch.kind == "sidememory" and patch.shard == shard and "texts" in patch.meta:
+            out.extend(zip(json.loads(patch.meta["texts"]), (float(a) for a in patch.activations)))
+    return out
+
+
 def shard_seed(seed: int, shard: int) -> int:
     """The mask seed of shard ``shard`` (shard 0 uses ``seed`` itself, as WISE-lite did)."""
     return seed if shard == 0 else (seed * 1_000_003 + shard) % (2**63 - 1)
@@ -171,7 +206,7 @@ class WiseEditor:
         side.set([p for p in attached if not (p.kind == "sidememory" and p.module == path)])
         try:
             seen: dict[str, torch.Tensor] = {}   # module inputs per text (the main model does not change here)
-            pending: list[tuple[EditRequest, float]] = []
+            pending: list[tuple[EditRequest, float, list[int]]] = []
             shard: _Shard | None = None
             increment = torch.zeros(out_dim, in_dim, device=device)
             for number, request in enumerate(requests, 1):
@@ -179,20 +214,25 @@ class WiseEditor:
                     shard = next_shard(live_memory(mine + patches, path).get(path), hp, out_dim, in_dim)
                     start, mask = shard.start.to(device), shard.mask.to(device)
                     increment.zero_()
+                    earlier = ([(self._inputs(model, module, ids), act)
+                                for ids, act in shard_texts(mine + patches, shard.index)] if hp.replay else [])
                 nth = held + sum(len(p.edit_ids) for p in patches) + len(pending)   # the memory's nth edit
                 texts = irrelevant_texts(request, hp, nth)
                 for text in texts:
                     if text not in seen:
                         seen[text] = self._inputs(model, module, encode_text(tokenizer, text))
-                act, info = self._edit_one(model, tokenizer, module, start, increment, mask,
-                                           [seen[t] for t in texts], request, hp)
+                act, info, ids = self._edit_one(model, tokenizer, module, start, increment, mask,
+                                                [seen[t] for t in texts], request, hp, earlier, nth)
                 infos.append({**info, "shard": shard.index, "group": shard.group})
-                pending.append((request, act))
+                pending.append((request, act, ids))
+                if hp.replay:
+                    earlier.append((self._inputs(model, module, ids), act))
                 if shard.edits + len(pending) >= hp.shard_size or number == len(requests):
                     patches.append(SideMemoryPatch.from_dense(
-                        path, increment, mask, torch.tensor([a for _, a in pending]),
-                        tuple(r.edit_id for r, _ in pending), hp.act_ratio, hp.mask_ratio,
-                        edits_before=held + sum(len(p.edit_ids) for p in patches), meta={"method": "wise"},
+                        path, increment, mask, torch.tensor([a for _, a, _ in pending]),
+                        tuple(r.edit_id for r, _, _ in pending), hp.act_ratio, hp.mask_ratio,
+                        edits_before=held + sum(len(p.edit_ids) for p in patches),
+                        meta={"method": "wise", "texts": json.dumps([i for _, _, i in pending])},
                         shard=shard.index, group=shard.group, shard_size=hp.shard_size, density=hp.density,
                         memory_weight=hp.memory_weight))
                     shard, pending = None, []
@@ -223,9 +263,11 @@ class WiseEditor:
 
     def _edit_one(self, model: torch.nn.Module, tokenizer: Any, module: torch.nn.Module, start: torch.Tensor,
                   increment: torch.Tensor, mask: torch.Tensor, irrelevant: list[torch.Tensor],
-                  request: EditRequest, hp: WiseHparams) -> tuple[float, dict[str, Any]]:
+                  request: EditRequest, hp: WiseHparams, earlier: list[tuple[torch.Tensor, float]] | None = None,
+                  nth: int = 0) -> tuple[float, dict[str, Any], list[int]]:
         """Train ``increment`` [d_out, d_in] (in place) on one request; returns the edit's final
-        activation and a summary of the training."""
+        activation, a summary of the training and the token ids of its edit sequence.
+        ``earlier``: the shard's earlier edits (module inputs [t, d_in], recorded activation), replayed."""
         prompt = encode_text(tokenizer, fill(request.prompt, request.subject))
         target = encode_continuation(tokenizer, " " + request.target_new)
         if not target:
@@ -262,12 +304,14 @@ class WiseEditor:
                     edit_act = mean_activation(edit_inputs, delta)
                     irr_act = torch.stack([mean_activation(a, delta) for a in irrelevant])
                     ft, act = F.cross_entropy(logits, labels), margin_loss(edit_act, irr_act, hp)
+                    replayed = replay_loss(earlier or [], delta, hp, nth + taken)
                     loss_ft, loss_act = ft.item(), act.item()
-                    if hp.early_stop and separated(edit_act, irr_act, hp) and bool((logits.argmax(-1) == labels).all()):
+                    if (hp.early_stop and separated(edit_act, irr_act, hp) and bool((logits.argmax(-1) == labels).all())
+                            and replayed.item() == 0):
                         taken -= 1
                         break
                     optimizer.zero_grad()
-                    (ft + act).backward()
+                    (ft + act + replayed).backward()
                     optimizer.step()
                     if hp.norm_constraint > 0:
                         with torch.no_grad():
@@ -285,4 +329,4 @@ class WiseEditor:
             irr = [round(float(mean_activation(a, delta)), 4) for a in irrelevant]
         return final, {"edit_id": request.edit_id, "steps": taken, "loss_ft": round(loss_ft, 4),
                        "loss_act": round(loss_act, 4), "activation": round(final, 4),
-                       "irrelevant_activation": irr}
+                       "irrelevant_activation": irr}, ids

@@ -83,6 +83,10 @@ class WiseHparams:
                                                      "low; each edit takes irrelevant_per_edit of them in turn")
     irrelevant_per_edit: int = hparam(4, "generic texts from the pool each edit is trained against (the "
                                          "reference: one per edit; at most the pool's size)")
+    replay: int = hparam(0, "memory replay (after the reference's Appendix B.3, positive part): each training "
+                            "step also pushes this many earlier edits of the same shard, taken in turn, back up "
+                            "to the activation they were recorded with (at least beta), so later edits do not "
+                            "drag them under the router's threshold (0: off, the reference's default)")
     neighbour_irrelevant: int = hparam(5, "of the request's declared neighbour probes (same relation, other "
                                           "subjects), this many (prompt and the answer they keep) are "
                                           "irrelevant inputs too (0: none)")
@@ -103,6 +107,8 @@ def check(hp: WiseHparams) -> list[str]:
         problems.append(f"memory_weight must lie in (0, 1), got {hp.memory_weight}")
     if hp.irrelevant_per_edit < 1:
         problems.append(f"irrelevant_per_edit must be >= 1, got {hp.irrelevant_per_edit}")
+    if hp.replay < 0:
+        problems.append(f"replay must be >= 0, got {hp.replay}")
     if hp.neighbour_irrelevant < 0:
         problems.append(f"neighbour_irrelevant must be >= 0, got {hp.neighbour_irrelevant}")
     if hp.steps < 1:
