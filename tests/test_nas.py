@@ -99,3 +99,23 @@ def test_methods_without_the_flow_refuse_nas_and_the_scale_must_be_positive() ->
     assert any("nas" in p for p in check_hparams("pmet", build_hparams("pmet", {"nas": True})))
     assert any("nas_scale" in p for p in check_hparams("memit", build_hparams("memit", {"nas_scale": 0.0})))
     assert check_hparams("alphaedit", build_hparams("alphaedit", {"nas": True})) == []
+
+
+def test_requests_about_one_subject_share_one_target_and_distinct_subjects_are_unchanged() -> None:
+    """MEMIT's flow writes a subject's facts with one vector (as ROME does): separate vectors
+    at one key fought in the least squares, and an edit's derived facts undid it."""
+    from kedit_vc.editors.common.layered import target_settings
+    from kedit_vc.editors.common.targets import optimise_targets
+
+    model, tok = _model(), tiny_tokenizer()
+    hp = build_hparams("memit", TINY)
+    templates = ["{}", "A b c. {}"]
+    country = EditRequest("e-3", "Eiffel Tower", "The {} is in the country of", "Italy", "France",
+                          (Probe("rewrite", "The Eiffel Tower is in the country of", "Italy", "France"),))
+    targets, _ = compute_z_targets(model, tok, [REQUESTS[0], REQUESTS[1], country], 2, templates, hp, False)
+    torch.testing.assert_close(targets[0], targets[2])
+    assert not torch.allclose(targets[0], targets[1])
+    alone, _ = compute_z_targets(model, tok, REQUESTS, 2, templates, hp, False)
+    init, delta, _ = optimise_targets(model, tok, REQUESTS, family_of(model).block_path(2), 3, templates,
+                                      target_settings(hp))
+    torch.testing.assert_close(alone, init + delta)       # one subject per request: the per-request path

@@ -1,8 +1,8 @@
 """MEMIT's flow, shared by every method that spreads residual targets over a range of layers.
 
 1. For each request, a target ``z`` [d_model] for the residual stream at the last edited
-   layer's output, at the subject's last token (``optimise_targets``, all requests
-   jointly).
+   layer's output, at the subject's last token (``optimise_unit_targets``, all requests
+   jointly; requests about one subject share one target, as ROME writes them).
 2. For each edited layer ``l`` in ascending order, on the weights already updated below:
    keys ``K`` [n, d_mlp] (template-averaged), the residual still missing at the top
    layer ``R = z − h(z_layer)`` divided by the number of layers left, and the method's
@@ -29,7 +29,7 @@ from .keys import subject_keys, subject_outputs
 from .progress import step_reporter
 from .restore import restored_parameters
 from .solve import factored_update
-from .targets import TargetSettings, optimise_targets
+from .targets import TargetSettings, by_subject, optimise_unit_targets
 from .templates import context_templates
 
 
@@ -41,15 +41,23 @@ def target_settings(hp: Any) -> TargetSettings:
 def compute_z_targets(model: torch.nn.Module, tokenizer: Any, requests: Sequence[EditRequest],
                       z_layer: int, templates: Sequence[str], hp: Any, progress: bool,
                       label: str = "MEMIT", anchor: float | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Residual targets ``z`` [n, d_model] at the output of block ``z_layer``.
+    """Residual targets ``z`` [n, d_model] at the output of block ``z_layer`` (requests that
+    share a subject share one target).
 
     With ``anchor`` (NAS, ``anchor.py``) the MLP's part of each target, ``v* = v0 + δ``
     at block ``z_layer``, is rescaled to that norm; the rest of ``z`` is unchanged.
     """
     family = family_of(model)
+    # Requests about one subject share its key: one vector for all of them (as ROME writes
+    # them), else their separate targets at one key fight in the least squares and an edit's
+    # derived facts undo it. With distinct subjects this is one vector per request, as before.
+    units = by_subject(requests)
+    owner = {id(r): i for i, unit in enumerate(units) for r in unit}
+    index = torch.tensor([owner[id(r)] for r in requests])
     with step_reporter(f"{label} targets for {len(requests)} edits", hp.v_steps, progress) as report:
-        init, delta, info = optimise_targets(model, tokenizer, requests, family.block_path(z_layer),
-                                             z_layer + 1, templates, target_settings(hp), report)
+        init, delta, info = optimise_unit_targets(model, tokenizer, units, family.block_path(z_layer),
+                                                  z_layer + 1, templates, target_settings(hp), report)
+    init, delta = init[index], delta[index]                                           # [n, d_model]
     if anchor is None:
         return init + delta, info
     v0 = subject_outputs(model, tokenizer, requests, family.mlp_out_path(z_layer))   # [n, d_model]
