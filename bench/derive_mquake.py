@@ -66,16 +66,21 @@ def spec_text(record: Mapping[str, Any]) -> str:
             f"{_quote(rw['target_new']['str'])}\n")
 
 
-def compiled(record: Mapping[str, Any], model: Any, tokenizer: Any, folder: Path) -> list[Any]:
-    """The derived requests for ``record`` (``kvc compile --derive``'s), probes dropped."""
+def derived_from(path: Path, text: str, model: Any, tokenizer: Any) -> tuple[list[Any], tuple[str, ...]]:
+    """The derived requests of spec ``text`` written to ``path`` (``kvc compile --derive``'s,
+    probes dropped: derived edits are not scored) and the plan's notes."""
     from dataclasses import replace
 
     from kedit_vc.ops.derive import derived_plan
 
-    path = folder / f"case_{record['case_id']}.kedit"
-    path.write_text(spec_text(record), encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
     plan = derived_plan(path, model, tokenizer, choice=True)
-    return [replace(r, probes=()) for call in plan.calls for r in call.requests if r.derived is not None]
+    return [replace(r, probes=()) for call in plan.calls for r in call.requests if r.derived is not None], plan.notes
+
+
+def compiled(record: Mapping[str, Any], model: Any, tokenizer: Any, folder: Path) -> list[Any]:
+    """The derived requests for ``record`` (``kvc compile --derive``'s), probes dropped."""
+    return derived_from(folder / f"case_{record['case_id']}.kedit", spec_text(record), model, tokenizer)[0]
 
 
 def truth(record: Mapping[str, Any]) -> set[str]:

@@ -24,11 +24,11 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from common import parser, save, setup
+from derive_mquake import derived_from
 
 RULES = Path(__file__).resolve().parents[1] / "specs" / "rules" / "world.kedit"
 REPORT = ("reliability", "raw_reliability", "gen_reliability", "raw_gen_reliability", "generalization",
@@ -53,18 +53,6 @@ def spec_text(record: Mapping[str, Any]) -> str:
     from kedit_vc.importers.zsre import convert
 
     return f'include "{RULES}"\n' + convert([dict(record)]).text
-
-
-def derived_requests(record: Mapping[str, Any], model: Any, tokenizer: Any, folder: Path,
-                     index: int) -> tuple[list[Any], tuple[str, ...]]:
-    """``kvc compile --derive``'s derived requests for one record (probes dropped), and the notes."""
-    from kedit_vc.ops.derive import derived_plan
-
-    path = folder / f"record_{index}.kedit"
-    path.write_text(spec_text(record), encoding="utf-8")
-    plan = derived_plan(path, model, tokenizer, choice=True)
-    derived = [replace(r, probes=()) for call in plan.calls for r in call.requests if r.derived is not None]
-    return derived, plan.notes
 
 
 def mean_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
@@ -96,7 +84,8 @@ def main() -> None:
     with_derived: list[BenchCase] = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, (record, case) in enumerate(zip(records, plain)):
-            derived, notes = derived_requests(record, model, tokenizer, Path(tmp), args.start + i)
+            derived, notes = derived_from(Path(tmp) / f"record_{args.start + i}.kedit", spec_text(record),
+                                          model, tokenizer)
             rows.append({
                 "record": args.start + i, "question": record["src"], "new": record["alt"],
                 "relation": relation_id(record["src"].replace(record["subject"], "{subject}")),

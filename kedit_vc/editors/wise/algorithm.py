@@ -221,12 +221,12 @@ class WiseEditor:
                 for text in texts:
                     if text not in seen:
                         seen[text] = self._inputs(model, module, encode_text(tokenizer, text))
-                act, info, ids = self._edit_one(model, tokenizer, module, start, increment, mask,
-                                                [seen[t] for t in texts], request, hp, earlier, nth)
+                act, info, ids, inputs = self._edit_one(model, tokenizer, module, start, increment, mask,
+                                                        [seen[t] for t in texts], request, hp, earlier, nth)
                 infos.append({**info, "shard": shard.index, "group": shard.group})
                 pending.append((request, act, ids))
                 if hp.replay:
-                    earlier.append((self._inputs(model, module, ids), act))
+                    earlier.append((inputs, act))
                 if shard.edits + len(pending) >= hp.shard_size or number == len(requests):
                     patches.append(SideMemoryPatch.from_dense(
                         path, increment, mask, torch.tensor([a for _, a, _ in pending]),
@@ -264,9 +264,10 @@ class WiseEditor:
     def _edit_one(self, model: torch.nn.Module, tokenizer: Any, module: torch.nn.Module, start: torch.Tensor,
                   increment: torch.Tensor, mask: torch.Tensor, irrelevant: list[torch.Tensor],
                   request: EditRequest, hp: WiseHparams, earlier: list[tuple[torch.Tensor, float]] | None = None,
-                  nth: int = 0) -> tuple[float, dict[str, Any], list[int]]:
+                  nth: int = 0) -> tuple[float, dict[str, Any], list[int], torch.Tensor]:
         """Train ``increment`` [d_out, d_in] (in place) on one request; returns the edit's final
-        activation, a summary of the training and the token ids of its edit sequence.
+        activation, a summary of the training, the token ids of its edit sequence and the
+        module's inputs on it [t, d_in] (what a later replay of this edit reads).
         ``earlier``: the shard's earlier edits (module inputs [t, d_in], recorded activation), replayed."""
         prompt = encode_text(tokenizer, fill(request.prompt, request.subject))
         target = encode_continuation(tokenizer, " " + request.target_new)
@@ -329,4 +330,4 @@ class WiseEditor:
             irr = [round(float(mean_activation(a, delta)), 4) for a in irrelevant]
         return final, {"edit_id": request.edit_id, "steps": taken, "loss_ft": round(loss_ft, 4),
                        "loss_act": round(loss_act, 4), "activation": round(final, 4),
-                       "irrelevant_activation": irr}, ids
+                       "irrelevant_activation": irr}, ids, edit_inputs
