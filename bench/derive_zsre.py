@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -36,16 +37,21 @@ REPORT = ("reliability", "raw_reliability", "gen_reliability", "raw_gen_reliabil
           "gen_portability", "raw_gen_portability")
 
 
-def arguments() -> argparse.Namespace:
-    p = parser(__doc__)
+def derive_parser(doc: str | None, start: int, records: str) -> argparse.ArgumentParser:
+    """The options of a with/without-derivation comparison (``records``: what ``--n`` counts)."""
+    p = parser(doc)
     p.add_argument("--method", default="rome", help="editing method (default rome)")
-    p.add_argument("--start", type=int, default=100, help="first zsRE record (default 100)")
-    p.add_argument("--n", type=int, default=100, help="records (default 100)")
+    p.add_argument("--start", type=int, default=start, help=f"first record (default {start})")
+    p.add_argument("--n", type=int, default=100, help=f"{records} (default 100)")
     p.add_argument("--tag", default="", help="suffix of the result file name")
     p.add_argument("--only-derived", action="store_true",
                    help="edit only the records where derivation kept an edit (both ways): the whole-set "
                         "difference is theirs times their share, at a fraction of the cost")
-    return p.parse_args()
+    return p
+
+
+def arguments() -> argparse.Namespace:
+    return derive_parser(__doc__, 100, "zsRE records").parse_args()
 
 
 def spec_text(record: Mapping[str, Any]) -> str:
@@ -55,10 +61,10 @@ def spec_text(record: Mapping[str, Any]) -> str:
     return f'include "{RULES}"\n' + convert([dict(record)]).text
 
 
-def mean_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
+def mean_rows(rows: Sequence[Mapping[str, Any]], keys: Sequence[str] = REPORT) -> dict[str, float | None]:
     """Each reported metric averaged over the rows that have it (as the report averages)."""
     out: dict[str, float | None] = {}
-    for key in REPORT:
+    for key in keys:
         values = [r["metrics"][key] for r in rows if r["metrics"].get(key) is not None]
         out[key] = round(sum(values) / len(values), 4) if values else None
     return out
@@ -67,74 +73,96 @@ def mean_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
 def main() -> None:
     args = arguments()
     setup(args)
-    from kedit_vc.editors.base import get_editor
-    from kedit_vc.editors.registry import build_hparams
-    from kedit_vc.eval.datasets import BenchCase, load_records, zsre_case
+    from kedit_vc.eval.datasets import load_records, zsre_case
     from kedit_vc.importers.zsre_relations import relation_id
     from kedit_vc.models import load_model
-    from kedit_vc.ops.bench import run_bench
 
     records = load_records("zsre")[args.start:args.start + args.n]
-    loaded = load_model(args.model)
+    items = [Item(args.start + i, spec_text(r), zsre_case(r, args.start + i), {
+        "question": r["src"], "new": r["alt"],
+        "relation": relation_id(r["src"].replace(r["subject"], "{subject}")),
+        "portability": {"question": r["portability"]["New Question"], "answer": r["portability"]["New Answer"],
+                        "recalled": r["portability"].get("Recalled Relation")}})
+             for i, r in enumerate(records)]
+    compare(args, load_model(args.model), items, "zsre", f"derive_zsre_{args.method}{args.tag}")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One record to edit: its index, its spec (under the rules), its scored case and what the JSON says of it."""
+
+    index: int
+    spec: str
+    case: Any
+    info: Mapping[str, Any]
+
+
+def compare(args: argparse.Namespace, loaded: Any, items: Sequence[Item], benchmark: str, name: str,
+            keys: Sequence[str] = REPORT) -> dict[str, Any]:
+    """Derive each item's edits, edit every item alone (``--only-derived``: only those with
+    derived edits) and those with derived edits again with them; save and print the
+    ``keys`` metrics on the derived records and on all."""
+    from kedit_vc.editors.base import get_editor
+    from kedit_vc.editors.registry import build_hparams
+    from kedit_vc.eval.datasets import BenchCase
+    from kedit_vc.ops.bench import run_bench
+
     model, tokenizer = loaded.model, loaded.tokenizer
     editor, hp = get_editor(args.method), build_hparams(args.method, {})
-    plain = [zsre_case(r, args.start + i) for i, r in enumerate(records)]
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     with_derived: list[BenchCase] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (record, case) in enumerate(zip(records, plain)):
-            derived, notes = derived_from(Path(tmp) / f"record_{args.start + i}.kedit", spec_text(record),
-                                          model, tokenizer)
+        for item in items:
+            derived, notes = derived_from(Path(tmp) / f"record_{item.index}.kedit", item.spec, model, tokenizer)
             rows.append({
-                "record": args.start + i, "question": record["src"], "new": record["alt"],
-                "relation": relation_id(record["src"].replace(record["subject"], "{subject}")),
-                "portability": {"question": record["portability"]["New Question"],
-                                "answer": record["portability"]["New Answer"],
-                                "recalled": record["portability"].get("Recalled Relation")},
+                "record": item.index, **item.info,
                 "derived": [{"prompt": r.prompt.format(r.subject), "new": r.target_new, "old": r.target_true,
                              "rule": r.derived.rule, "evidence": r.derived.evidence} for r in derived],
                 "notes": list(notes)})
             if derived:
-                with_derived.append(BenchCase(case.case_id, case.requests + tuple(derived)))
-            print(f"record {args.start + i}: {len(derived)} derived", flush=True)
+                with_derived.append(BenchCase(item.case.case_id, item.case.requests + tuple(derived)))
+            print(f"record {item.index}: {len(derived)} derived", flush=True)
     results: dict[str, Any] = {
-        "model": args.model, "method": args.method, "start": args.start, "n_records": len(records),
+        "model": args.model, "method": args.method, "benchmark": benchmark, "n_records": len(items),
         "threads": args.threads, "derive_seconds": round(time.perf_counter() - started, 1),
         "derived_edits": sum(len(r["derived"]) for r in rows),
-        "records_with_derived": [int(c.case_id) for c in with_derived], "records": rows, "runs": {}}
-    name = f"derive_zsre_{args.method}{args.tag}"
+        "records_with_derived": [r["record"] for r in rows if r["derived"]], "records": rows, "runs": {}}
     save(name, results, args.results_dir)
     reports: dict[str, Any] = {}
     chosen_ids = {c.case_id for c in with_derived}
+    plain = [item.case for item in items]
     explicit_cases = [c for c in plain if c.case_id in chosen_ids] if args.only_derived else plain
     results["only_derived"] = args.only_derived
     for label, cases in (("explicit", explicit_cases), ("derived_only", with_derived)):
         if not cases:
             continue
-        result = run_bench(model, tokenizer, "zsre", cases, editor, hp, fingerprint=loaded.fingerprint,
+        result = run_bench(model, tokenizer, benchmark, cases, editor, hp, fingerprint=loaded.fingerprint,
                            progress=True)
         reports[label] = result.report
         results["runs"][label] = {
-            "pre_metrics": {k: result.report.pre_metrics.get(k) for k in REPORT},
+            "pre_metrics": {k: result.report.pre_metrics.get(k) for k in keys},
             "edit_seconds": round(result.edit_seconds, 1), "wall_seconds": round(result.wall_seconds, 1)}
         save(name, results, args.results_dir)  # partial results after each run
-    explicit_rows = {row.edit_id: row.to_json() for row in reports["explicit"].rows}
-    derived_rows = ({row.edit_id: row.to_json() for row in reports["derived_only"].rows}
-                    if "derived_only" in reports else {})
+
+    def table(label: str) -> dict[str, dict[str, Any]]:
+        return {row.edit_id: row.to_json() for row in reports[label].rows} if label in reports else {}
+
+    explicit_rows, derived_rows = table("explicit"), table("derived_only")
     ids = [c.requests[0].edit_id for c in explicit_cases]
     subset = [c.requests[0].edit_id for c in with_derived]
     results["metrics"] = {
-        "explicit_on_derived_records": mean_rows([explicit_rows[i] for i in subset]),
-        "derived_on_derived_records": mean_rows([derived_rows[i] for i in subset]),
-        "pre": {k: reports["explicit"].pre_metrics.get(k) for k in REPORT}}
+        "explicit_on_derived_records": mean_rows([explicit_rows[i] for i in subset], keys),
+        "derived_on_derived_records": mean_rows([derived_rows[i] for i in subset], keys),
+        "pre": {k: reports["explicit"].pre_metrics.get(k) for k in keys}}
     if not args.only_derived:
-        results["metrics"]["explicit"] = mean_rows([explicit_rows[i] for i in ids])
-        results["metrics"]["derived"] = mean_rows([derived_rows.get(i, explicit_rows[i]) for i in ids])
+        results["metrics"]["explicit"] = mean_rows([explicit_rows[i] for i in ids], keys)
+        results["metrics"]["derived"] = mean_rows([derived_rows.get(i, explicit_rows[i]) for i in ids], keys)
     save(name, results, args.results_dir)
     for label, values in results["metrics"].items():
         print(f"{label:28s} " + "  ".join(f"{k}={v:.3f}" for k, v in values.items() if v is not None))
-    print(f"{results['derived_edits']} derived edits on {len(subset)} of {len(records)} records")
+    print(f"{results['derived_edits']} derived edits on {len(subset)} of {len(items)} records")
+    return results
 
 
 if __name__ == "__main__":

@@ -10,8 +10,12 @@ Costs: seconds per edit, and seconds per query (one next-token forward of a rewr
 neighbourhood prompt with the memory live, against the plain model). Each CounterFact edit
 is scored on its rewrite prompt, 2 paraphrases and ``--neighbours`` neighbourhood prompts.
 Results are saved after each (method, benchmark) pair, so a stopped run keeps what it did.
+``--benchmarks mquake``: the first ``--n`` MQuAKE-CF cases from ``--mquake-start``, every
+edit of a case a commit, then each case's multi-hop questions asked with the whole memory
+live (``portability_multihop``: any question answered, teacher-forced and generative).
 
     OMP_NUM_THREADS=1 python bench/incontext.py --n 50
+    OMP_NUM_THREADS=1 python bench/incontext.py --benchmarks mquake --n 100 --methods ike,memprompt --name mquake100
     OMP_NUM_THREADS=1 python bench/incontext.py --methods serac --n 20 --cf-start 0 --neighbours 2 --name serac20
     OMP_NUM_THREADS=1 python bench/incontext.py --methods serac --n 50 --cf-start 0 --name serac50 \
         --hparams serac='{"classifier": "8fb17727"}'
@@ -31,7 +35,7 @@ from common import parser, save, setup
 NAME = "incontext"
 METRICS = ("reliability_cf", "generalization_cf", "locality_cf", "reliability_acc", "generalization_acc",
            "locality_agree", "portability_acc", "gen_reliability", "gen_generalization", "gen_locality",
-           "gen_portability", "gen_locality_agree")
+           "gen_portability", "gen_locality_agree", "portability_multihop", "gen_portability_multihop")
 
 
 def arguments() -> Any:
@@ -39,6 +43,8 @@ def arguments() -> Any:
     p.add_argument("--n", type=int, default=50, help="edits (sequential commits) per benchmark")
     p.add_argument("--cf-start", type=int, default=200, help="first CounterFact record")
     p.add_argument("--zsre-start", type=int, default=0, help="first zsRE record")
+    p.add_argument("--mquake-start", type=int, default=0, help="first MQuAKE-CF case (``--n`` counts cases: "
+                                                                 "each commits all its edits)")
     p.add_argument("--neighbours", type=int, default=5, help="CounterFact neighbourhood probes scored per edit")
     p.add_argument("--methods", default="ike,memprompt", help="comma-separated methods")
     p.add_argument("--benchmarks", default="counterfact,zsre", help="comma-separated benchmarks")
@@ -84,10 +90,12 @@ def main() -> None:
     lm = load_model(args.model, progress=False)
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.hparams)}
     results: dict[str, Any] = {}
-    starts = {"counterfact": args.cf_start, "zsre": args.zsre_start}
+    starts = {"counterfact": args.cf_start, "zsre": args.zsre_start, "mquake": args.mquake_start}
     for benchmark in args.benchmarks.split(","):
         cases = load_cases(benchmark, args.n, skip=starts[benchmark])
-        requests = [trimmed(r, args.neighbours) for case in cases for r in case.requests][:args.n]
+        requests = [trimmed(r, args.neighbours) for case in cases for r in case.requests]
+        if benchmark != "mquake":  # one edit per record; a MQuAKE case has 1-4
+            requests = requests[:args.n]
         began = time.perf_counter()
         pre = score_requests(lm.model, lm.tokenizer, requests, generative=True)
         pre_seconds = time.perf_counter() - began
@@ -113,7 +121,7 @@ def main() -> None:
             report = summarize(post, pre)
             live_query = seconds_per_query(lm.model, lm.tokenizer, probes)
             side.clear()
-            row = {"n": len(requests), "metrics": {m: report.metrics.get(m) for m in METRICS},
+            row = {"n": len(requests), "cases": len(cases), "metrics": {m: report.metrics.get(m) for m in METRICS},
                    "pre": {m: report.pre_metrics.get(m) for m in METRICS},
                    "seconds_per_edit": round(sum(edit_s) / len(edit_s), 4),
                    "seconds_attach_mean": round(sum(attach_s) / len(attach_s), 3),
@@ -125,7 +133,8 @@ def main() -> None:
             print(json.dumps({"run": f"{method}/{benchmark}", **{k: v for k, v in row.items() if k != "pre"}},
                              default=str), flush=True)
             save(args.name, {"model": args.model, "threads": args.threads, "n": args.n, "cf_start": args.cf_start,
-                        "zsre_start": args.zsre_start, "neighbours": args.neighbours, "results": results,
+                        "zsre_start": args.zsre_start, "mquake_start": args.mquake_start,
+                        "neighbours": args.neighbours, "results": results,
                         "protocol": "sequential commits into one memory, all edits scored at the end"},
                  args.results_dir)
 

@@ -102,3 +102,41 @@ def test_sequential_scores_a_fixed_sample_of_the_edits() -> None:
     assert drawn == sorted(set(drawn)) and len(drawn) == 500 and 0 <= drawn[0] and drawn[-1] < 5000
     assert drawn == sample(5000, 500)                  # the same edits in every run and on --resume
     assert 40 <= sum(i < 1000 for i in drawn) <= 160   # spread over the history, not its start
+
+
+def _cf_record(relation: str, new: str) -> dict[str, object]:
+    return {"case_id": 7, "requested_rewrite": {
+        "prompt": "{} was born in", "relation_id": relation, "subject": "Ada Example",
+        "target_new": {"str": new}, "target_true": {"str": "Rome"}},
+        "paraphrase_prompts": ["Ada Example is a native of"], "neighborhood_prompts": ["Bo Other was born in"]}
+
+
+def test_composed_probes_ask_about_the_new_object_and_are_worded_unlike_the_rules() -> None:
+    derive = _script("derive_counterfact")
+    truths = _script("compose_truths")
+    built = derive.composed_case(_cf_record("P19", "Paris"))
+    assert built is not None
+    request = built[0].requests[0]
+    composed = [p for p in request.probes if p.kind == "multihop"]
+    assert [(p.prompt, p.target) for p in composed] == [("Ada Example was born in a place in the country of", "France")]
+    assert len({p.group for p in composed}) == 1
+    assert [p.kind for p in request.probes[:3]] == ["rewrite", "paraphrase", "neighbour"]
+    london = derive.composed_case(_cf_record("P19", "London"))
+    assert london is not None and {p.target for p in london[0].requests[0].probes if p.kind == "multihop"} >= {
+        "United Kingdom", "England"}
+    assert derive.composed_case(_cf_record("P19", "Atlantis")) is None      # object not in the table
+    assert derive.composed_case(_cf_record("P106", "Paris")) is None        # relation does not compose
+    rules = (BENCH.parent / "specs" / "rules" / "world.kedit").read_text()
+    for probes in truths.COMPOSED.values():
+        for _, template in probes:
+            assert template not in rules
+
+
+def test_serac_threshold_rates_count_own_routing_in_scope_and_any_routing_out_of_scope() -> None:
+    rates = _script("serac_threshold").rates
+    # prompts: rewrite of edit 0, paraphrase of edit 0 (closest to edit 1: misrouted), neighbour of edit 1
+    prob = torch.tensor([[0.9, 0.1], [0.55, 0.7], [0.65, 0.2]])
+    owner = torch.tensor([0, 0, 1])
+    kinds = ["rewrite", "paraphrase", "neighbour"]
+    assert rates(prob, owner, kinds, 0.6) == {"rewrite": 1.0, "paraphrase": 0.0, "neighbour_rejected": 0.0}
+    assert rates(prob, owner, kinds, 0.8) == {"rewrite": 1.0, "paraphrase": 0.0, "neighbour_rejected": 1.0}

@@ -138,3 +138,55 @@ def test_a_classifier_of_another_model_is_refused(store):
     out = run_kvc("commit", str(write_spec(store.paths.root, "a.kedit", EIFFEL,
                                            method=f'method serac {{ classifier = "{digest[:12]}" }}')))
     assert out.exit_code != 0 and "trained for base model" in out.output and "Traceback" not in out.output, out.output
+
+
+def _synthetic_features(inside_cos: float, neighbour_cos: float):
+    """Two records with unit keys e0, e1; each has one in-scope prompt at cosine ``inside_cos``
+    to its own key and one neighbour at ``neighbour_cos`` (both orthogonal to the other key)."""
+    from kedit_vc.editors.serac.classifier import Features
+
+    keys = torch.eye(4)[:2]
+    states, owner, positive = [], [], []
+    for record in range(2):
+        for cos, inside in ((inside_cos, True), (neighbour_cos, False)):
+            state = torch.zeros(4)
+            state[record], state[2 + record] = cos, (1 - cos ** 2) ** 0.5
+            states.append(torch.stack([torch.zeros(4), state]))   # position 0 is masked out
+            owner.append(record)
+            positive.append(inside)
+    mask = torch.tensor([[False, True]] * 4)
+    return Features(keys, torch.stack(states), mask, torch.tensor(owner), torch.tensor(positive))
+
+
+def test_calibration_picks_the_lowest_threshold_that_routes_scope_and_keeps_neighbours():
+    from kedit_vc.editors.serac import classifier as c
+
+    params = {"proj": torch.eye(4), "scale": torch.tensor([10.0]), "bias": torch.tensor([-8.0])}
+    # p = sigmoid(10 cos - 8): in scope 0.88 (cos 1), neighbours 0.62 (cos 0.85)
+    found = c.calibrate(params, _synthetic_features(1.0, 0.85), [0, 1])
+    assert found["threshold"] == 0.7  # 0.7, 0.8 and 0.85 separate both; ties go to the lower
+    assert found["rates"]["0.6"] == {"in_scope_routed": 1.0, "neighbours_kept": 0.0}
+    assert found["rates"]["0.9"] == {"in_scope_routed": 0.0, "neighbours_kept": 1.0}
+    # neighbours closer than the edits themselves: nothing separates them, the lowest wins
+    assert c.calibrate(params, _synthetic_features(0.85, 1.0), [0, 1])["threshold"] == 0.5
+    assert c.calibrate(params, _synthetic_features(1.0, 0.85), [])["threshold"] == c.UNCALIBRATED
+
+
+def test_the_calibrated_threshold_is_the_default_and_part_of_the_hash(store, tmp_path):
+    from kedit_vc.editors.serac import classifier as c
+    from kedit_vc.editors.serac.hparams import SeracHparams
+
+    out = _train_cli(store, "--holdout", "0.5")
+    assert out.exit_code == 0 and "routing threshold" in out.output, out.output
+    folder = next(c.cache_dir().glob(f"{c.fingerprint_slug(store.fingerprint)}/*/{c.META}")).parent
+    trained = c.read_classifier(folder)
+    assert trained.threshold == trained.meta["calibration"]["threshold"]
+    out = run_kvc("commit", str(write_spec(store.paths.root, "a.kedit", EIFFEL, method="method serac { }")))
+    assert out.exit_code == 0, out.output
+    assert store.live_patches("HEAD")[0].settings["threshold"] == trained.threshold
+    meta = json.loads((folder / c.META).read_text())
+    meta["threshold"] = 0.95 if trained.threshold != 0.95 else 0.5
+    (folder / c.META).write_text(json.dumps(meta))
+    with pytest.raises(c.ClassifierError, match="altered"):
+        c.read_classifier(folder)
+    assert SeracHparams().threshold is None

@@ -197,6 +197,16 @@ def serac_command(model_ref: str, sources: tuple[str, ...], layer: int | None, r
                f"{meta['settings']['steps']} steps, {meta['seconds']} s"
                + (f", resumed at step {meta['resumed_from_step']}" if meta.get("resumed_from_step") else ""))
     click.echo(f"  held out: {json.dumps(meta['heldout'])}")
+    calibration = meta.get("calibration") or {}
+    chosen = (calibration.get("rates") or {}).get(str(meta.get("threshold")))
+    if chosen:
+        click.echo(f"  routing threshold {meta['threshold']} (calibrated: the held-out records' "
+                   f"{calibration['prompts']} prompts against all {calibration['memory']} keys; in scope routed "
+                   f"to their edit {chosen['in_scope_routed']}, neighbours kept on the base model "
+                   f"{chosen['neighbours_kept']})")
+    else:
+        click.echo(f"  routing threshold {meta.get('threshold', 0.5)} (not calibrated"
+                   + (f": {calibration['note']})" if calibration.get("note") else ")"))
 
 
 COMMANDS: list[click.Command] = [train_group]

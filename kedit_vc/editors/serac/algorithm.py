@@ -5,7 +5,8 @@ An edit is written to the explicit edit memory (kind ``memory``, policy ``serac`
 adds its facts, a revert removes them). At query time the attached memory asks the trained
 scope classifier (``classifier``: an embedding classifier over the frozen base model, a
 named simplification of the paper's cross-encoder) how likely the prompt falls in each
-stored edit's scope; when the best reaches ``threshold`` the prompt goes to the
+stored edit's scope; when the best reaches ``threshold`` (by default the one calibrated
+with the classifier on its held-out records) the prompt goes to the
 counterfactual model with that edit, otherwise to the base model, unchanged (its logits
 are the base model's bit for bit).
 
@@ -37,7 +38,8 @@ class SeracEditor:
     def edit(self, model: torch.nn.Module, tokenizer: Any, requests: Sequence[EditRequest],
              hparams: SeracHparams, context: EditContext) -> EditResult:
         classifier = find_classifier(base_fingerprint(model, context), hparams.classifier)
-        settings = {"policy": "serac", "threshold": hparams.threshold, "layer": classifier.layer,
+        threshold = classifier.threshold if hparams.threshold is None else hparams.threshold
+        settings = {"policy": "serac", "threshold": threshold, "layer": classifier.layer,
                     "retriever": "subject", "classifier": classifier.hash, "shots": hparams.shots}
         result = memory_result(model, tokenizer, requests, "serac", settings, context)
         return EditResult(delta=result.delta, info={**result.info, "classifier": classifier.hash},

@@ -226,6 +226,59 @@ def evaluate(params: Mapping[str, torch.Tensor], feats: Features, records: Seque
             "other_rejection": rate(~own, False)}
 
 
+# -- the routing threshold ------------------------------------------------------------
+
+#: Thresholds ``calibrate`` chooses from.
+THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
+#: The threshold of a classifier trained before calibration existed.
+UNCALIBRATED = 0.5
+
+
+@torch.no_grad()
+def routing_probs(params: Mapping[str, torch.Tensor], feats: Features) -> torch.Tensor:
+    """Scope probabilities [m, n] of every prompt against every key: the best logit over each
+    prompt's real positions, as the memory scores a prompt's last position when it routes."""
+    out = logits(params, feats.states, feats.keys)                       # [m, t, n]
+    out = out.masked_fill(~feats.mask[..., None], -float("inf"))
+    return torch.sigmoid(out.max(dim=1).values)
+
+
+def routing_rates(prob: torch.Tensor, owner: torch.Tensor, inside: torch.Tensor,
+                  threshold: float) -> dict[str, float | None]:
+    """At ``threshold``: the share of in-scope prompts routed to their own edit and of
+    out-of-scope (neighbour) prompts routed to none. ``prob`` [m, n], ``owner``/``inside`` [m]."""
+    best, which = prob.max(dim=1)
+    routed = best >= threshold
+
+    def share(selection: torch.Tensor) -> float | None:
+        return round(float(selection.float().mean()), 4) if selection.numel() else None
+
+    return {"in_scope_routed": share((routed & (which == owner))[inside]),
+            "neighbours_kept": share((~routed)[~inside])}
+
+
+def calibrate(params: Mapping[str, torch.Tensor], feats: Features, held: Sequence[int]) -> dict[str, Any]:
+    """Choose the routing threshold on held-out records: their prompts against EVERY record's
+    key (a memory as large as the training data, so neighbours meet many edits), the
+    threshold in ``THRESHOLDS`` with the best mean of in-scope routing and neighbour
+    rejection, ties to the lower. A classifier's probabilities are its own scale (one trained
+    longer saturates higher), so the threshold belongs to the classifier, not to the method."""
+    rows = [i for i in range(len(feats.owner)) if int(feats.owner[i]) in set(held)]
+    inside = feats.positive[rows]
+    if not rows or bool(inside.all()) or not bool(inside.any()):
+        return {"threshold": UNCALIBRATED, "note": "no held-out in-scope and neighbour prompts: not calibrated"}
+    sub = Features(feats.keys, feats.states[rows], feats.mask[rows], feats.owner[rows], inside)
+    prob = routing_probs(params, sub)
+    table = {str(t): routing_rates(prob, sub.owner, inside, t) for t in THRESHOLDS}
+
+    def balanced(t: float) -> float:
+        r = table[str(t)]
+        return round(((r["in_scope_routed"] or 0.0) + (r["neighbours_kept"] or 0.0)) / 2, 4)
+
+    chosen = max(THRESHOLDS, key=lambda t: (balanced(t), -t))
+    return {"threshold": chosen, "memory": int(feats.keys.shape[0]), "prompts": len(rows), "rates": table}
+
+
 # -- training with checkpoints --------------------------------------------------------
 
 
@@ -309,13 +362,17 @@ def load_checkpoint(folder: Path, meta: Mapping[str, Any]) -> TrainState | None:
     return TrainState(out["param"], out["exp_avg"], out["exp_avg_sq"], step)
 
 
-def content_hash(params: Mapping[str, torch.Tensor], settings: Mapping[str, Any], fingerprint: str) -> str:
-    """sha256 of the head's tensors (sorted by name, float32 bytes), the canonical settings JSON
-    and the base model's fingerprint (the same head trained for two models is two classifiers)."""
+def content_hash(params: Mapping[str, torch.Tensor], settings: Mapping[str, Any], fingerprint: str,
+                 threshold: float | None = None) -> str:
+    """sha256 of the head's tensors (sorted by name, float32 bytes), the canonical settings JSON,
+    the base model's fingerprint (the same head trained for two models is two classifiers) and
+    the calibrated routing threshold (None for classifiers trained before calibration)."""
     digest = hashlib.sha256(b"kvc-serac-classifier/1\0")
     for name in sorted(params):
         digest.update(name.encode() + b"\0" + params[name].float().contiguous().numpy().tobytes())
     digest.update(json.dumps(dict(settings), sort_keys=True).encode() + b"\0" + fingerprint.encode())
+    if threshold is not None:
+        digest.update(f"\0threshold={float(threshold)!r}".encode())
     return digest.hexdigest()
 
 
@@ -323,7 +380,7 @@ def save_classifier(folder: Path, params: Mapping[str, torch.Tensor], meta: dict
     """Write the trained head and its JSON; returns its content hash."""
     from safetensors.torch import save_file
 
-    digest = content_hash(params, meta["settings"], str(meta["fingerprint"]))
+    digest = content_hash(params, meta["settings"], str(meta["fingerprint"]), meta.get("threshold"))
     meta = {**meta, "hash": digest, "format": FORMAT, "format_version": FORMAT_VERSION}
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in params.items()}, str(folder / CLASSIFIER),
@@ -360,6 +417,11 @@ class Classifier:
     def layer(self) -> int:
         return int(self.meta["settings"]["layer"])
 
+    @property
+    def threshold(self) -> float:
+        """The routing threshold calibrated at training (``UNCALIBRATED`` for older classifiers)."""
+        return float(self.meta.get("threshold", UNCALIBRATED))
+
     def scores(self, hidden: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         return causal_scores(self.params, hidden, keys)
 
@@ -376,7 +438,7 @@ def read_classifier(folder: Path) -> Classifier:
                               f"`{TRAIN_COMMAND}`") from None
     if meta.get("format") != FORMAT or set(params) != {"proj", "scale", "bias"}:
         raise ClassifierError(f"{folder}: not a kvc SERAC classifier")
-    if content_hash(params, meta["settings"], str(meta.get("fingerprint"))) != meta.get("hash"):
+    if content_hash(params, meta["settings"], str(meta.get("fingerprint")), meta.get("threshold")) != meta.get("hash"):
         raise ClassifierError(f"{folder}: the classifier's contents do not match its recorded hash "
                               f"(altered?); retrain it with `{TRAIN_COMMAND}`")
     return Classifier(params, meta)
@@ -467,6 +529,8 @@ def train(model: torch.nn.Module, tokenizer: Any, requests: Sequence[EditRequest
             "heldout_records": len(held_idx), "heldout_ids": [requests[i].edit_id for i in held_idx][:200],
             "heldout": evaluate(state.params, feats, held_idx, settings.seed, settings.negatives),
             "train": evaluate(state.params, feats, train_idx, settings.seed, settings.negatives),
+            "calibration": (calibration := calibrate(state.params, feats, held_idx)),
+            "threshold": calibration["threshold"],
             "resumed_from_step": resumed_from, "seconds": round(time.perf_counter() - began, 1),
             "finished": time.time(), "d": int(feats.keys.shape[1]),
             "method": "embedding (dual-encoder) classifier over the frozen base model's block states"}

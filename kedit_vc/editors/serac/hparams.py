@@ -22,14 +22,17 @@ class SeracHparams:
 
     classifier: str | None = hparam(None, "trained scope classifier: a hash prefix or folder "
                                           "(None: the newest `kvc train serac` made for this base model)")
-    threshold: float = hparam(0.5, "scope probability at which a prompt is routed to the counterfactual model")
+    threshold: float | None = hparam(None, "scope probability at which a prompt is routed to the counterfactual "
+                                           "model (None: the threshold `kvc train serac` calibrated on the "
+                                           "classifier's held-out records; 0.5 for a classifier trained before "
+                                           "calibration)")
     shots: int = hparam(0, "copy demonstrations of the next-best stored edits put before the routed edit "
                            "(worked examples for the base model acting as counterfactual model)")
 
 
 def check(hp: SeracHparams) -> list[str]:
     problems = []
-    if not 0.0 < hp.threshold < 1.0:
+    if hp.threshold is not None and not 0.0 < hp.threshold < 1.0:
         problems.append(f"threshold must be a probability in (0, 1), got {hp.threshold}")
     if hp.shots < 0:
         problems.append(f"shots must be >= 0, got {hp.shots}")
