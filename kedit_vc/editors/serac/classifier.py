@@ -237,10 +237,14 @@ UNCALIBRATED = 0.5
 @torch.no_grad()
 def routing_probs(params: Mapping[str, torch.Tensor], feats: Features) -> torch.Tensor:
     """Scope probabilities [m, n] of every prompt against every key: the best logit over each
-    prompt's real positions, as the memory scores a prompt's last position when it routes."""
-    out = logits(params, feats.states, feats.keys)                       # [m, t, n]
-    out = out.masked_fill(~feats.mask[..., None], -float("inf"))
-    return torch.sigmoid(out.max(dim=1).values)
+    prompt's real positions, as the memory scores a prompt's last position when it routes.
+    Prompts go in chunks so the [chunk, t, n] logits stay small for large memories."""
+    rows = []
+    for start in range(0, feats.states.shape[0], 256):
+        out = logits(params, feats.states[start:start + 256], feats.keys)       # [c, t, n]
+        out = out.masked_fill(~feats.mask[start:start + 256, :, None], -float("inf"))
+        rows.append(torch.sigmoid(out.max(dim=1).values))
+    return torch.cat(rows) if rows else torch.zeros(0, feats.keys.shape[0])
 
 
 def routing_rates(prob: torch.Tensor, owner: torch.Tensor, inside: torch.Tensor,
@@ -263,7 +267,8 @@ def calibrate(params: Mapping[str, torch.Tensor], feats: Features, held: Sequenc
     threshold in ``THRESHOLDS`` with the best mean of in-scope routing and neighbour
     rejection, ties to the lower. A classifier's probabilities are its own scale (one trained
     longer saturates higher), so the threshold belongs to the classifier, not to the method."""
-    rows = [i for i in range(len(feats.owner)) if int(feats.owner[i]) in set(held)]
+    chosen_records = set(held)
+    rows = [i for i in range(len(feats.owner)) if int(feats.owner[i]) in chosen_records]
     inside = feats.positive[rows]
     if not rows or bool(inside.all()) or not bool(inside.any()):
         return {"threshold": UNCALIBRATED, "note": "no held-out in-scope and neighbour prompts: not calibrated"}
