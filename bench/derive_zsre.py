@@ -142,8 +142,9 @@ def compare(args: argparse.Namespace, loaded: Any, items: Sequence[Item], benchm
         reports[label] = result.report
         results["runs"][label] = {
             "pre_metrics": {k: result.report.pre_metrics.get(k) for k in keys},
-            "edit_seconds": round(result.edit_seconds, 1), "wall_seconds": round(result.wall_seconds, 1)}
-        save(name, results, args.results_dir)  # partial results after each run
+            "edit_seconds": round(result.edit_seconds, 1), "wall_seconds": round(result.wall_seconds, 1),
+            "rows": {row.edit_id: {k: row.metrics.get(k) for k in keys} for row in result.report.rows}}
+        save(name, results, args.results_dir)  # partial results (with each edit's row) after each run
 
     def table(label: str) -> dict[str, dict[str, Any]]:
         return {row.edit_id: row.to_json() for row in reports[label].rows} if label in reports else {}
