@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import torch
 from common import parser, save, setup
 
 GRID = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
@@ -44,24 +45,24 @@ def arguments() -> Any:
 
 
 def rates(prob: Any, owner: Any, kinds: list[str], threshold: float) -> dict[str, float]:
-    best, which = prob.max(dim=1)
-    routed = best >= threshold
-    own = routed & (which == owner)
+    """``routing_rates`` per kind of prompt: rewrite and paraphrase routed to their own edit,
+    neighbours kept on the base model."""
+    from kedit_vc.editors.serac.classifier import routing_rates
+
     out: dict[str, float] = {}
     for kind in ("rewrite", "paraphrase", "neighbour"):
         idx = [i for i, k in enumerate(kinds) if k == kind]
-        if not idx:
-            continue
-        hit = own[idx] if kind != "neighbour" else ~routed[idx]
-        out[kind if kind != "neighbour" else "neighbour_rejected"] = round(float(hit.float().mean()), 4)
+        if idx:
+            inside = torch.full((len(idx),), kind != "neighbour")
+            got = routing_rates(prob[idx], owner[idx], inside, threshold)
+            out[kind if kind != "neighbour" else "neighbour_rejected"] = float(
+                got["in_scope_routed" if kind != "neighbour" else "neighbours_kept"] or 0.0)
     return out
 
 
 def main() -> None:
     args = arguments()
     setup(args)
-    import torch
-
     from kedit_vc.editors.base import EditContext, base_fingerprint
     from kedit_vc.editors.serac.classifier import features, find_classifier, routing_probs
     from kedit_vc.eval.datasets import load_cases
