@@ -51,9 +51,12 @@ separate memories and is not built. Simplified: plain SGD
 without the reference's weight decay of 1e-5 (which would touch every entry and make the
 memory dense); the activation is ``‖a·Dᵀ‖`` as in the paper (the reference takes the norm
 after the MLP's activation function); no augmenting context prefixes (the reference trains
-each edit on ten model-written prefixes too); no WISE-Retrieve (one merged memory, not a
-memory per group). The generic pool is hand-written text, not a dataset split.
-"""
+each edit on ten model-written prefixes too). The generic pool is hand-written text, not a
+dataset split.
+
+WISE-Retrieve (``retrieve = true``): the same training; the live memory keeps each merge group
+apart with its own threshold and routes top-1 (``kedit_vc.patches.sidememory.live``). Not built:
+its negative replay (earlier groups' edits trained off the current shard)."""
 
 from __future__ import annotations
 
@@ -234,13 +237,14 @@ class WiseEditor:
                         edits_before=held + sum(len(p.edit_ids) for p in patches),
                         meta={"method": "wise", "texts": json.dumps([i for _, _, i in pending])},
                         shard=shard.index, group=shard.group, shard_size=hp.shard_size, density=hp.density,
-                        memory_weight=hp.memory_weight))
+                        memory_weight=hp.memory_weight, retrieve=hp.retrieve, shards_per_merge=hp.shards_per_merge))
                     shard, pending = None, []
         finally:
             side.set(attached)
         live = live_memory(mine + patches, path)[path]
         info = {"module": path, "edits_added": len(requests), "edits_held": len(live.edit_ids),
                 "threshold": round(live.threshold, 6), "shards": len(live.shards), "merges": live.merges,
+                "memories": len(live.memories), "thresholds": [round(m.threshold, 6) for m in live.memories],
                 "edits": infos, "seconds": round(time.perf_counter() - started, 4)}
         return EditResult(delta=Delta({}, {"method": "wise"}), info=info,
                           fingerprint=base_fingerprint(model, context), patches=tuple(patches))

@@ -87,6 +87,10 @@ class WiseHparams:
                             "step also pushes this many earlier edits of the same shard, taken in turn, back up "
                             "to the activation they were recorded with (at least beta), so later edits do not "
                             "drag them under the router's threshold (0: off, the reference's default)")
+    retrieve: bool = hparam(False, "WISE-Retrieve: each merge group stays a memory of its own (its shards TIES-merged "
+                                   "among themselves) with its own threshold, and an input goes to the memory it "
+                                   "activates most among those whose threshold it reaches (False: WISE-Merge, "
+                                   "every group merged into one memory)")
     neighbour_irrelevant: int = hparam(5, "of the request's declared neighbour probes (same relation, other "
                                           "subjects), this many (prompt and the answer they keep) are "
                                           "irrelevant inputs too (0: none)")

@@ -34,7 +34,8 @@ memory is ``live.live_memory``'s job.
 File: safetensors (``mask``, ``values``, ``activations``) whose metadata holds ``format`` =
 ``kvc-sidememory``, ``format_version`` (2; version 1 files, one shard and no merge, are still
 read), ``content_hash`` and ``info`` (JSON: module, dims, edit ids, act_ratio, mask_ratio,
-edits held before, shard, group, shard_size, density, memory_weight, meta). The content hash
+edits held before, shard, group, shard_size, density, memory_weight, meta; and ``retrieve``
+with ``shards_per_merge`` when on). The content hash
 covers the canonical JSON and the tensors' bytes, so a changed bit anywhere is refused on load.
 """
 
@@ -91,6 +92,8 @@ class SideMemoryPatch:
     shard_size: int = 0         # edits a shard holds before the next starts (0: a version-1 file)
     density: float = 1.0        # TIES trim density of the merge
     memory_weight: float = 0.6  # the merged memory's weight when a later group is merged into it
+    retrieve: bool = False      # WISE-Retrieve: a memory per merge group, routed top-1 (live.retrieved)
+    shards_per_merge: int = 0   # shards a merge group holds (read with retrieve; 0: not recorded)
 
     kind = "sidememory"
 
@@ -120,6 +123,8 @@ class SideMemoryPatch:
                              "must be >= 0, with the group at most the shard")
         if not 0 < self.density <= 1 or not 0 < self.memory_weight < 1:
             raise PatchError("side memory density must lie in (0, 1] and memory_weight in (0, 1)")
+        if self.retrieve and (self.shards_per_merge < 1 or self.shard_size < 1):
+            raise PatchError("a WISE-Retrieve side memory must record shard_size and shards_per_merge >= 1")
         if len(set(self.edit_ids)) != len(self.edit_ids):
             raise PatchError("side memory edit ids must be distinct")
         object.__setattr__(self, "edit_ids", tuple(str(i) for i in self.edit_ids))
@@ -127,6 +132,8 @@ class SideMemoryPatch:
         object.__setattr__(self, "mask_ratio", float(self.mask_ratio))
         object.__setattr__(self, "density", float(self.density))
         object.__setattr__(self, "memory_weight", float(self.memory_weight))
+        object.__setattr__(self, "retrieve", bool(self.retrieve))
+        object.__setattr__(self, "shards_per_merge", int(self.shards_per_merge))
         object.__setattr__(self, "meta", MappingProxyType(dict(sorted(self.meta.items()))))
 
     @classmethod
@@ -177,8 +184,10 @@ class SideMemoryPatch:
                 "edits_before": self.edits_before, "meta": dict(self.meta)}
         if self.version == LEGACY_VERSION:
             return {**info, "shards": 1}
-        return {**info, "shard": self.shard, "group": self.group, "shard_size": self.shard_size,
+        info = {**info, "shard": self.shard, "group": self.group, "shard_size": self.shard_size,
                 "density": self.density, "memory_weight": self.memory_weight}
+        # Written only when on, so WISE-Merge files (and their hashes) are as before.
+        return {**info, "retrieve": True, "shards_per_merge": self.shards_per_merge} if self.retrieve else info
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {"activations": self.activations, "mask": self.mask, "values": self.values}
@@ -199,6 +208,8 @@ class SideMemoryPatch:
                 info, tensors, recorded = envelope.decode(data, FORMAT, FORMAT_VERSION, TENSORS)
                 schedule = {name: info[name] for name in ("shard", "group", "shard_size", "density",
                                                           "memory_weight")}
+                if info.get("retrieve", False):
+                    schedule.update(retrieve=True, shards_per_merge=int(info["shards_per_merge"]))
                 if schedule["shard_size"] < 1:
                     raise ValueError(f"shard_size must be >= 1 in a version {FORMAT_VERSION} file")
             except ValueError as newer:
@@ -239,6 +250,8 @@ class SideMemoryPatch:
         held = self.edits_before + len(self.edit_ids)
         shard = (f"shard {self.shard} (merge group {self.group}, {self.shard_size} edits a shard, TIES density "
                  f"{self.density:g})" if self.shard_size else "1 shard (version 1: no merge)")
+        if self.retrieve:
+            shard += f", WISE-Retrieve (a memory per group of {self.shards_per_merge} shards)"
         summary = (f"side memory at {self.module}: +{len(self.edit_ids)} edit(s), {held} held, {shard}, "
                    f"threshold {self.threshold():.4g} ({self.act_ratio:g} x least activation), "
                    f"{nnz} of {numel} entries trained (sparse, {stored / 1e6:.2f} MB vs {4 * numel / 1e6:.2f} MB "
@@ -246,6 +259,7 @@ class SideMemoryPatch:
         return {"kind": self.kind, "module": self.module, "in_dim": self.in_dim, "out_dim": self.out_dim,
                 "edits_added": len(self.edit_ids), "edits_held": held, "shard": self.shard, "group": self.group,
                 "shard_size": self.shard_size, "density": self.density, "memory_weight": self.memory_weight,
+                "retrieve": self.retrieve, "shards_per_merge": self.shards_per_merge,
                 "threshold": round(self.threshold(), 6), "act_ratio": self.act_ratio,
                 "activations": [round(float(a), 4) for a in self.activations], "mask_ratio": self.mask_ratio,
                 "entries_trained": nnz, "entries": numel, "storage": "sparse", "stored_bytes": stored,

@@ -23,6 +23,15 @@ token; any other sequence keeps the module's own output, the very same tensor. D
 sum of the token norms per sequence, so a step's decision is the mean over the whole
 sequence so far (the reference decides each cached step on its one new token alone, which
 flips single tokens of unrelated generations onto the side memory and edited ones off it).
+
+WISE-Retrieve (the newest patch's ``retrieve``; §2.3.2, EasyEdit's ``retrieve=True``): the
+merge groups are not merged into each other. A complete group (``shards_per_merge`` shards,
+the last one full) is one memory, its shards TIES-merged with equal weights; the shards of
+the group still filling are a memory each. Each memory has its own threshold, ``act_ratio``
+times the least activation of its own edits, and a sequence goes to the memory it activates
+most among those whose threshold it reaches (none: the module's own output). The reference
+also asks that memory to out-activate the shard in training even when that shard is below its
+threshold; here only the memories' own thresholds count.
 """
 
 from __future__ import annotations
@@ -46,25 +55,45 @@ class Shard:
     delta: torch.Tensor
     mask: torch.Tensor
     edits: int
+    least: float = float("inf")   # the least recorded activation of its edits
+
+
+@dataclass(frozen=True)
+class Memory:
+    """One memory the router can send a sequence to: ``delta`` [d_out, d_in], the activation
+    ``threshold`` a sequence must reach, and the ``shards`` (numbers) it was made of."""
+
+    delta: torch.Tensor
+    threshold: float
+    shards: tuple[int, ...]
 
 
 @dataclass(frozen=True)
 class LiveMemory:
-    """The side memory in effect at one module: ``delta`` [d_out, d_in] (the shards merged),
-    ``shards`` (oldest first), ``activations`` [N] of the ``edit_ids`` (commit order), and
-    ``merges`` (how many TIES merges made ``delta``)."""
+    """The side memory in effect at one module: its ``memories`` (WISE-Merge: one, the shards
+    merged; WISE-Retrieve: one per merge group), ``shards`` (oldest first), ``activations`` [N]
+    of the ``edit_ids`` (commit order), and ``merges`` (how many TIES merges made them)."""
 
     module: str
-    delta: torch.Tensor
+    memories: tuple[Memory, ...]
     shards: tuple[Shard, ...]
     activations: torch.Tensor
     edit_ids: tuple[str, ...]
     act_ratio: float
     merges: int = 0
+    retrieve: bool = False
+
+    @property
+    def delta(self) -> torch.Tensor:
+        """The one memory's ``D`` [d_out, d_in] (WISE-Merge, or a retrieve memory of one)."""
+        if len(self.memories) != 1:
+            raise ValueError(f"{self.module} holds {len(self.memories)} retrieve memories: read .memories")
+        return self.memories[0].delta
 
     @property
     def threshold(self) -> float:
-        return self.act_ratio * float(self.activations.min()) if self.activations.numel() else float("inf")
+        """The least threshold of the memories (WISE-Merge: act_ratio x the least activation)."""
+        return min((m.threshold for m in self.memories), default=float("inf"))
 
     @property
     def mask(self) -> torch.Tensor:
@@ -108,13 +137,49 @@ def live_memory(patches: Iterable[SideMemoryPatch], module: str | None = None) -
             delta = torch.zeros(members[0].out_dim, members[0].in_dim)
             for patch in members:
                 delta = delta + patch.increment()
+            acts = torch.cat([p.activations for p in members])
             shards.append(Shard(index, members[-1].group, delta, members[-1].bool_mask(),
-                                sum(len(p.edit_ids) for p in members)))
+                                sum(len(p.edit_ids) for p in members),
+                                float(acts.min()) if acts.numel() else float("inf")))
         newest = group[-1]
-        delta, merges = merged(shards, newest.density, newest.memory_weight)
-        out[name] = LiveMemory(name, delta, tuple(shards), torch.cat([p.activations for p in group]),
-                               tuple(i for p in group for i in p.edit_ids), newest.act_ratio, merges)
+        activations = torch.cat([p.activations for p in group])
+        if newest.retrieve:
+            memories, merges = retrieved(shards, newest.act_ratio, newest.density, newest.shard_size,
+                                         newest.shards_per_merge)
+        else:
+            delta, merges = merged(shards, newest.density, newest.memory_weight)
+            least = float(activations.min()) if activations.numel() else float("inf")
+            memories = (Memory(delta, newest.act_ratio * least, tuple(s.index for s in shards)),)
+        out[name] = LiveMemory(name, memories, tuple(shards), activations,
+                               tuple(i for p in group for i in p.edit_ids), newest.act_ratio, merges,
+                               newest.retrieve)
     return out
+
+
+def retrieved(shards: Sequence[Shard], act_ratio: float, density: float, shard_size: int,
+              shards_per_merge: int) -> tuple[tuple[Memory, ...], int]:
+    """(WISE-Retrieve's memories of ``shards``, merges made): a complete merge group (every
+    group but the newest; the newest once it has ``shards_per_merge`` shards and the last holds
+    ``shard_size`` edits) is one memory, its shards TIES-merged with equal weights; each shard of
+    the newest group still filling is a memory of its own. Thresholds: ``act_ratio`` x the least
+    activation of the memory's edits."""
+    groups: dict[int, list[Shard]] = {}
+    for shard in shards:
+        groups.setdefault(shard.group, []).append(shard)
+    newest = max(groups, default=0)
+    memories: list[Memory] = []
+    merges = 0
+    for number in sorted(groups):
+        members = groups[number]
+        complete = number != newest or (len(members) >= shards_per_merge and members[-1].edits >= shard_size)
+        if complete and len(members) > 1:
+            delta = ties_merge([s.delta for s in members], [1.0 / len(members)] * len(members), density)
+            merges += 1
+            memories.append(Memory(delta, act_ratio * min(s.least for s in members),
+                                   tuple(s.index for s in members)))
+        else:
+            memories.extend(Memory(s.delta.clone(), act_ratio * s.least, (s.index,)) for s in members)
+    return tuple(memories), merges
 
 
 def norm_sums(inputs: torch.Tensor, delta: torch.Tensor, token_mask: torch.Tensor | None = None
@@ -142,17 +207,33 @@ def routed_output(inputs: torch.Tensor, output: torch.Tensor, delta: torch.Tenso
     """The module's ``output`` [..., d_out] with the side memory's part added to every
     sequence whose activation reaches ``threshold``; the very same tensor when none does.
     ``running``: sums carried over from earlier cached steps of the same sequences
-    (``total``, ``count`` [b], updated in place; empty: this call starts them)."""
-    side, total, count = norm_sums(inputs, delta, token_mask)
+    (``total``, ``count``, updated in place; empty: this call starts them)."""
+    return route(inputs, output, [(delta, threshold)], token_mask, running)
+
+
+def route(inputs: torch.Tensor, output: torch.Tensor, memories: Sequence[tuple[torch.Tensor, float]],
+          token_mask: torch.Tensor | None = None, running: dict[str, torch.Tensor] | None = None
+          ) -> torch.Tensor:
+    """``output`` [..., d_out] with, per sequence, the part of the memory (``memories``: each
+    ``D`` [d_out, d_in] and its threshold) it activates most among those whose threshold it
+    reaches; the very same tensor when it reaches none. ``running`` as in ``routed_output``
+    (``total`` [k, b], ``count`` [b])."""
+    parts = [norm_sums(inputs, delta, token_mask) for delta, _ in memories]
+    total, count = torch.stack([t for _, t, _ in parts]), parts[0][2]         # [k, b], [b]
     if running is not None:
         if "total" in running and running["total"].shape == total.shape:
             total, count = running["total"] + total, running["count"] + count
         running["total"], running["count"] = total, count
-    routed = total / count.clamp(min=1.0) >= threshold             # [b]
+    scores = total / count.clamp(min=1.0)                                     # [k, b]
+    floors = torch.tensor([t for _, t in memories], dtype=scores.dtype, device=scores.device)[:, None]
+    reach = scores >= floors
+    routed = reach.any(dim=0)                                                 # [b]
     if not bool(routed.any()):
         return output
-    batch = output.reshape(side.shape)
-    out = torch.where(routed[:, None, None], batch + side.to(batch.dtype), batch)
+    best = torch.where(reach, scores, torch.full_like(scores, float("-inf"))).argmax(dim=0)   # [b]
+    sides = parts[0][0] if len(parts) == 1 else torch.stack([p[0] for p in parts])[best, torch.arange(len(best))]
+    batch = output.reshape(sides.shape)
+    out = torch.where(routed[:, None, None], batch + sides.to(batch.dtype), batch)
     return out.reshape(output.shape)
 
 
@@ -203,12 +284,11 @@ def attach(model: torch.nn.Module, patches: Sequence[SideMemoryPatch]) -> list[A
         module = model.get_submodule(name)
         weight = getattr(module, "weight", None)
         device = weight.device if isinstance(weight, torch.Tensor) else torch.device("cpu")
-        delta = memory.delta.to(device)  # moved once
+        moved = [(m.delta.to(device), m.threshold) for m in memory.memories]  # moved once
 
-        def hook(_module: torch.nn.Module, args: tuple, output: Any, _d: torch.Tensor = delta,
-                 _eps: float = memory.threshold, _name: str = name) -> Any:
+        def hook(_module: torch.nn.Module, args: tuple, output: Any, _m: list = moved, _name: str = name) -> Any:
             running = state.setdefault("running", {}).setdefault(_name, {})
-            return routed_output(args[0], output, _d, _eps, _token_mask(state, args[0]), running)
+            return route(args[0], output, _m, _token_mask(state, args[0]), running)
 
         handles.append(module.register_forward_hook(hook))
     return handles
