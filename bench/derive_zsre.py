@@ -134,11 +134,13 @@ def compare(args: argparse.Namespace, loaded: Any, items: Sequence[Item], benchm
     plain = [item.case for item in items]
     explicit_cases = [c for c in plain if c.case_id in chosen_ids] if args.only_derived else plain
     results["only_derived"] = args.only_derived
+    pre_scores: dict[str, Any] = {}   # the explicit edits' pre-edit scores, reused by the second run
     for label, cases in (("explicit", explicit_cases), ("derived_only", with_derived)):
         if not cases:
             continue
         result = run_bench(model, tokenizer, benchmark, cases, editor, hp, fingerprint=loaded.fingerprint,
-                           progress=True)
+                           progress=True, pre_scores=pre_scores)
+        pre_scores = dict(result.pre_scores)
         reports[label] = result.report
         results["runs"][label] = {
             "pre_metrics": {k: result.report.pre_metrics.get(k) for k in keys},

@@ -182,6 +182,27 @@ def test_per_case_editing_moves_reliability_and_restores_weights(data, model, to
     assert json.loads(json.dumps(result.to_json()))["report"]["n_edits"] == 2
 
 
+def test_pre_scores_of_an_earlier_run_are_reused_and_give_the_same_report(data, model, tok, monkeypatch):
+    import kedit_vc.ops.bench as bench_module
+
+    cases = load_cases("counterfact")
+    first = run_bench(model, tok, "counterfact", cases, BoostEditor(), BoostHparams())
+    scored: list[list[str]] = []
+    real = bench_module.score_requests
+
+    def counting(model, tokenizer, requests, **kwargs):
+        scored.append([r.edit_id for r in requests])
+        return real(model, tokenizer, requests, **kwargs)
+
+    monkeypatch.setattr(bench_module, "score_requests", counting)
+    one = {cases[0].requests[0].edit_id: first.pre_scores[cases[0].requests[0].edit_id]}
+    again = run_bench(model, tok, "counterfact", cases, BoostEditor(), BoostHparams(), pre_scores=one)
+    # pre-edit: only the request not handed in; then one post-edit scoring per case
+    assert scored[0] == [cases[1].requests[0].edit_id] and len(scored) == 1 + len(cases)
+    assert again.report.pre_metrics == first.report.pre_metrics
+    assert again.report.metrics["reliability_cf"] == first.report.metrics["reliability_cf"]
+
+
 def test_batch_and_sequential_modes(data, model, tok):
     cases = load_cases("counterfact")
     before = _state(model)

@@ -6,7 +6,7 @@ run's result. Running the editors over the cases is a use case: ``kedit_vc.ops.b
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from kedit_vc.eval.registry import CF_HEADLINES, CF_SCORE, GENERATIVE, HEADLINES, RAW, raw
@@ -60,6 +60,8 @@ class BenchResult:
     median_edit_seconds: float          # per editor call (the "median seconds per edit")
     peak_rss_bytes: int
     peak_gpu_bytes: int | None
+    # The pre-edit scores by edit id, for a second run on the same requests to reuse (not saved).
+    pre_scores: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -84,6 +84,7 @@ def run_bench(
     progress: bool = False,
     fingerprint: str | None = None,
     given_neighbours: int = 0,
+    pre_scores: Mapping[str, EditScores] | None = None,
 ) -> BenchResult:
     """Edit ``cases`` with ``editor``, evaluate, undo; return the summary with pre-edit values.
 
@@ -93,14 +94,26 @@ def run_bench(
     (``split_neighbours``): each is given the rewrite and the last ``given_neighbours``
     neighbourhood prompts, which are then left out of the scores. Weights are restored by copying
     the touched parameters back: adding and subtracting a delta in float32 drifts by
-    rounding, and a drifted model would hash to another fingerprint.
+    rounding, and a drifted model would hash to another fingerprint. ``pre_scores``: the
+    unedited model's scores of some of these very requests by edit id (an earlier run's
+    ``BenchResult.pre_scores`` on the same model and ``given_neighbours``), not scored again.
     """
     if batch < 1:
         raise ValueError("batch must be at least 1")
     start = time.perf_counter()
     pairs = {id(r): split_neighbours(r, given_neighbours) for r in _requests(cases)}
     all_requests = [pairs[id(r)][0] for r in _requests(cases)]
-    pre = score_requests(model, tokenizer, all_requests, batch_size=eval_batch_size, progress=progress, **SCORING)
+    ids = [r.edit_id for r in all_requests]
+    if len(set(ids)) == len(ids):
+        known = dict(pre_scores or {})
+        todo = [r for r in all_requests if r.edit_id not in known]
+        if todo:
+            known.update(score_requests(model, tokenizer, todo, batch_size=eval_batch_size, progress=progress,
+                                        **SCORING).by_id())
+        pre = ProbeScores(tuple(known[i] for i in ids), SCORING["prompts"])
+    else:  # ids repeat: scored in order, nothing reused
+        pre = score_requests(model, tokenizer, all_requests, batch_size=eval_batch_size, progress=progress,
+                             **SCORING)
     pre_fluency = _fluency(model, tokenizer, cases, fluency_tokens) if fluency_tokens else []
     post_edits: list[EditScores] = []
     post_fluency: list[float] = []
@@ -155,7 +168,7 @@ def run_bench(
         benchmark=benchmark, method=getattr(editor, "name", type(editor).__name__), n_cases=len(cases),
         batch=batch, sequential=sequential, report=report, wall_seconds=time.perf_counter() - start,
         edit_seconds=edit_seconds, median_edit_seconds=statistics.median(call_seconds) if call_seconds else 0.0,
-        peak_rss_bytes=peak_rss_bytes(), peak_gpu_bytes=peak_gpu,
+        peak_rss_bytes=peak_rss_bytes(), peak_gpu_bytes=peak_gpu, pre_scores=pre.by_id(),
     )
 
 
