@@ -151,15 +151,17 @@ def main() -> None:
         prompts = [r.prompt.replace("{}", r.subject, 1) for r in requests][:args.fluency]
     sample = scored_sample(len(requests), args.eval_sample)
     scored = [requests[i] for i in sample]
-    pre_all = score_requests(lm.model, lm.tokenizer, scored, prompts="both", generative=args.generative)
-    pre_fluency = fluency(lm.model, lm.tokenizer, prompts) if prompts else None
+    name = f"sequential_{args.method}{args.tag}"
+    saved = Path(args.results_dir or Path(__file__).resolve().parent / "results") / f"{name}.deltas"
+    pre_all, pre_fluency = pre_edit(saved / "pre.json" if args.resume else None, sample,
+                                    lambda: score_requests(lm.model, lm.tokenizer, scored, prompts="both",
+                                                           generative=args.generative),
+                                    lambda: fluency(lm.model, lm.tokenizer, prompts) if prompts else None)
     editor = get_editor(args.method)
     preserved: dict[int, torch.Tensor] = {}
     carried: dict[str, torch.Tensor] = {}
     curve, seconds = [], []
     patch_files: dict[str, list[tuple[str, str]]] = {}
-    name = f"sequential_{args.method}{args.tag}"
-    saved = Path(args.results_dir or Path(__file__).resolve().parent / "results") / f"{name}.deltas"
     first = 0
     side = side_patches(lm.model)
     if args.resume and (saved / "state.json").is_file():
@@ -177,6 +179,8 @@ def main() -> None:
         carried = {k.removeprefix("carried/"): v for k, v in extra_state.items() if k.startswith("carried/")}
         print(f"resumed after {first} edits ({state['commits']} commits)", flush=True)
     saved.mkdir(parents=True, exist_ok=True)
+    (saved / "pre.json").write_text(json.dumps({"sample": sample, "scores": pre_all.to_json(),
+                                                "fluency": pre_fluency}))
     for start in range(first, len(requests), args.batch):
         chunk = given[start:start + args.batch]
         context = EditContext(fingerprint=lm.fingerprint, progress=False,
@@ -231,6 +235,19 @@ def main() -> None:
                 plot([f for f in sorted(path.parent.glob("sequential_*.json"))
                       if json.loads(f.read_text()).get("benchmark") != "zsre"], path.parent / "sequential.png")
     print(f"wrote {path}")
+
+
+def pre_edit(path: Path | None, sample: list[int], score: Any, measure: Any) -> tuple[Any, Any]:
+    """The unedited model's scores and fluency: read from a stopped run's ``pre.json`` when it
+    scored the same sample (a 1,000-record run spends a quarter of an hour on them), else computed."""
+    from kedit_vc.eval.scores import ProbeScores
+
+    if path is not None and path.is_file():
+        data = json.loads(path.read_text())
+        if data.get("sample") == sample:
+            print("pre-edit scores read from the stopped run", flush=True)
+            return ProbeScores.from_json(data["scores"]), data.get("fluency")
+    return score(), measure()
 
 
 def plot(files: list[Path], out: Path, metrics: tuple[str, ...] = METRICS) -> None:
