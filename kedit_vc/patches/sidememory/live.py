@@ -231,7 +231,8 @@ def route(inputs: torch.Tensor, output: torch.Tensor, memories: Sequence[tuple[t
     if not bool(routed.any()):
         return output
     best = torch.where(reach, scores, torch.full_like(scores, float("-inf"))).argmax(dim=0)   # [b]
-    sides = parts[0][0] if len(parts) == 1 else torch.stack([p[0] for p in parts])[best, torch.arange(len(best))]
+    rows = torch.arange(len(best), device=best.device)
+    sides = parts[0][0] if len(parts) == 1 else torch.stack([p[0] for p in parts])[best, rows]   # [b, t, d_out]
     batch = output.reshape(sides.shape)
     out = torch.where(routed[:, None, None], batch + sides.to(batch.dtype), batch)
     return out.reshape(output.shape)
