@@ -1,13 +1,17 @@
-"""Why WISE-lite edits stop holding in a sequential history: routing or interference?
+"""Why WISE edits stop holding in a sequential history: routing or interference?
 
-N CounterFact records (from ``--start``) are edited one at a time with WISE-lite, each
-commit's side memory attached before the next edit. Then, with all N live, for each edit:
-its rewrite sequence's activation against the live threshold (routed or not), whether its
-target tokens are still the argmax, and the activation of ``--neighbours`` of its
-neighbourhood prompts (the editor is given only the others). Writes ``bench/results/wise_routing[_<tag>].json``.
+N CounterFact records (from ``--start``) are edited one at a time with WISE, each commit's
+side memory attached before the next edit. Then, with all N live, for each edit: its rewrite
+sequence's activation on each live memory against that memory's threshold (one memory for
+WISE-Merge; one per merge group with ``retrieve=true``), the memory the router picks (the
+most activated whose threshold it reaches; ``own``: the one holding the edit's shard),
+whether its target tokens are still the argmax, and how many of ``--neighbours`` of its
+neighbourhood prompts are routed (the editor is given only the others). Writes
+``bench/results/wise_routing[_<tag>].json``.
 
     OMP_NUM_THREADS=1 python bench/wise_routing.py --n 10
     OMP_NUM_THREADS=1 python bench/wise_routing.py --n 10 --hparam early_stop=false --tag full_steps
+    OMP_NUM_THREADS=1 python bench/wise_routing.py --n 30 --start 450 --hparam shard_size=10 --hparam retrieve=true
 """
 
 from __future__ import annotations
@@ -60,6 +64,14 @@ def main() -> None:
                         "irrelevant_activation": edit["irrelevant_activation"], "seconds": result.info["seconds"]})
     patches = list(side.patches)
     memory = live_memory(patches)[patches[0].module]
+    shard_of = {edit_id: p.shard for p in patches for edit_id in p.edit_ids}
+
+    def route(inputs: torch.Tensor) -> tuple[int | None, list[float]]:
+        """(the memory the router picks or None, the activation on each memory)."""
+        scores = [float(activation(inputs, m.delta)[1][0]) for m in memory.memories]
+        reached = [k for k, m in enumerate(memory.memories) if scores[k] >= m.threshold]
+        return (max(reached, key=scores.__getitem__) if reached else None), scores
+
     seen: dict[str, torch.Tensor] = {}
     handle = model.get_submodule(memory.module).register_forward_hook(
         lambda _m, a, _o: seen.__setitem__("a", a[0]))
@@ -70,19 +82,25 @@ def main() -> None:
             target = encode_continuation(tok, " " + request.target_new)
             with torch.no_grad():
                 out = model(input_ids=torch.tensor([prompt + target[:-1]])).logits[0, len(prompt) - 1:]
-            score = float(activation(seen["a"], memory.delta)[1][0])
-            neighbours = []
+            picked, scores = route(seen["a"])
+            own = next(k for k, m in enumerate(memory.memories) if shard_of[request.edit_id] in m.shards)
+            neighbours, neighbours_routed = [], 0
             for probe in [p for p in request.probes if p.kind == "neighbour"][:args.neighbours]:
                 with torch.no_grad():
                     model(input_ids=torch.tensor([encode_text(tok, probe.prompt)]))
-                neighbours.append(round(float(activation(seen["a"], memory.delta)[1][0]), 3))
-            rows.append({"edit_id": request.edit_id, "target": request.target_new, "activation_now": round(score, 3),
-                         "routed": score >= memory.threshold, "holds": out.argmax(-1).tolist() == target,
-                         "neighbour_activations": neighbours, "neighbours_routed": sum(
-                             a >= memory.threshold for a in neighbours), **train})
+                chosen, theirs = route(seen["a"])
+                neighbours.append(round(max(theirs), 3))
+                neighbours_routed += chosen is not None
+            rows.append({"edit_id": request.edit_id, "target": request.target_new,
+                         "activation_now": round(scores[own], 3),
+                         "own_threshold": round(memory.memories[own].threshold, 3),
+                         "routed": picked is not None, "routed_to_own": picked == own,
+                         "holds": out.argmax(-1).tolist() == target,
+                         "neighbour_activations": neighbours, "neighbours_routed": neighbours_routed, **train})
     finally:
         handle.remove()
-    summary = {"routed": sum(r["routed"] for r in rows), "holds": sum(r["holds"] for r in rows),
+    summary = {"routed": sum(r["routed"] for r in rows), "routed_to_own": sum(r["routed_to_own"] for r in rows),
+               "holds": sum(r["holds"] for r in rows), "memories": len(memory.memories),
                "routed_but_lost": sum(r["routed"] and not r["holds"] for r in rows),
                "neighbours_routed": sum(r["neighbours_routed"] for r in rows),
                "neighbours": sum(len(r["neighbour_activations"]) for r in rows)}
@@ -90,6 +108,7 @@ def main() -> None:
     path = save("wise_routing" + (f"_{args.tag}" if args.tag else ""), {
         "method": "wise", "model": args.model, "n": len(requests), "start": args.start, "hparams": overrides,
         "resolved_hparams": asdict(resolve_hparams("wise", model, hparams)), "threshold": memory.threshold,
+        "thresholds": [m.threshold for m in memory.memories],
         "summary": summary, "edits": rows}, args.results_dir)
     print(f"wrote {path}")
 
