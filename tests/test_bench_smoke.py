@@ -140,3 +140,15 @@ def test_serac_threshold_rates_count_own_routing_in_scope_and_any_routing_out_of
     kinds = ["rewrite", "paraphrase", "neighbour"]
     assert rates(prob, owner, kinds, 0.6) == {"rewrite": 1.0, "paraphrase": 0.0, "neighbour_rejected": 0.0}
     assert rates(prob, owner, kinds, 0.8) == {"rewrite": 1.0, "paraphrase": 0.0, "neighbour_rejected": 1.0}
+
+
+def test_memprompt_threshold_scores_are_the_best_cosine_over_real_positions() -> None:
+    from kedit_vc.editors.serac.classifier import Features
+
+    cosine_scores = _script("memprompt_threshold").cosine_scores
+    keys = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    # prompt 0: positions (1, 0) and (1, 1); prompt 1: (0, 3) then a padded (1, 0) that must not count
+    states = torch.tensor([[[1.0, 0.0], [1.0, 1.0]], [[0.0, 3.0], [1.0, 0.0]]])
+    mask = torch.tensor([[True, True], [True, False]])
+    feats = Features(keys, states, mask, torch.tensor([0, 1]), torch.tensor([True, False]))
+    torch.testing.assert_close(cosine_scores(feats), torch.tensor([[1.0, 0.5 ** 0.5], [0.0, 1.0]]))
