@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import TINY_ROME, run_kvc, write_spec
+from conftest import PEFT_LOADER_WARNING, TINY_ROME, run_kvc, write_spec
 from test_cli_store import EIFFEL, FRANCE, commit, ok, one_line_error
 
 IDS = torch.tensor([[3, 40, 41, 42, 9, 44, 10, 11]])
@@ -48,9 +48,7 @@ def test_export_hf_loads_in_plain_transformers(edited):
     assert provenance["live_commits"] == []
 
 
-# peft's own loader (the check, not kvc: `kvc export` writes the adapter itself) calls a
-# transformers property that warns of its removal in v6.
-@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+@pytest.mark.filterwarnings(PEFT_LOADER_WARNING)
 def test_export_peft_reproduces_head(edited, tiny_model_dir):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

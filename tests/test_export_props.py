@@ -9,11 +9,12 @@ import json
 import tempfile
 from pathlib import Path
 
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import run_kvc
+from conftest import PEFT_LOADER_WARNING, run_kvc
 from test_cli_store import ok
 from test_cli_store_export import IDS, head_logits
 
@@ -37,6 +38,7 @@ def _delta(name: str, rank: int, seed: int):
     return Delta({name: LowRank(left, right)})
 
 
+@pytest.mark.filterwarnings(PEFT_LOADER_WARNING)
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(history=st.lists(op, min_size=1, max_size=5))
 def test_exports_reproduce_head_for_any_history(history, tiny_model_dir, monkeypatch):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import PEFT_LOADER_WARNING
+
 pytestmark = pytest.mark.slow
 
 ROME = "method rome { v_steps = 20 stats_tokens = 4000 context_templates = 5 }"
@@ -25,6 +27,7 @@ def takes(scores) -> dict[str, bool]:
     return {e.edit_id: all(p.correct for p in e.probes if p.kind == "rewrite") for e in scores.edits}
 
 
+@pytest.mark.filterwarnings(PEFT_LOADER_WARNING)
 def test_commit_revert_squash_export_on_smollm2(tmp_path):
     import torch
     from peft import PeftModel
