@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 from common import parser, save, setup
-from serac_threshold import rates  # per kind of prompt: own fact retrieved, neighbours kept
+from serac_threshold import joint_features, prompt_kinds, rates
 
 GRID = (0.7, 0.75, 0.8, 0.85, 0.88, 0.9, 0.92, 0.94, 0.96)
 
@@ -59,7 +59,7 @@ def main() -> None:
     args = arguments()
     setup(args)
     from kedit_vc.editors.memprompt.hparams import MemPromptHparams, resolve
-    from kedit_vc.editors.serac.classifier import Features, features
+    from kedit_vc.editors.serac.classifier import features
     from kedit_vc.eval.datasets import load_cases
     from kedit_vc.models import load_model
 
@@ -72,23 +72,13 @@ def main() -> None:
         benchmark, start, n = item.split(":")
         requests = [r for case in load_cases(benchmark, int(n), skip=int(start)) for r in case.requests][:int(n)]
         feats = features(lm.model, lm.tokenizer, requests, hp.layer)
-        kinds: list[str] = []
-        for r in requests:
-            kinds += ["rewrite"] + ["paraphrase" for p in r.probes if p.kind == "paraphrase"]
-            kinds += ["neighbour" for p in r.probes if p.kind == "neighbour"]
+        kinds = prompt_kinds(requests)
         parts.append((feats, kinds))
         score = cosine_scores(feats)
         per_set[item] = {"records": len(requests), "rates": {str(t): rates(score, feats.owner, kinds, t) for t in GRID}}
         print(item, json.dumps(per_set[item]["rates"]), flush=True)
     # Every set's facts in one memory: each prompt meets every key.
-    width = max(f.states.shape[1] for f, _ in parts)
-    offsets = torch.tensor([0] + [f.keys.shape[0] for f, _ in parts]).cumsum(0)
-    joint = Features(
-        torch.cat([f.keys for f, _ in parts]),
-        torch.cat([torch.nn.functional.pad(f.states, (0, 0, 0, width - f.states.shape[1])) for f, _ in parts]),
-        torch.cat([torch.nn.functional.pad(f.mask, (0, width - f.mask.shape[1])) for f, _ in parts]),
-        torch.cat([f.owner + offsets[i] for i, (f, _) in enumerate(parts)]),
-        torch.cat([f.positive for f, _ in parts]))
+    joint = joint_features([f for f, _ in parts])
     kinds = [k for _, ks in parts for k in ks]
     score = cosine_scores(joint)
     table = {str(t): rates(score, joint.owner, kinds, t) for t in GRID}

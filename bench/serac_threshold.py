@@ -60,6 +60,33 @@ def rates(prob: Any, owner: Any, kinds: list[str], threshold: float) -> dict[str
     return out
 
 
+def prompt_kinds(requests: list[Any]) -> list[str]:
+    """The kind of each prompt ``features`` encodes, in its order: per record the rewrite, its
+    paraphrases, then its neighbours."""
+    kinds: list[str] = []
+    for r in requests:
+        kinds += ["rewrite"] + ["paraphrase" for p in r.probes if p.kind == "paraphrase"]
+        kinds += ["neighbour" for p in r.probes if p.kind == "neighbour"]
+    return kinds
+
+
+def joint_features(parts: list[Any]) -> Any:
+    """Several sets' ``Features`` as one memory: keys concatenated, prompt states and masks padded
+    to the widest, each prompt's owner shifted past the earlier sets' keys."""
+    from kedit_vc.editors.serac.classifier import Features
+
+    width = max(f.states.shape[1] for f in parts)
+    offsets = [0]
+    for f in parts[:-1]:
+        offsets.append(offsets[-1] + f.keys.shape[0])
+    return Features(
+        torch.cat([f.keys for f in parts]),
+        torch.cat([torch.nn.functional.pad(f.states, (0, 0, 0, width - f.states.shape[1])) for f in parts]),
+        torch.cat([torch.nn.functional.pad(f.mask, (0, width - f.mask.shape[1])) for f in parts]),
+        torch.cat([f.owner + offset for f, offset in zip(parts, offsets)]),
+        torch.cat([f.positive for f in parts]))
+
+
 def main() -> None:
     args = arguments()
     setup(args)
@@ -76,30 +103,21 @@ def main() -> None:
     for benchmark, start in (("counterfact", args.cf_start), ("zsre", args.zsre_start)):
         requests = [r for case in load_cases(benchmark, args.n, skip=start) for r in case.requests][:args.n]
         feats = features(lm.model, lm.tokenizer, requests, classifier.layer)
-        kinds: list[str] = []
-        for r in requests:
-            kinds += ["rewrite"] + ["paraphrase" for p in r.probes if p.kind == "paraphrase"]
-            kinds += ["neighbour" for p in r.probes if p.kind == "neighbour"]
+        kinds = prompt_kinds(requests)
         pooled.append((feats, requests, kinds))
         prob = routing_probs(classifier.params, feats)
         per_benchmark[benchmark] = {"records": len(requests), "memory": len(requests),
                                     "rates": {str(t): rates(prob, feats.owner, kinds, t) for t in GRID}}
     # Both benchmarks' edits in one memory (the harder case: twice the keys to collide with).
-    keys = torch.cat([f.keys for f, _, _ in pooled])
-    width = max(f.states.shape[1] for f, _, _ in pooled)
-    states = torch.cat([torch.nn.functional.pad(f.states, (0, 0, 0, width - f.states.shape[1])) for f, _, _ in pooled])
-    mask = torch.cat([torch.nn.functional.pad(f.mask, (0, width - f.mask.shape[1])) for f, _, _ in pooled])
-    offset = pooled[0][0].keys.shape[0]
-    owner = torch.cat([pooled[0][0].owner, pooled[1][0].owner + offset])
-    kinds = pooled[0][2] + pooled[1][2]
-    joint = type(pooled[0][0])(keys, states, mask, owner, torch.cat([f.positive for f, _, _ in pooled]))
+    joint = joint_features([f for f, _, _ in pooled])
+    kinds = [k for _, _, ks in pooled for k in ks]
     prob = routing_probs(classifier.params, joint)
-    both = {str(t): rates(prob, owner, kinds, t) for t in GRID}
+    both = {str(t): rates(prob, joint.owner, kinds, t) for t in GRID}
     balanced = {t: (r["paraphrase"] + r["neighbour_rejected"]) / 2 for t, r in both.items()}
     chosen = max(GRID, key=lambda t: (round(balanced[str(t)], 4), -t))
     result = {"model": args.model, "classifier": classifier.hash, "cf_start": args.cf_start,
               "zsre_start": args.zsre_start, "n": args.n, "per_benchmark": per_benchmark,
-              "joint_memory": {"memory": int(keys.shape[0]), "rates": both,
+              "joint_memory": {"memory": int(joint.keys.shape[0]), "rates": both,
                                "balanced": {t: round(b, 4) for t, b in balanced.items()}},
               "chosen_threshold": chosen,
               "rule": "best mean of paraphrase routing and neighbour rejection, joint memory; ties to the lower"}

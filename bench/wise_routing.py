@@ -44,7 +44,7 @@ def main() -> None:
     from kedit_vc.models import load_model
     from kedit_vc.models.prompting import encode_continuation, encode_text
     from kedit_vc.patches.attach import side_patches
-    from kedit_vc.patches.sidememory.live import activation, live_memory
+    from kedit_vc.patches.sidememory.live import activation, live_memory, pick
 
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.hparam)}
     hparams = build_hparams("wise", overrides)
@@ -68,9 +68,9 @@ def main() -> None:
 
     def route(inputs: torch.Tensor) -> tuple[int | None, list[float]]:
         """(the memory the router picks or None, the activation on each memory)."""
-        scores = [float(activation(inputs, m.delta)[1][0]) for m in memory.memories]
-        reached = [k for k, m in enumerate(memory.memories) if scores[k] >= m.threshold]
-        return (max(reached, key=scores.__getitem__) if reached else None), scores
+        scores = torch.stack([activation(inputs, m.delta)[1][:1] for m in memory.memories])   # [k, 1]
+        routed, best = pick(scores, [m.threshold for m in memory.memories])
+        return (int(best[0]) if bool(routed[0]) else None), scores[:, 0].tolist()
 
     seen: dict[str, torch.Tensor] = {}
     handle = model.get_submodule(memory.module).register_forward_hook(

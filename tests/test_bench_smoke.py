@@ -152,3 +152,17 @@ def test_memprompt_threshold_scores_are_the_best_cosine_over_real_positions() ->
     mask = torch.tensor([[True, True], [True, False]])
     feats = Features(keys, states, mask, torch.tensor([0, 1]), torch.tensor([True, False]))
     torch.testing.assert_close(cosine_scores(feats), torch.tensor([[1.0, 0.5 ** 0.5], [0.0, 1.0]]))
+
+
+def test_joint_features_pad_to_the_widest_and_shift_owners_past_earlier_keys() -> None:
+    from kedit_vc.editors.serac.classifier import Features
+
+    joint_features = _script("serac_threshold").joint_features
+    one = Features(torch.ones(2, 3), torch.ones(1, 2, 3), torch.ones(1, 2, dtype=torch.bool), torch.tensor([1]),
+                   torch.tensor([True]))
+    two = Features(torch.zeros(1, 3), torch.ones(2, 4, 3), torch.ones(2, 4, dtype=torch.bool), torch.tensor([0, 0]),
+                   torch.tensor([False, True]))
+    joint = joint_features([one, two])
+    assert joint.keys.shape == (3, 3) and joint.states.shape == (3, 4, 3)
+    assert joint.mask[0].tolist() == [True, True, False, False] and not bool(joint.states[0, 2:].any())
+    assert joint.owner.tolist() == [1, 2, 2] and joint.positive.tolist() == [True, False, True]

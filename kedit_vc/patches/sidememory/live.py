@@ -211,6 +211,16 @@ def routed_output(inputs: torch.Tensor, output: torch.Tensor, delta: torch.Tenso
     return route(inputs, output, [(delta, threshold)], token_mask, running)
 
 
+def pick(scores: torch.Tensor, thresholds: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The router's choice from ``scores`` [k, b] (each sequence's activation on each of ``k``
+    memories): (bool [b]: reaches some memory's threshold, long [b]: the most activated memory
+    among those it reaches; meaningless where it reaches none)."""
+    floors = torch.tensor(list(thresholds), dtype=scores.dtype, device=scores.device)[:, None]
+    reach = scores >= floors
+    best = torch.where(reach, scores, torch.full_like(scores, float("-inf"))).argmax(dim=0)
+    return reach.any(dim=0), best
+
+
 def route(inputs: torch.Tensor, output: torch.Tensor, memories: Sequence[tuple[torch.Tensor, float]],
           token_mask: torch.Tensor | None = None, running: dict[str, torch.Tensor] | None = None
           ) -> torch.Tensor:
@@ -224,13 +234,9 @@ def route(inputs: torch.Tensor, output: torch.Tensor, memories: Sequence[tuple[t
         if "total" in running and running["total"].shape == total.shape:
             total, count = running["total"] + total, running["count"] + count
         running["total"], running["count"] = total, count
-    scores = total / count.clamp(min=1.0)                                     # [k, b]
-    floors = torch.tensor([t for _, t in memories], dtype=scores.dtype, device=scores.device)[:, None]
-    reach = scores >= floors
-    routed = reach.any(dim=0)                                                 # [b]
+    routed, best = pick(total / count.clamp(min=1.0), [t for _, t in memories])   # [b], [b]
     if not bool(routed.any()):
         return output
-    best = torch.where(reach, scores, torch.full_like(scores, float("-inf"))).argmax(dim=0)   # [b]
     rows = torch.arange(len(best), device=best.device)
     sides = parts[0][0] if len(parts) == 1 else torch.stack([p[0] for p in parts])[best, rows]   # [b, t, d_out]
     batch = output.reshape(sides.shape)
