@@ -10,6 +10,7 @@ memories and the logits bit for bit.
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -103,3 +104,48 @@ def test_a_merge_mode_file_does_not_record_retrieve():
     patch = SideMemoryPatch.from_dense("m", torch.randn(4, 6, generator=g) * mask, mask, torch.tensor([2.0]),
                                        ("e",), 0.88, 0.2, shard_size=5)
     assert "retrieve" not in patch.info() and "shards_per_merge" not in patch.info()
+
+
+def test_negative_replay_keeps_an_earlier_groups_edit_off_the_shard_in_training(store):
+    """With ``replay``, a WISE-Retrieve commit into a new merge group also pushes the earlier
+    groups' edits under α on its own shard (the reference's negative replay); without it
+    nothing does. Shards of one edit, one shard a group: every commit is a group of its own."""
+    from kedit_vc.editors.registry import build_hparams
+    from kedit_vc.editors.wise.algorithm import group_texts, negative_replay_loss
+    from kedit_vc.ops import revert
+
+    def method(replay: int) -> str:
+        return ("method wise { layer = 2 steps = 40 lr = 50.0 alpha = 0.05 beta = 0.5 gamma = 0.3 shard_size = 1 "
+                f"shards_per_merge = 1 retrieve = true replay = {replay} }}")
+
+    def earlier_on_newest() -> float:
+        """The first edit's activation on the newest shard (group 1)."""
+        patches = sidememories(store)
+        model = load(store)
+        seen: dict[str, torch.Tensor] = {}
+        handle = model.get_submodule(patches[0].module).register_forward_hook(
+            lambda _m, a, _o: seen.__setitem__("a", a[0]))
+        with torch.no_grad():
+            model(input_ids=torch.tensor([group_texts(patches, 0)[0]]))
+        handle.remove()
+        newest = patches[-1].increment()                       # the shard starts at 0: its whole D
+        return float((seen["a"][0] @ newest.T).norm(dim=-1).mean())
+
+    commit(store, "a.kedit", EIFFEL, method=method(1))
+    assert len(group_texts(sidememories(store), 0)) == 1 and group_texts(sidememories(store), 1) == []
+    commit(store, "b.kedit", TOKYO, method=method(0))
+    assert sidememories(store)[-1].group == 1
+    without = earlier_on_newest()
+    revert(store, "HEAD")
+    commit(store, "c.kedit", TOKYO, method=method(1))
+    with_replay = earlier_on_newest()
+    info = store.read_commit("HEAD").manifest["extra"]["editor_info"][0]["edits"][0]
+    assert with_replay < without, (without, with_replay)
+    if info["steps"] < 40:              # stopped early: only once the earlier edit is under alpha
+        assert with_replay <= 0.05 + 1e-4
+    hp = build_hparams("wise", {"alpha": 1.0})
+    delta = torch.eye(3)
+    assert float(negative_replay_loss([], delta, hp, 0)) == 0.0
+    inputs = [torch.full((2, 3), 2.0)]                                  # activation ‖(2,2,2)‖ = 2√3
+    assert float(negative_replay_loss([inputs], delta, hp, 0)) == pytest.approx(2 * 3 ** 0.5 - 1.0)
+    assert float(negative_replay_loss([[torch.zeros(2, 3)]], delta, hp, 5)) == 0.0

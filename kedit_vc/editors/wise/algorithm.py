@@ -47,16 +47,23 @@ edits' activations (30-60 on SmolLM2) sit far above β = 20 and still fall under
 threshold, so the floor is each edit's own recorded activation (our change). Each patch keeps its edits' texts
 (``meta["texts"]``, JSON) so a later commit can replay them. The reference's negative
 replay (earlier groups' edits kept off the current shard) belongs to WISE-Retrieve's
-separate memories and is not built. Simplified: plain SGD
+separate memories (below). Simplified: plain SGD
 without the reference's weight decay of 1e-5 (which would touch every entry and make the
 memory dense); the activation is ``‖a·Dᵀ‖`` as in the paper (the reference takes the norm
-after the MLP's activation function); no augmenting context prefixes (the reference trains
-each edit on ten model-written prefixes too). The generic pool is hand-written text, not a
+after the MLP's activation function). Augmenting context prefixes (``prefixes``: the reference
+trains each edit on ten model-written prefixes too, five of 5 tokens and five of 10) are built
+but off by default: each edit sequence (bare and prefixed) gets the cross-entropy, its own
+activation and the margins against every irrelevant input, and the recorded activation is the
+mean over them (the reference's ``save_editing_activation``); our prefixes are top-5 sampled
+(seeded) where the reference beam-searches. The generic pool is hand-written text, not a
 dataset split.
 
 WISE-Retrieve (``retrieve = true``): the same training; the live memory keeps each merge group
-apart with its own threshold and routes top-1 (``kedit_vc.patches.sidememory.live``). Not built:
-its negative replay (earlier groups' edits trained off the current shard)."""
+apart with its own threshold and routes top-1 (``kedit_vc.patches.sidememory.live``). With
+``replay`` > 0 it adds the reference's negative replay too: each step also pushes one edit of
+every earlier merge group (taken in turn) under α on the shard in training,
+``[Δ(e) − α]₊`` averaged over the groups, so a later memory does not answer for an earlier
+one's edits."""
 
 from __future__ import annotations
 
@@ -72,9 +79,10 @@ from kedit_vc.compiler.plan import EditRequest
 from kedit_vc.delta import Delta
 from kedit_vc.editors.base import EditContext, EditResult, base_fingerprint
 from kedit_vc.editors.common.positions import fill, neighbour_texts
+from kedit_vc.editors.common.templates import context_templates
 from kedit_vc.models.families import family_of
 from kedit_vc.models.forward import LowerBlockReplay, final_hidden, logits_from_hidden
-from kedit_vc.models.prompting import encode_continuation, encode_text
+from kedit_vc.models.prompting import encode_continuation, encode_text, pad_batch, pad_id
 from kedit_vc.patches.attach import side_patches
 from kedit_vc.patches.sidememory.core import SideMemoryPatch, linear_dims
 from kedit_vc.patches.sidememory.live import LiveMemory, live_memory
@@ -96,16 +104,18 @@ def positive_mean(x: torch.Tensor) -> torch.Tensor:
 
 
 def margin_loss(edit_act: torch.Tensor, irrelevant_act: torch.Tensor, hp: WiseHparams) -> torch.Tensor:
-    """The routing margins for the edit's activation (scalar) and the irrelevant ones' [k]."""
-    return (positive_mean(irrelevant_act - edit_act + hp.gamma) + positive_mean(irrelevant_act - hp.alpha)
-            + positive_mean(hp.beta - edit_act.reshape(1)))
+    """The routing margins for the edit's activation (scalar, or [r]: one per edit sequence,
+    bare and prefixed) and the irrelevant ones' [k]; the gap is taken over every pair."""
+    edit = edit_act.reshape(-1, 1)
+    return (positive_mean(irrelevant_act.reshape(1, -1) - edit + hp.gamma) + positive_mean(irrelevant_act - hp.alpha)
+            + positive_mean(hp.beta - edit))
 
 
 def separated(edit_act: torch.Tensor, irrelevant_act: torch.Tensor, hp: WiseHparams) -> bool:
-    """Whether all three routing margins hold: every irrelevant activation at most α, the
-    edit's at least β and at least γ over every irrelevant one (the margin loss is then 0,
-    the reference's stopping point)."""
-    edit, worst = edit_act.item(), irrelevant_act.max().item()
+    """Whether all three routing margins hold: every irrelevant activation at most α, every
+    edit sequence's at least β and at least γ over every irrelevant one (the margin loss is
+    then 0, the reference's stopping point)."""
+    edit, worst = edit_act.min().item(), irrelevant_act.max().item()
     return worst <= hp.alpha and edit >= hp.beta and edit >= worst + hp.gamma
 
 
@@ -125,6 +135,56 @@ def irrelevant_texts(request: EditRequest, hp: WiseHparams, number: int) -> list
 def mean_activation(inputs: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     """``mean_t ‖a_t·Dᵀ‖`` of ``inputs`` [t, d_in] for ``delta`` [d_out, d_in] (scalar)."""
     return (inputs @ delta.T).norm(dim=-1).mean()
+
+
+def row_activations(inputs: torch.Tensor, mask: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """``mean_t ‖a_t·Dᵀ‖`` per row of padded ``inputs`` [r, t, d_in] over the tokens ``mask``
+    [r, t] keeps, for ``delta`` [d_out, d_in]: [r]."""
+    norms = (inputs @ delta.T).norm(dim=-1)
+    return (norms * mask).sum(-1) / mask.sum(-1)
+
+
+def edit_templates(model: torch.nn.Module, tokenizer: Any, hp: WiseHparams) -> tuple[str, ...]:
+    """``"{}"`` and ``hp.prefixes`` model-written prefixes, as the reference trains on: half of
+    5 tokens, the rest of 10 (generated with every side patch off, so they depend on the main
+    weights alone and a fresh process gets the same ones)."""
+    if hp.prefixes == 0:
+        return ("{}",)
+    side = side_patches(model)
+    attached = list(side.patches)
+    side.set([])
+    try:
+        short = context_templates(model, tokenizer, hp.prefixes // 2, 5, seed=hp.seed)
+        long = context_templates(model, tokenizer, hp.prefixes - hp.prefixes // 2, 10, seed=hp.seed)
+    finally:
+        side.set(attached)
+    return short + long[1:]
+
+
+@dataclass
+class _EditBatch:
+    """An edit's training sequences, bare and prefixed: ``ids`` [r, t] right-padded, ``mask``
+    [r, t], the target positions ``rows``/``cols`` [m] and their ``labels`` [m]."""
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    rows: torch.Tensor
+    cols: torch.Tensor
+    labels: torch.Tensor
+
+
+def edit_batch(tokenizer: Any, request: EditRequest, templates: Sequence[str]) -> _EditBatch:
+    """The edit sequence (prompt + target, the last target token dropped) under each template;
+    row 0 is the bare prompt (``templates[0]`` is ``"{}"``)."""
+    target = encode_continuation(tokenizer, " " + request.target_new)
+    if not target:
+        raise ValueError(f"empty target for edit {request.edit_id}")
+    prompt = fill(request.prompt, request.subject)
+    prompts = [encode_text(tokenizer, t.format(prompt)) for t in templates]
+    ids, mask = pad_batch([p + target[:-1] for p in prompts], pad_id(tokenizer))
+    rows = torch.tensor([r for r in range(len(prompts)) for _ in target])
+    cols = torch.tensor([len(p) - 1 + j for p in prompts for j in range(len(target))])
+    return _EditBatch(ids, mask, rows, cols, torch.tensor(target * len(prompts)))
 
 
 @dataclass
@@ -171,6 +231,28 @@ def replay_loss(earlier: Sequence[tuple[torch.Tensor, float]], delta: torch.Tens
     return positive_mean(floors - acts)
 
 
+def negative_replay_loss(groups: Sequence[Sequence[torch.Tensor]], delta: torch.Tensor, hp: WiseHparams,
+                         turn: int) -> torch.Tensor:
+    """``[Δ(e) − α]₊`` averaged over one edit of each earlier merge group (``groups``: per group
+    its edits' module inputs, each [t, d_in]), the edit taken in turn from position ``turn``:
+    WISE-Retrieve's negative replay, which keeps the shard in training from answering for
+    edits another memory holds (0 when there are none)."""
+    chosen = [group[turn % len(group)] for group in groups if group]
+    if not chosen:
+        return delta.new_zeros(())
+    return positive_mean(torch.stack([mean_activation(inputs, delta) for inputs in chosen]) - hp.alpha)
+
+
+def group_texts(patches: Sequence[SideMemoryPatch], group: int) -> list[list[int]]:
+    """The edit sequences (token ids) of the edits ``patches`` put into merge group ``group``,
+    oldest first (patches written before edits kept their texts contribute none)."""
+    out: list[list[int]] = []
+    for patch in patches:
+        if patch.kind == "sidememory" and patch.group == group and "texts" in patch.meta:
+            out.extend(json.loads(patch.meta["texts"]))
+    return out
+
+
 def shard_texts(patches: Sequence[SideMemoryPatch], shard: int) -> list[tuple[list[int], float]]:
     """The edit sequences (token ids) of the edits ``patches`` put into ``shard``, oldest first,
     each with the activation its commit recorded (patches written before edits kept their
@@ -205,6 +287,7 @@ class WiseEditor:
         patches: list[SideMemoryPatch] = []
         infos: list[dict[str, Any]] = []
         held = len(live_memory(mine, path)[path].edit_ids) if mine else 0
+        templates = edit_templates(model, tokenizer, hp)
         # The side memory at this module is trained here: its attached hook comes off meanwhile.
         side.set([p for p in attached if not (p.kind == "sidememory" and p.module == path)])
         try:
@@ -219,13 +302,16 @@ class WiseEditor:
                     increment.zero_()
                     earlier = ([(self._inputs(model, module, ids), act)
                                 for ids, act in shard_texts(mine + patches, shard.index)] if hp.replay else [])
+                    others = ([[self._inputs(model, module, ids) for ids in group_texts(mine + patches, g)]
+                               for g in range(shard.group)] if hp.replay and hp.retrieve else [])
                 nth = held + sum(len(p.edit_ids) for p in patches) + len(pending)   # the memory's nth edit
                 texts = irrelevant_texts(request, hp, nth)
                 for text in texts:
                     if text not in seen:
                         seen[text] = self._inputs(model, module, encode_text(tokenizer, text))
                 act, info, ids, inputs = self._edit_one(model, tokenizer, module, start, increment, mask,
-                                                        [seen[t] for t in texts], request, hp, earlier, nth)
+                                                        [seen[t] for t in texts], request, hp, templates,
+                                                        earlier, nth, others)
                 infos.append({**info, "shard": shard.index, "group": shard.group})
                 pending.append((request, act, ids))
                 if hp.replay:
@@ -252,37 +338,49 @@ class WiseEditor:
     @staticmethod
     def _inputs(model: torch.nn.Module, module: torch.nn.Module, ids: list[int]) -> torch.Tensor:
         """The module's input at every token of ``ids``: [t, d_in] float32."""
+        device = next(model.parameters()).device
+        return WiseEditor._batch_inputs(model, module, torch.tensor([ids], device=device))[0]
+
+    @staticmethod
+    def _batch_inputs(model: torch.nn.Module, module: torch.nn.Module, ids: torch.Tensor,
+                      mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The module's input at every position of ``ids`` [r, t] (right-padded, ``mask``
+        [r, t]): [r, t, d_in] float32."""
         seen: dict[str, torch.Tensor] = {}
 
         def record(_m: torch.nn.Module, args: tuple, _output: torch.Tensor) -> None:
-            seen["a"] = args[0][0].detach().float()
+            seen["a"] = args[0].detach().float()
 
         handle = module.register_forward_hook(record)
         try:
             with torch.no_grad():
-                model(input_ids=torch.tensor([ids], device=next(model.parameters()).device))
+                model(input_ids=ids, attention_mask=mask)
         finally:
             handle.remove()
         return seen["a"]
 
     def _edit_one(self, model: torch.nn.Module, tokenizer: Any, module: torch.nn.Module, start: torch.Tensor,
                   increment: torch.Tensor, mask: torch.Tensor, irrelevant: list[torch.Tensor],
-                  request: EditRequest, hp: WiseHparams, earlier: list[tuple[torch.Tensor, float]] | None = None,
-                  nth: int = 0) -> tuple[float, dict[str, Any], list[int], torch.Tensor]:
-        """Train ``increment`` [d_out, d_in] (in place) on one request; returns the edit's final
-        activation, a summary of the training, the token ids of its edit sequence and the
-        module's inputs on it [t, d_in] (what a later replay of this edit reads).
-        ``earlier``: the shard's earlier edits (module inputs [t, d_in], recorded activation), replayed."""
-        prompt = encode_text(tokenizer, fill(request.prompt, request.subject))
-        target = encode_continuation(tokenizer, " " + request.target_new)
-        if not target:
-            raise ValueError(f"empty target for edit {request.edit_id}")
+                  request: EditRequest, hp: WiseHparams, templates: Sequence[str] = ("{}",),
+                  earlier: list[tuple[torch.Tensor, float]] | None = None, nth: int = 0,
+                  others: Sequence[Sequence[torch.Tensor]] = ()
+                  ) -> tuple[float, dict[str, Any], list[int], torch.Tensor]:
+        """Train ``increment`` [d_out, d_in] (in place) on one request, its edit sequence under
+        each of ``templates`` (row 0 the bare prompt); returns the edit's final activation (the
+        mean over those sequences, as the reference records it), a summary of the training, the
+        token ids of the bare edit sequence and the module's inputs on it [t, d_in] (what a
+        later replay of this edit reads).
+        ``earlier``: the shard's earlier edits (module inputs [t, d_in], recorded activation), replayed;
+        ``others``: per earlier merge group its edits' module inputs, kept off this shard."""
         device = start.device
-        ids = prompt + target[:-1]
-        batch = torch.tensor([ids], device=device)                      # [1, t]
-        cols = torch.arange(len(prompt) - 1, len(ids), device=device)
-        labels = torch.tensor(target, device=device)
-        edit_inputs = self._inputs(model, module, ids)                  # [t, d_in]
+        seqs = edit_batch(tokenizer, request, templates)
+        batch, attention = seqs.ids.to(device), seqs.mask.to(device)         # [r, t]
+        rows, cols, labels = seqs.rows.to(device), seqs.cols.to(device), seqs.labels.to(device)
+        # [r, t, d_in]; a lone bare row runs unmasked, exactly as before prefixes existed
+        edit_inputs = self._batch_inputs(model, module, batch, attention if len(templates) > 1 else None)
+        token_mask = attention.to(edit_inputs.dtype)
+        bare_length = int(attention[0].sum())
+        ids = batch[0, :bare_length].tolist()
         param = torch.nn.Parameter(increment.clone())
         param.register_hook(lambda grad: grad * mask)                   # the knowledge shard's gradient mask
 
@@ -302,14 +400,15 @@ class WiseEditor:
             assert hp.layer is not None   # resolved by edit()
             with LowerBlockReplay(model, hp.layer) as replay:
                 for taken in range(1, hp.steps + 1):
-                    hidden = final_hidden(model, batch)
+                    hidden = final_hidden(model, batch, attention if len(templates) > 1 else None)
                     replay.arm()
-                    logits = logits_from_hidden(model, hidden[0, cols]).float()   # [m, vocab]
+                    logits = logits_from_hidden(model, hidden[rows, cols]).float()   # [m, vocab]
                     delta = start + param
-                    edit_act = mean_activation(edit_inputs, delta)
+                    edit_act = row_activations(edit_inputs, token_mask, delta)     # [r]
                     irr_act = torch.stack([mean_activation(a, delta) for a in irrelevant])
                     ft, act = F.cross_entropy(logits, labels), margin_loss(edit_act, irr_act, hp)
-                    replayed = replay_loss(earlier or [], delta, hp, nth + taken)
+                    replayed = (replay_loss(earlier or [], delta, hp, nth + taken)
+                                + negative_replay_loss(others, delta, hp, nth + taken))
                     loss_ft, loss_act = ft.item(), act.item()
                     if (hp.early_stop and separated(edit_act, irr_act, hp) and bool((logits.argmax(-1) == labels).all())
                             and replayed.item() == 0):
@@ -330,8 +429,8 @@ class WiseEditor:
         with torch.no_grad():
             increment.copy_(param.detach())
             delta = start + increment
-            final = float(mean_activation(edit_inputs, delta))
+            final = float(row_activations(edit_inputs, token_mask, delta).mean())
             irr = [round(float(mean_activation(a, delta)), 4) for a in irrelevant]
         return final, {"edit_id": request.edit_id, "steps": taken, "loss_ft": round(loss_ft, 4),
                        "loss_act": round(loss_act, 4), "activation": round(final, 4),
-                       "irrelevant_activation": irr}, ids, edit_inputs
+                       "irrelevant_activation": irr}, ids, edit_inputs[0, :bare_length]

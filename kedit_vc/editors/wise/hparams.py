@@ -86,11 +86,16 @@ class WiseHparams:
     replay: int = hparam(0, "memory replay (after the reference's Appendix B.3, positive part): each training "
                             "step also pushes this many earlier edits of the same shard, taken in turn, back up "
                             "to the activation they were recorded with (at least beta), so later edits do not "
-                            "drag them under the router's threshold (0: off, the reference's default)")
+                            "drag them under the router's threshold; with retrieve=true also the negative part: "
+                            "one edit of every earlier merge group pushed under alpha on the shard in training "
+                            "(0: off, the reference's default)")
     retrieve: bool = hparam(False, "WISE-Retrieve: each merge group stays a memory of its own (its shards TIES-merged "
                                    "among themselves) with its own threshold, and an input goes to the memory it "
                                    "activates most among those whose threshold it reaches (False: WISE-Merge, "
                                    "every group merged into one memory)")
+    prefixes: int = hparam(0, "model-written context prefixes the edit is also trained on (the reference: 10, "
+                              "half of 5 tokens and half of 10), so the memory activates and answers after "
+                              "text too; each step then runs 1 + prefixes sequences (0: the bare prompt only)")
     neighbour_irrelevant: int = hparam(5, "of the request's declared neighbour probes (same relation, other "
                                           "subjects), this many (prompt and the answer they keep) are "
                                           "irrelevant inputs too (0: none)")
@@ -113,6 +118,8 @@ def check(hp: WiseHparams) -> list[str]:
         problems.append(f"irrelevant_per_edit must be >= 1, got {hp.irrelevant_per_edit}")
     if hp.replay < 0:
         problems.append(f"replay must be >= 0, got {hp.replay}")
+    if hp.prefixes < 0:
+        problems.append(f"prefixes must be >= 0, got {hp.prefixes}")
     if hp.neighbour_irrelevant < 0:
         problems.append(f"neighbour_irrelevant must be >= 0, got {hp.neighbour_irrelevant}")
     if hp.steps < 1:
