@@ -57,10 +57,14 @@ def arguments() -> Any:
 
 
 def trimmed(request: Any, neighbours: int) -> Any:
-    limits = {"rewrite": 10**6, "paraphrase": 2, "neighbour": neighbours, "hop": 10**6}
+    """``request`` with its first 2 paraphrases and ``neighbours`` neighbourhood prompts; every
+    other probe (the rewrite, portability of every kind: MQuAKE's ``multihop`` too) kept."""
+    limits = {"paraphrase": 2, "neighbour": neighbours}
+    order = ["rewrite", "paraphrase", "neighbour", "hop"]
+    order += [k for k in dict.fromkeys(p.kind for p in request.probes) if k not in order]
     kept: list[Any] = []
-    for kind, limit in limits.items():
-        kept += [p for p in request.probes if p.kind == kind][:limit]
+    for kind in order:
+        kept += [p for p in request.probes if p.kind == kind][:limits.get(kind, 10**6)]
     return replace(request, probes=tuple(kept))
 
 

@@ -90,6 +90,17 @@ def test_batched_left_padded_generation_matches_unbatched_greedy(model, tok, pre
         assert text.split() == reference_greedy(model, tok, prompt, n, prefixed)
 
 
+@pytest.mark.parametrize("batch_size", [1, 2, 16])
+def test_a_prompt_asked_again_with_other_budgets_gets_each_budgets_greedy_answer(model, tok, batch_size):
+    """Repeated prompts (one MQuAKE question per answer alias) are generated once; each ask
+    still reads exactly its own budget's greedy continuation."""
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[0], PROMPTS[1]]
+    budgets = [2, 3, 5, 1, 3]
+    got = greedy_continuations(model, tok, prompts, budgets, batch_size=batch_size)
+    for prompt, n, text in zip(prompts, budgets, got):
+        assert text.split() == reference_greedy(model, tok, prompt, n)
+
+
 def test_budget_is_answer_length_plus_slack_capped(tok):
     assert budget(tok, "Rome") == 1 + 3
     assert budget(tok, "the city of Rome") == 4 + 3

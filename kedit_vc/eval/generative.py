@@ -67,28 +67,38 @@ def greedy_continuations(
     for prompt, prompt_ids in zip(prompts, encoded):
         if not prompt_ids:
             raise ValueError(f"prompt {prompt!r} encodes to nothing: no token to continue from")
-    order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), budgets[i]))
+    # A prompt asked several times (MQuAKE: one question per answer alias) is generated once,
+    # for the largest budget asked; each ask reads the first ``budgets[i]`` tokens of it, which
+    # is what greedy decoding with that budget gives.
+    wanted: dict[tuple[int, ...], int] = {}
+    for ids_, b in zip(encoded, budgets):
+        key = tuple(ids_)
+        wanted[key] = max(wanted.get(key, 0), b)
+    keys = sorted(wanted, key=lambda k: (len(k), wanted[k]))
     pad = pad_id(tokenizer)
     device = next(model.parameters()).device
-    out: list[str] = [""] * len(encoded)
+    tokens: dict[tuple[int, ...], list[int]] = {}
     generate: Any = model.generate  # transformers' GenerationMixin
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            ids, mask = _left_pad([encoded[i] for i in chunk], pad)
+        for start in range(0, len(keys), batch_size):
+            chunk = keys[start : start + batch_size]
+            ids, mask = _left_pad([list(k) for k in chunk], pad)
             generated = generate(
                 input_ids=ids.to(device), attention_mask=mask.to(device),
-                max_new_tokens=max(budgets[i] for i in chunk), min_new_tokens=0,
+                max_new_tokens=max(wanted[k] for k in chunk), min_new_tokens=0,
                 do_sample=False, num_beams=1, top_k=None, top_p=None, temperature=None,
                 pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
             )[:, ids.shape[1]:]  # [b, new]
-            for row, i in enumerate(chunk):
-                new = generated[row, : budgets[i]].tolist()
-                if tokenizer.eos_token_id is not None and tokenizer.eos_token_id in new:
-                    new = new[: new.index(tokenizer.eos_token_id)]
-                out[i] = tokenizer.decode(new, skip_special_tokens=True)
+            for row, key in enumerate(chunk):
+                tokens[key] = generated[row, : wanted[key]].tolist()
     finally:
         model.train(was_training)
+    out: list[str] = []
+    for ids_, b in zip(encoded, budgets):
+        new = tokens[tuple(ids_)][:b]
+        if tokenizer.eos_token_id is not None and tokenizer.eos_token_id in new:
+            new = new[: new.index(tokenizer.eos_token_id)]
+        out.append(tokenizer.decode(new, skip_special_tokens=True))
     return out
