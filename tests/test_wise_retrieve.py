@@ -111,7 +111,7 @@ def test_negative_replay_keeps_an_earlier_groups_edit_off_the_shard_in_training(
     groups' edits under α on its own shard (the reference's negative replay); without it
     nothing does. Shards of one edit, one shard a group: every commit is a group of its own."""
     from kedit_vc.editors.registry import build_hparams
-    from kedit_vc.editors.wise.algorithm import group_texts, negative_replay_loss
+    from kedit_vc.editors.wise.algorithm import memory_texts, negative_replay_loss
     from kedit_vc.ops import revert
 
     def method(replay: int) -> str:
@@ -126,13 +126,13 @@ def test_negative_replay_keeps_an_earlier_groups_edit_off_the_shard_in_training(
         handle = model.get_submodule(patches[0].module).register_forward_hook(
             lambda _m, a, _o: seen.__setitem__("a", a[0]))
         with torch.no_grad():
-            model(input_ids=torch.tensor([group_texts(patches, 0)[0]]))
+            model(input_ids=torch.tensor([memory_texts(patches, "group", 0)[0][0]]))
         handle.remove()
         newest = patches[-1].increment()                       # the shard starts at 0: its whole D
         return float((seen["a"][0] @ newest.T).norm(dim=-1).mean())
 
     commit(store, "a.kedit", EIFFEL, method=method(1))
-    assert len(group_texts(sidememories(store), 0)) == 1 and group_texts(sidememories(store), 1) == []
+    assert len(memory_texts(sidememories(store), "group", 0)) == 1 and memory_texts(sidememories(store), "group", 1) == []
     commit(store, "b.kedit", TOKYO, method=method(0))
     assert sidememories(store)[-1].group == 1
     without = earlier_on_newest()

@@ -168,7 +168,7 @@ def test_replay_keeps_the_shards_earlier_edit_over_beta_when_a_later_commit_trai
     """A later commit into the same shard reads the earlier edit back from the patch's stored
     texts; with ``replay`` its training also pushes that edit back up to its recorded activation,
     without it nothing does."""
-    from kedit_vc.editors.wise.algorithm import replay_loss, shard_texts
+    from kedit_vc.editors.wise.algorithm import memory_texts, replay_loss
     from kedit_vc.models.prompting import encode_text
     from kedit_vc.ops import revert
     from kedit_vc.patches.sidememory.live import live_memory
@@ -185,22 +185,22 @@ def test_replay_keeps_the_shards_earlier_edit_over_beta_when_a_later_commit_trai
         module = model.get_submodule(patches[0].module)
         handle = module.register_forward_hook(lambda _m, a, _o: seen.__setitem__("a", a[0]))
         with torch.no_grad():
-            model(input_ids=torch.tensor([shard_texts(patches, 0)[0][0]]))
+            model(input_ids=torch.tensor([memory_texts(patches, "shard", 0)[0][0]]))
         handle.remove()
         return float((seen["a"][0] @ memory.delta.T).norm(dim=-1).mean())
 
     commit(store, "a.kedit", EIFFEL, method=method(1))
     first = [p for p in store.live_patches("HEAD") if p.kind == "sidememory"]
-    ((sequence, recorded),) = shard_texts(first, 0)
+    ((sequence, recorded),) = memory_texts(first, "shard", 0)
     assert recorded == pytest.approx(float(first[0].activations[0]))
     prefix = encode_text(tokenizer_of(load(store)), "The Eiffel Tower")
-    assert sequence[:len(prefix)] == prefix and shard_texts(first, 1) == []
+    assert sequence[:len(prefix)] == prefix and memory_texts(first, "shard", 1) == []
     alone = earlier_activation()
     commit(store, "b.kedit", TOKYO, method=method(0))
     without = earlier_activation()
     revert(store, "HEAD")
     commit(store, "c.kedit", TOKYO, method=method(1))
-    assert len(shard_texts([p for p in store.live_patches("HEAD") if p.kind == "sidememory"], 0)) == 2
+    assert len(memory_texts([p for p in store.live_patches("HEAD") if p.kind == "sidememory"], "shard", 0)) == 2
     with_replay = earlier_activation()
     # measured: 0.90 after its own commit, 0.75 once a later edit trained the shard, 1.06 with replay
     assert without < alone and with_replay > without + 0.2, (alone, without, with_replay)

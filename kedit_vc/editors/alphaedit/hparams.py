@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kedit_vc.editors.common.hparams import (
+    NAS_HELP,
     NormAnchorHparams,
     TargetHparams,
     depth_layers,
@@ -31,11 +32,9 @@ class AlphaeditHparams(TargetHparams, NormAnchorHparams):
     nullspace_threshold: float = hparam(0.1, "null space: the least-used key directions holding <= this "
                                              "share of E||k||^2")
     l2: float = hparam(1.0, "alpha in (P (K^T K + K_p^T K_p) + alpha I)^-1")
-    nas: bool = hparam(True, "rescale each solved value vector (the MLP output wanted at the top edited layer) "
-                             "to the original model's value norm, against norm growth in long histories (on by "
-                             "default for AlphaEdit: in 1,000 sequential CounterFact edits it kept efficacy, "
-                             "paraphrase and neighbourhood higher from 600 edits on; MEMIT keeps it off, not "
-                             "measured at length)")
+    nas: bool = hparam(True, f"{NAS_HELP} (on by default for AlphaEdit: in 1,000 sequential CounterFact edits "
+                             "it kept efficacy, paraphrase and neighbourhood higher from 600 edits on; MEMIT keeps "
+                             "it off, not measured at length)")
     raw_context: bool = hparam(False, "also fit keys and targets on the bare prompt without the <|endoftext|> "
                                       "prefix (on for ROME and MEMIT, where it was measured; off here until "
                                       "measured with the null-space projection)")

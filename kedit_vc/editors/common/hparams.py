@@ -70,12 +70,16 @@ class TargetHparams:
         return problems
 
 
+#: What ``nas`` does (a method that changes its default says why after it).
+NAS_HELP = ("rescale each solved value vector (the MLP output wanted at the top edited layer) to the original "
+            "model's value norm, against norm growth in long histories")
+
+
 @dataclass(frozen=True)
 class NormAnchorHparams:
     """Norm-anchor scaling (NAS, arXiv 2602.02543) of the value vectors (MEMIT, AlphaEdit)."""
 
-    nas: bool = hparam(False, "rescale each solved value vector (the MLP output wanted at the top edited "
-                              "layer) to the original model's value norm, against norm growth in long histories")
+    nas: bool = hparam(False, NAS_HELP)
     nas_scale: float = hparam(3.7, "NAS anchor = this times the top layer's RMS original MLP output norm "
                                    "(SmolLM2: value vectors solved on the base model average 3.7x it, dev "
                                    "records 460-462; the paper anchors to that mean)")

@@ -244,23 +244,14 @@ def negative_replay_loss(groups: Sequence[Sequence[torch.Tensor]], delta: torch.
     return positive_mean(torch.stack([mean_activation(inputs, delta) for inputs in chosen]) - hp.alpha)
 
 
-def group_texts(patches: Sequence[SideMemoryPatch], group: int) -> list[list[int]]:
-    """The edit sequences (token ids) of the edits ``patches`` put into merge group ``group``,
-    oldest first (patches written before edits kept their texts contribute none)."""
-    out: list[list[int]] = []
-    for patch in patches:
-        if patch.kind == "sidememory" and patch.group == group and "texts" in patch.meta:
-            out.extend(json.loads(patch.meta["texts"]))
-    return out
-
-
-def shard_texts(patches: Sequence[SideMemoryPatch], shard: int) -> list[tuple[list[int], float]]:
-    """The edit sequences (token ids) of the edits ``patches`` put into ``shard``, oldest first,
-    each with the activation its commit recorded (patches written before edits kept their
-    texts contribute none)."""
+def memory_texts(patches: Sequence[SideMemoryPatch], field: str, number: int) -> list[tuple[list[int], float]]:
+    """The edit sequences (token ids) of the edits ``patches`` put into the shard (``field``
+    "shard") or merge group (``field`` "group") numbered ``number``, oldest first, each with
+    the activation its commit recorded (patches written before edits kept their texts
+    contribute none)."""
     out: list[tuple[list[int], float]] = []
     for patch in patches:
-        if patch.kind == "sidememory" and patch.shard == shard and "texts" in patch.meta:
+        if patch.kind == "sidememory" and getattr(patch, field) == number and "texts" in patch.meta:
             out.extend(zip(json.loads(patch.meta["texts"]), (float(a) for a in patch.activations)))
     return out
 
@@ -302,8 +293,9 @@ class WiseEditor:
                     start, mask = shard.start.to(device), shard.mask.to(device)
                     increment.zero_()
                     earlier = ([(self._inputs(model, module, ids), act)
-                                for ids, act in shard_texts(mine + patches, shard.index)] if hp.replay else [])
-                    others = ([[self._inputs(model, module, ids) for ids in group_texts(mine + patches, g)]
+                                for ids, act in memory_texts(mine + patches, "shard", shard.index)]
+                               if hp.replay else [])
+                    others = ([[self._inputs(model, module, ids) for ids, _ in memory_texts(mine + patches, "group", g)]
                                for g in range(shard.group)] if hp.replay and hp.retrieve else [])
                 nth = held + sum(len(p.edit_ids) for p in patches) + len(pending)   # the memory's nth edit
                 texts = irrelevant_texts(request, hp, nth)
