@@ -8,8 +8,10 @@ writes ``<results-dir>/<name>.json`` with ``save`` (machine facts, date, thread 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
+import pstats
 import re
 import statistics
 import time
@@ -33,6 +35,16 @@ def save(name: str, payload: dict[str, Any], directory: str | os.PathLike[str] |
     path = folder / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def profile_rows(profiler: cProfile.Profile, top: int = 25) -> list[dict[str, Any]]:
+    """The ``top`` functions by cumulative seconds: name, calls, own and cumulative time."""
+    stats = pstats.Stats(profiler)
+    rows = []
+    for (file, line, func), (_, calls, own, cum, _) in stats.stats.items():  # type: ignore[attr-defined]
+        rows.append({"function": f"{Path(file).name}:{line}({func})", "calls": calls,
+                     "own_s": round(own, 3), "cumulative_s": round(cum, 3)})
+    return sorted(rows, key=lambda r: -r["cumulative_s"])[:top]
 
 
 # -- command line ----------------------------------------------------------------------

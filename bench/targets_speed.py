@@ -18,12 +18,11 @@ from __future__ import annotations
 import cProfile
 import json
 import os
-import pstats
 import time
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, parser, save, setup
+from common import RESULTS, parser, profile_rows, save, setup
 
 METRICS = ("reliability_cf", "generalization_cf", "locality_cf", "raw_reliability_cf", "raw_generalization_cf",
            "raw_locality_cf", "gen_reliability", "raw_gen_reliability")
@@ -46,16 +45,6 @@ def parse_settings(text: str) -> list[tuple[str, dict[str, Any]]]:
                 overrides[key.strip()] = value
         out.append((name.strip(), overrides))
     return out
-
-
-def profile_rows(profiler: cProfile.Profile, top: int = 25) -> list[dict[str, Any]]:
-    """The ``top`` functions by cumulative seconds: name, calls, own and cumulative time."""
-    stats = pstats.Stats(profiler)
-    rows = []
-    for (file, line, func), (_, calls, own, cum, _) in stats.stats.items():  # type: ignore[attr-defined]
-        rows.append({"function": f"{Path(file).name}:{line}({func})", "calls": calls,
-                     "own_s": round(own, 3), "cumulative_s": round(cum, 3)})
-    return sorted(rows, key=lambda r: -r["cumulative_s"])[:top]
 
 
 def merge(folder: Path) -> None:

@@ -102,3 +102,34 @@ def test_the_carried_state_changes_the_next_edit():
     after = _edit(model, tok, REQUESTS[1:], carried=history).delta
     name = next(iter(alone.updates))
     assert not torch.allclose(alone.dense(name), after.dense(name))
+
+
+def test_the_traced_gradients_are_those_of_the_whole_models_answer_loss():
+    """``trace_features`` applies the LM head at the answer positions only; its keys and
+    gradients equal a plain forward's (all logits) cross-entropy on the answer tokens."""
+    import torch.nn.functional as F
+
+    model, tok = _model(seed=3), tiny_tokenizer()
+    hp = resolve(model, build_hparams("ultraedit", HP))
+    path = module_paths(family_of(model), hp)[-1]
+    sequences = fact_sequences(tok, REQUESTS[:1], False)
+    ((keys, grads),) = trace_features(model, tok, sequences, [path], "all", 1).values()
+    ids, n_answer, _ = sequences[0]
+    seen: dict[str, torch.Tensor] = {}
+
+    def hook(_m, inputs, output):  # noqa: ANN001, ANN202
+        seen["k"] = inputs[0].detach()
+        seen["out"] = output.detach().requires_grad_(True)   # the graph from here up
+        return seen["out"]
+
+    handle = model.get_submodule(path).register_forward_hook(hook)
+    try:
+        with torch.enable_grad():
+            logits = model(input_ids=torch.tensor([ids])).logits[0]
+    finally:
+        handle.remove()
+    answer = slice(len(ids) - n_answer - 1, len(ids) - 1)
+    F.cross_entropy(logits[answer].float(), torch.tensor(ids[len(ids) - n_answer:])).backward()
+    torch.testing.assert_close(keys, seen["k"][0].float())
+    torch.testing.assert_close(grads, seen["out"].grad[0].float(), rtol=1e-4, atol=1e-7)
+    assert grads.abs().max() > 0

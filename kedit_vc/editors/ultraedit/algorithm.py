@@ -33,6 +33,7 @@ from kedit_vc.delta import Delta, Dense, LowRank
 from kedit_vc.editors.base import EditContext, EditResult
 from kedit_vc.editors.common.solve import factored_update
 from kedit_vc.models.families import Family, family_of, get_module
+from kedit_vc.models.forward import final_hidden, logits_from_hidden
 from kedit_vc.models.prompting import encode_continuation, encode_text, pad_batch, pad_id
 
 from . import normalise as norm
@@ -113,8 +114,10 @@ def trace_features(model: torch.nn.Module, tokenizer: Any, sequences: Sequence[t
                         targets.append(seq[j])
                         answer_mask[row, j - 1] = True  # the position that predicts answer token j
                 step["select"] = {"all": mask.bool(), "content": content, "answer": answer_mask}[tokens]
-                logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-                loss = F.cross_entropy(logits[rows, cols].float(), torch.tensor(targets, device=logits.device))
+                # The LM head at the answer positions only: the same loss, without [b, t, vocab] logits.
+                hidden = final_hidden(model, ids, mask)                          # [b, t, d_model]
+                logits = logits_from_hidden(model, hidden[rows, cols]).float()   # [answer tokens, vocab]
+                loss = F.cross_entropy(logits, torch.tensor(targets, device=logits.device))
                 loss.backward()
     finally:
         for h in handles:
