@@ -127,3 +127,44 @@ def test_an_edit_takes_leaves_the_weights_and_defers_on_other_prompts():
         edited = model(input_ids=torch.tensor([prompt])).logits[0, -1].argmax()
         side_patches(model).clear()
     assert tok.decode([int(edited)]).strip() == "Rome"
+
+
+def test_training_with_the_lower_blocks_replayed_gives_the_plain_forwards_value(monkeypatch):
+    """GRACE trains its value with the blocks below the codebook replayed and the LM head at
+    the target positions only: the trained value and step count equal those of plain whole-model
+    forwards (replay switched off, the logits taken from the model's own output)."""
+    from kedit_vc.editors.base import EditContext, get_editor
+    from kedit_vc.editors.grace import algorithm
+    from kedit_vc.editors.registry import build_hparams
+    from tiny_models import tiny_family_model, tiny_tokenizer
+
+    request = EditRequest("e-1", "Eiffel Tower", "The {} is located in the city of", "Rome", "Paris",
+                          (Probe("rewrite", "The Eiffel Tower is located in the city of", "Paris", "Rome"),))
+    hp = build_hparams("grace", {"layer": 2, "steps": 60, "eps_init": 0.01, "lr": 0.01})
+
+    def trained() -> tuple[torch.Tensor, list[int]]:
+        model = tiny_family_model("llama", seed=1, d_model=32, d_mlp=64, vocab=300, layers=4)
+        result = get_editor("grace").edit(model, tiny_tokenizer(), [request], hp,
+                                          EditContext(fingerprint="tiny", progress=False))
+        (patch,) = result.patches
+        return patch.values.clone(), result.info["steps"]
+
+    replayed = trained()
+
+    class NoReplay:
+        def __enter__(self) -> "NoReplay":
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def arm(self) -> None:
+            pass
+
+    monkeypatch.setattr(algorithm, "LowerBlockReplay", lambda model, layer: NoReplay())
+    monkeypatch.setattr(algorithm, "final_hidden", lambda model, ids: model(input_ids=ids).logits)
+    monkeypatch.setattr(algorithm, "logits_from_hidden", lambda model, logits: logits)
+    plain = trained()
+    torch.testing.assert_close(replayed[0], plain[0], rtol=1e-5, atol=1e-6)
+    assert replayed[1] == plain[1] and replayed[1][0] > 1   # steps taken (early stop), the same
+    assert replayed[0].abs().max() > 0

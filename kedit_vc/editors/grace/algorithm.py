@@ -38,6 +38,7 @@ from kedit_vc.delta import Delta
 from kedit_vc.editors.base import EditContext, EditResult, base_fingerprint
 from kedit_vc.editors.common.positions import fill
 from kedit_vc.models.families import family_of
+from kedit_vc.models.forward import LowerBlockReplay, final_hidden, logits_from_hidden
 from kedit_vc.models.prompting import encode_continuation, encode_text
 from kedit_vc.patches.attach import side_patches
 from kedit_vc.patches.codebook.core import CodebookPatch, entry_id, module_dims
@@ -169,23 +170,29 @@ class GraceEditor:
             seen["key"] = args[0][0, where].detach().float().cpu()
             seen["out"] = output[0, where].detach().float().cpu()
 
-        handle = module.register_forward_hook(record)
-        try:
-            with torch.no_grad():
-                model(input_ids=ids)
-        finally:
-            handle.remove()
-        if hp.value_init == "warm":
-            value = seen["out"].clone()
-        else:
-            value = torch.rand(seen["out"].shape, generator=torch.Generator().manual_seed(hp.seed))
-        index = book.place(seen["key"], tuple(target), value, hp.eps_init)
-        return self._train(model, module, book, index, ids, cols, labels, hp)
+        assert hp.layer is not None   # resolved by edit()
+        # The blocks below the codebook's give the same output in the key pass and at every
+        # training step: recorded in the key pass, then replayed.
+        with LowerBlockReplay(model, hp.layer) as replay:
+            handle = module.register_forward_hook(record)
+            try:
+                with torch.no_grad():
+                    final_hidden(model, ids)
+            finally:
+                handle.remove()
+            replay.arm()
+            if hp.value_init == "warm":
+                value = seen["out"].clone()
+            else:
+                value = torch.rand(seen["out"].shape, generator=torch.Generator().manual_seed(hp.seed))
+            index = book.place(seen["key"], tuple(target), value, hp.eps_init)
+            return self._train(model, module, book, index, ids, cols, labels, hp)
 
     def _train(self, model: torch.nn.Module, module: torch.nn.Module, book: Codebook, index: int,
                ids: torch.Tensor, cols: torch.Tensor, labels: torch.Tensor, hp: GraceHparams) -> int:
         """Adam on entry ``index``'s value so that the target tokens ``labels`` [m] are predicted
-        at positions ``cols`` [m] of ``ids`` [1, t] with the codebook in place."""
+        at positions ``cols`` [m] of ``ids`` [1, t] with the codebook in place (the blocks below
+        the codebook's may be replayed: only the codebook's block and those above run)."""
         keys, values, radii = book.tensors()
         value = torch.nn.Parameter(values[index].clone())
         row = torch.zeros(len(values), 1, dtype=torch.bool)
@@ -203,7 +210,9 @@ class GraceEditor:
         taken = 0
         try:
             for taken in range(1, hp.steps + 1):
-                logits = model(input_ids=ids).logits[0, cols].float()    # [m, vocab]
+                # the LM head at the target positions only: the same logits, a fraction of the cost
+                hidden = final_hidden(model, ids)                                 # [1, t, d_model]
+                logits = logits_from_hidden(model, hidden[0, cols]).float()      # [m, vocab]
                 if hp.early_stop and bool((logits.argmax(-1) == labels).all()):
                     taken -= 1
                     break
