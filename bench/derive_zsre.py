@@ -22,13 +22,14 @@ gives both runs on those records alone too.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from common import parser, save, setup
+from common import RESULTS, parser, save, setup
 from derive_mquake import derived_from
 
 RULES = Path(__file__).resolve().parents[1] / "specs" / "rules" / "world.kedit"
@@ -47,6 +48,9 @@ def derive_parser(doc: str | None, start: int, records: str) -> argparse.Argumen
     p.add_argument("--only-derived", action="store_true",
                    help="edit only the records where derivation kept an edit (both ways): the whole-set "
                         "difference is theirs times their share, at a fraction of the cost")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the runs (explicit, with derived edits) a stopped run of the same name saved, when "
+                        "derivation gives the same edits again; run only the others")
     return p
 
 
@@ -59,6 +63,23 @@ def spec_text(record: Mapping[str, Any]) -> str:
     from kedit_vc.importers.zsre import convert
 
     return f'include "{RULES}"\n' + convert([dict(record)]).text
+
+
+def kept_runs(args: argparse.Namespace, name: str, results: Mapping[str, Any]) -> dict[str, Any]:
+    """With ``--resume``: the runs a stopped run of ``name`` saved, if it edited the same records
+    with the same settings and derivation gave the same edits; else none (and why, printed)."""
+    path = Path(args.results_dir or RESULTS) / f"{name}.json"
+    if not args.resume or not path.is_file():
+        return {}
+    old = json.loads(path.read_text())
+    same = ("model", "method", "n_records", "records", "only_derived")
+    differs = [k for k in same if old.get(k) != json.loads(json.dumps(results.get(k)))]
+    if differs:
+        print(f"--resume: {path.name} differs in {', '.join(differs)}; running everything again", flush=True)
+        return {}
+    kept = dict(old.get("runs", {}))
+    print(f"--resume: keeping the saved run(s) {', '.join(kept) or '(none)'}", flush=True)
+    return kept
 
 
 def mean_rows(rows: Sequence[Mapping[str, Any]], keys: Sequence[str] = REPORT) -> dict[str, float | None]:
@@ -128,20 +149,19 @@ def compare(args: argparse.Namespace, loaded: Any, items: Sequence[Item], benchm
         "threads": args.threads, "derive_seconds": round(time.perf_counter() - started, 1),
         "derived_edits": sum(len(r["derived"]) for r in rows),
         "records_with_derived": [r["record"] for r in rows if r["derived"]], "records": rows, "runs": {}}
-    save(name, results, args.results_dir)
-    reports: dict[str, Any] = {}
     chosen_ids = {c.case_id for c in with_derived}
     plain = [item.case for item in items]
     explicit_cases = [c for c in plain if c.case_id in chosen_ids] if args.only_derived else plain
     results["only_derived"] = args.only_derived
+    results["runs"] = kept_runs(args, name, results)
+    save(name, results, args.results_dir)
     pre_scores: dict[str, Any] = {}   # the explicit edits' pre-edit scores, reused by the second run
     for label, cases in (("explicit", explicit_cases), ("derived_only", with_derived)):
-        if not cases:
+        if not cases or label in results["runs"]:
             continue
         result = run_bench(model, tokenizer, benchmark, cases, editor, hp, fingerprint=loaded.fingerprint,
                            progress=True, pre_scores=pre_scores)
         pre_scores = dict(result.pre_scores)
-        reports[label] = result.report
         results["runs"][label] = {
             "pre_metrics": {k: result.report.pre_metrics.get(k) for k in keys},
             "edit_seconds": round(result.edit_seconds, 1), "wall_seconds": round(result.wall_seconds, 1),
@@ -149,7 +169,8 @@ def compare(args: argparse.Namespace, loaded: Any, items: Sequence[Item], benchm
         save(name, results, args.results_dir)  # partial results (with each edit's row) after each run
 
     def table(label: str) -> dict[str, dict[str, Any]]:
-        return {row.edit_id: row.to_json() for row in reports[label].rows} if label in reports else {}
+        rows = results["runs"].get(label, {}).get("rows", {})
+        return {edit_id: {"edit_id": edit_id, "metrics": metrics} for edit_id, metrics in rows.items()}
 
     explicit_rows, derived_rows = table("explicit"), table("derived_only")
     ids = [c.requests[0].edit_id for c in explicit_cases]
@@ -157,7 +178,7 @@ def compare(args: argparse.Namespace, loaded: Any, items: Sequence[Item], benchm
     results["metrics"] = {
         "explicit_on_derived_records": mean_rows([explicit_rows[i] for i in subset], keys),
         "derived_on_derived_records": mean_rows([derived_rows[i] for i in subset], keys),
-        "pre": {k: reports["explicit"].pre_metrics.get(k) for k in keys}}
+        "pre": {k: results["runs"]["explicit"]["pre_metrics"].get(k) for k in keys}}
     if not args.only_derived:
         results["metrics"]["explicit"] = mean_rows([explicit_rows[i] for i in ids], keys)
         results["metrics"]["derived"] = mean_rows([derived_rows.get(i, explicit_rows[i]) for i in ids], keys)
