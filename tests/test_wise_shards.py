@@ -70,6 +70,8 @@ vectors = st.integers(1, 4).flatmap(lambda k: st.integers(1, 12).flatmap(lambda 
 @given(case=vectors, density=st.sampled_from([0.1, 0.25, 0.53, 0.8, 1.0]))
 @example(case=([[0.0] * 7, [0.0, 0.0, 0.0, 3.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, -2.0, 0.0, 0.0, 0.0]],
                [0.125, 0.2, 0.3]), density=0.25)  # a sign tie in float32 only
+@example(case=([[0.0] * 5, [0.0, -0.5, 0.0, 0.0, 0.0], [0.0, -1.401298464324817e-45, 0.0, 0.0, 0.0]],
+               [0.125, 0.125, 0.125]), density=0.25)  # a kept entry whose weighted value underflows to 0
 def test_ties_merge_matches_a_direct_computation(case, density):
     from kedit_vc.patches.sidememory.merge import ties_merge, trim
 

@@ -52,7 +52,9 @@ def ties_merge(deltas: Sequence[torch.Tensor], weights: Sequence[float], density
     trimmed = torch.stack([trim(d.to(torch.float32), density) for d in deltas])      # [k, d_out, d_in]
     w = torch.tensor([float(x) for x in weights], dtype=torch.float32).view(-1, *([1] * (trimmed.dim() - 1)))
     weighted = trimmed * w
-    agree = torch.sign(weighted) == elect_sign(weighted)                                # [k, ...]; zeros never agree
+    # [k, ...]; zeros never agree. The sign is read before weighting: a tiny entry times its
+    # weight can underflow to 0 and would drop out of the divisor.
+    agree = torch.sign(trimmed) == elect_sign(weighted)
     total = (weighted * agree).sum(dim=0)
     divisor = (w * agree).sum(dim=0)
     return torch.where(divisor > 0, total / torch.where(divisor > 0, divisor, 1.0), 0.0)
