@@ -130,9 +130,10 @@ def test_edit_makes_the_new_object_likelier(method: str, tok, tmp_path) -> None:
     requests = [REQUESTS[0], EditRequest("e-3", "Microsoft", "{} is located in the city of", "Berlin", "Redmond",
                                          (Probe("rewrite", "Microsoft is located in the city of", "Berlin", "Redmond"),))]
     pre = score_requests(model, tok, requests)
-    # Bare prompts only: in a random 3-layer model a context prefix moves the key so far
-    # that a template-averaged key says little about the bare prompt's.
-    hp = {**TINY[method], "v_steps": 25, "clamp_norm_factor": 4.0, "context_templates": 0}
+    # Bare prompts only (no generated contexts, no raw-prompt copy): in a random 3-layer model
+    # a context prefix moves the key so far that a template-averaged key says little about the
+    # bare prompt's.
+    hp = {**TINY[method], "v_steps": 25, "clamp_norm_factor": 4.0, "context_templates": 0, "raw_context": False}
     context = EditContext(fingerprint="tiny-llama", stats_dir=str(tmp_path), progress=False)
     delta = get_editor(method).edit(model, tok, requests, build_hparams(method, hp), context).delta
     delta.apply(model)
@@ -324,10 +325,10 @@ def test_raw_context_template_encodes_without_the_prefix(tok) -> None:  # noqa: 
 
 
 @pytest.mark.parametrize("method,default", [("rome", True), ("memit", True), ("joint_rome", True),
-                                            ("alphaedit", False), ("pmet", False)])
+                                            ("alphaedit", True), ("pmet", False)])
 def test_raw_prompt_contexts_are_on_where_they_were_measured(method: str, default: bool) -> None:
     """Edits must hold on the prompt a user types (no prefix token): measured on held-out
-    records for ROME and MEMIT (README, "Raw-prompt contexts"), so ``raw_context`` is on for
-    them unless a spec turns it off; AlphaEdit and PMET keep it off until measured."""
+    records for ROME, MEMIT and AlphaEdit (README, "Raw-prompt contexts"), so ``raw_context`` is
+    on for them unless a spec turns it off; PMET keeps it off until measured."""
     assert build_hparams(method, {}).raw_context is default
     assert build_hparams(method, {"raw_context": not default}).raw_context is (not default)

@@ -35,9 +35,6 @@ class AlphaeditHparams(TargetHparams, NormAnchorHparams):
     nas: bool = hparam(True, f"{NAS_HELP} (on by default for AlphaEdit: in 1,000 sequential CounterFact edits "
                              "it kept efficacy, paraphrase and neighbourhood higher from 600 edits on; MEMIT keeps "
                              "it off, not measured at length)")
-    raw_context: bool = hparam(False, "also fit keys and targets on the bare prompt without the <|endoftext|> "
-                                      "prefix (on for ROME and MEMIT, where it was measured; off here until "
-                                      "measured with the null-space projection)")
 
 
 def check(hp: AlphaeditHparams) -> list[str]:
