@@ -48,6 +48,8 @@ def derive_parser(doc: str | None, start: int, records: str) -> argparse.Argumen
     p.add_argument("--only-derived", action="store_true",
                    help="edit only the records where derivation kept an edit (both ways): the whole-set "
                         "difference is theirs times their share, at a fraction of the cost")
+    p.add_argument("--hparam", action="append", default=[], metavar="NAME=VALUE",
+                   help="editor override (JSON value), for both runs")
     p.add_argument("--resume", action="store_true",
                    help="keep the runs (explicit, with derived edits) a stopped run of the same name saved, when "
                         "derivation gives the same edits again; run only the others")
@@ -65,6 +67,15 @@ def spec_text(record: Mapping[str, Any]) -> str:
     return f'include "{RULES}"\n' + convert([dict(record)]).text
 
 
+def resolved_json(method: str, model: Any, hp: Any) -> dict[str, Any]:
+    """The editor's settings as it will run them (model defaults filled), JSON-ready."""
+    from dataclasses import asdict
+
+    from kedit_vc.editors.registry import resolve_hparams
+
+    return json.loads(json.dumps(asdict(resolve_hparams(method, model, hp)), default=str))
+
+
 def kept_runs(args: argparse.Namespace, name: str, results: Mapping[str, Any]) -> dict[str, Any]:
     """With ``--resume``: the runs a stopped run of ``name`` saved, if it edited the same records
     with the same settings and derivation gave the same edits; else none (and why, printed)."""
@@ -72,7 +83,7 @@ def kept_runs(args: argparse.Namespace, name: str, results: Mapping[str, Any]) -
     if not args.resume or not path.is_file():
         return {}
     old = json.loads(path.read_text())
-    same = ("model", "method", "n_records", "records", "only_derived")
+    same = ("model", "method", "hparams", "n_records", "records", "only_derived")
     differs = [k for k in same if old.get(k) != json.loads(json.dumps(results.get(k)))]
     if differs:
         print(f"--resume: {path.name} differs in {', '.join(differs)}; running everything again", flush=True)
@@ -129,7 +140,8 @@ def compare(args: argparse.Namespace, loaded: Any, items: Sequence[Item], benchm
     from kedit_vc.ops.bench import run_bench
 
     model, tokenizer = loaded.model, loaded.tokenizer
-    editor, hp = get_editor(args.method), build_hparams(args.method, {})
+    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.hparam)}
+    editor, hp = get_editor(args.method), build_hparams(args.method, overrides)
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     with_derived: list[BenchCase] = []
@@ -146,6 +158,7 @@ def compare(args: argparse.Namespace, loaded: Any, items: Sequence[Item], benchm
             print(f"record {item.index}: {len(derived)} derived", flush=True)
     results: dict[str, Any] = {
         "model": args.model, "method": args.method, "benchmark": benchmark, "n_records": len(items),
+        "hparams": resolved_json(args.method, model, hp),
         "threads": args.threads, "derive_seconds": round(time.perf_counter() - started, 1),
         "derived_edits": sum(len(r["derived"]) for r in rows),
         "records_with_derived": [r["record"] for r in rows if r["derived"]], "records": rows, "runs": {}}
