@@ -37,14 +37,15 @@ def save(name: str, payload: dict[str, Any], directory: str | os.PathLike[str] |
     return path
 
 
-def profile_rows(profiler: cProfile.Profile, top: int = 25) -> list[dict[str, Any]]:
-    """The ``top`` functions by cumulative seconds: name, calls, own and cumulative time."""
+def profile_rows(profiler: cProfile.Profile, top: int = 25, by: str = "cumulative_s") -> list[dict[str, Any]]:
+    """The ``top`` functions by ``by`` ("cumulative_s", or "own_s" for the leaves the cumulative
+    list hides): name, calls, own and cumulative seconds."""
     stats = pstats.Stats(profiler)
     rows = []
     for (file, line, func), (_, calls, own, cum, _) in stats.stats.items():  # type: ignore[attr-defined]
         rows.append({"function": f"{Path(file).name}:{line}({func})", "calls": calls,
                      "own_s": round(own, 3), "cumulative_s": round(cum, 3)})
-    return sorted(rows, key=lambda r: -r["cumulative_s"])[:top]
+    return sorted(rows, key=lambda r: -r[by])[:top]
 
 
 # -- command line ----------------------------------------------------------------------

@@ -15,20 +15,9 @@ from __future__ import annotations
 import cProfile
 import json
 import os
-import pstats
 import time
-from pathlib import Path
-from typing import Any
 
 from common import parser, profile_rows, save, setup
-
-
-def own_time_rows(profiler: cProfile.Profile, top: int = 15) -> list[dict[str, Any]]:
-    """The ``top`` functions by their own seconds (what the cumulative list hides: the leaves)."""
-    stats = pstats.Stats(profiler)
-    rows = [{"function": f"{Path(file).name}:{line}({func})", "calls": calls, "own_s": round(own, 3)}
-            for (file, line, func), (_, calls, own, _, _) in stats.stats.items()]  # type: ignore[attr-defined]
-    return sorted(rows, key=lambda r: -r["own_s"])[:top]
 
 
 def main() -> None:
@@ -65,7 +54,7 @@ def main() -> None:
            "seconds": round(wall, 2), "cpu_seconds": round(cpu, 2), "seconds_per_fact": round(wall / len(requests), 3),
            "cpu_seconds_per_fact": round(cpu / len(requests), 3), "threads": torch.get_num_threads(),
            "load_before": load_before, "load_after": os.getloadavg(), "info": info,
-           "cumulative": profile_rows(profiler, 30), "own": own_time_rows(profiler)}
+           "cumulative": profile_rows(profiler, 30), "own": profile_rows(profiler, 15, by="own_s")}
     print(f"{args.method}: {len(requests)} facts in {wall:.1f} s wall, {cpu:.1f} s CPU "
           f"({cpu / len(requests):.3f} CPU s per fact, {torch.get_num_threads()} thread(s), load {load_before[0]:.1f})")
     for r in row["cumulative"][:20]:
