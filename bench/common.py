@@ -60,6 +60,11 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     return p
 
 
+def hparam_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["nas=true", "layers=[2,3]"]`` (``--hparam NAME=VALUE``, JSON values) -> overrides."""
+    return {k: json.loads(v) for k, v in (item.split("=", 1) for item in items)}
+
+
 def setup(args: argparse.Namespace) -> None:
     """Apply ``--threads`` (one thread per process is fastest on a shared CPU)."""
     import torch

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from common import RESULTS, parser, save, setup
+from common import RESULTS, hparam_overrides, parser, save, setup
 from derive_mquake import derived_from
 
 RULES = Path(__file__).resolve().parents[1] / "specs" / "rules" / "world.kedit"
@@ -140,7 +140,7 @@ def compare(args: argparse.Namespace, loaded: Any, items: Sequence[Item], benchm
     from kedit_vc.ops.bench import run_bench
 
     model, tokenizer = loaded.model, loaded.tokenizer
-    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.hparam)}
+    overrides = hparam_overrides(args.hparam)
     editor, hp = get_editor(args.method), build_hparams(args.method, overrides)
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []

@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, replace
 from typing import Any
 
-from common import parser, save, setup, unscored
+from common import hparam_overrides, parser, save, setup, unscored
 
 METRICS = ("reliability_cf", "generalization_cf", "locality_cf", "reliability", "locality_agree")
 GEN_METRICS = ("gen_reliability", "gen_generalization", "gen_locality_agree")
@@ -83,7 +83,7 @@ def main() -> None:
     from kedit_vc.models import load_model
     from kedit_vc.patches.attach import side_patches
 
-    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.hparam)}
+    overrides = hparam_overrides(args.hparam)
     hparams = build_hparams(args.method, overrides)
     metrics = METRICS + (GEN_METRICS if args.generative else ())
     lm = load_model(args.model, progress=False)

@@ -20,7 +20,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, parser, save, setup
+from common import RESULTS, hparam_overrides, parser, save, setup
 
 NAMES = {"efficacy": "reliability_cf", "paraphrase": "generalization_cf", "neighbourhood": "locality_cf",
          "gen_reliability": "gen_reliability", "gen_generalization": "gen_generalization",
@@ -62,7 +62,7 @@ def main() -> None:
     from kedit_vc.models import load_model
     from kedit_vc.ops.bench import run_bench
 
-    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.hparams)}
+    overrides = hparam_overrides(args.hparams)
     path = RESULTS / f"{args.name}.json"
     rows: list[dict[str, Any]] = json.loads(path.read_text())["rows"] if path.exists() else []
     done = {(r["method"], r["record"]) for r in rows}

@@ -30,7 +30,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from common import parser, save, setup
+from common import hparam_overrides, parser, save, setup
 
 NAME = "incontext"
 METRICS = ("reliability_cf", "generalization_cf", "locality_cf", "reliability_acc", "generalization_acc",
@@ -92,7 +92,7 @@ def main() -> None:
     from kedit_vc.patches.attach import side_patches
 
     lm = load_model(args.model, progress=False)
-    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.hparams)}
+    overrides = hparam_overrides(args.hparams)
     results: dict[str, Any] = {}
     starts = {"counterfact": args.cf_start, "zsre": args.zsre_start, "mquake": args.mquake_start}
     for benchmark in args.benchmarks.split(","):

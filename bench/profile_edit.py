@@ -13,11 +13,10 @@ Nothing is scored: quality lives in the other scripts.
 from __future__ import annotations
 
 import cProfile
-import json
 import os
 import time
 
-from common import parser, profile_rows, save, setup
+from common import hparam_overrides, parser, profile_rows, save, setup
 
 
 def main() -> None:
@@ -36,7 +35,7 @@ def main() -> None:
     from kedit_vc.eval.datasets import load_cases
     from kedit_vc.models import load_model
 
-    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.hparam)}
+    overrides = hparam_overrides(args.hparam)
     lm = load_model(args.model, progress=False)
     requests = [r for c in load_cases("counterfact5k", n=args.n, skip=args.skip) for r in c.requests]
     hparams = build_hparams(args.method, overrides)

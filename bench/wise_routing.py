@@ -20,7 +20,7 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from common import parser, save, setup, unscored
+from common import hparam_overrides, parser, save, setup, unscored
 
 
 def arguments() -> Any:
@@ -46,7 +46,7 @@ def main() -> None:
     from kedit_vc.patches.attach import side_patches
     from kedit_vc.patches.sidememory.live import activation, live_memory, pick
 
-    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.hparam)}
+    overrides = hparam_overrides(args.hparam)
     hparams = build_hparams("wise", overrides)
     lm = load_model(args.model, progress=False)
     model, tok = lm.model, lm.tokenizer
