@@ -101,7 +101,9 @@ def handmade_classifier(fingerprint: str, d: int = 64) -> str:
     settings = json.loads(json.dumps(_settings().__dict__))
     settings["rank"] = d
     folder = c.cache_dir() / c.fingerprint_slug(fingerprint) / "handmade"
-    return c.save_classifier(folder, params, {"settings": settings, "fingerprint": fingerprint, "finished": 1e12})
+    meta = {"settings": settings, "fingerprint": fingerprint, "finished": 1e12, "train_records": 10**9,
+            "threshold": 0.5, "calibration": {"threshold": 0.5}}   # ranks above any trained here
+    return c.save_classifier(folder, params, meta)
 
 
 def test_out_of_scope_prompts_give_the_base_models_logits_bit_for_bit(store):
@@ -190,3 +192,30 @@ def test_the_calibrated_threshold_is_the_default_and_part_of_the_hash(store, tmp
     with pytest.raises(c.ClassifierError, match="altered"):
         c.read_classifier(folder)
     assert SeracHparams().threshold is None
+
+
+def test_with_none_named_a_calibrated_classifier_on_more_records_beats_a_newer_trial(store, monkeypatch, tmp_path):
+    """Newest alone once made a 40-record uncalibrated head the default: rank before age."""
+    from kedit_vc.editors.serac import classifier as c
+
+    def cached(name: str, **meta: object) -> str:
+        params = {"proj": torch.eye(8), "scale": torch.tensor([1.0]), "bias": torch.tensor([0.0])}
+        settings = json.loads(json.dumps(_settings().__dict__))
+        folder = c.cache_dir() / c.fingerprint_slug(store.fingerprint) / name
+        return c.save_classifier(folder, params, {"settings": settings, "fingerprint": store.fingerprint, **meta})
+
+    monkeypatch.setenv("KVC_CACHE", str(tmp_path))                          # none of other tests' heads
+    lines: list[str] = []
+    good = cached("good", finished=1.0, train_records=1000, threshold=0.85)
+    cached("trial", finished=2.0, train_records=40)                        # newer, uncalibrated
+    cached("fallback", finished=2.5, train_records=5000, threshold=0.5,
+           calibration={"threshold": 0.5, "note": "no held-out prompts"})  # more records, 0.5 fallback
+    assert c.find_classifier(store.fingerprint, on_default=lines.append).hash == good
+    cached("small", finished=3.0, train_records=40, threshold=0.8)         # newer, calibrated, fewer
+    assert c.find_classifier(store.fingerprint, on_default=lines.append).hash == good
+    assert len(lines) == 2 and good[:12] in lines[-1] and "of 4 cached" in lines[-1], lines
+    bigger = cached("bigger", finished=0.5, train_records=2000, threshold=0.9)  # older, more records
+    assert c.find_classifier(store.fingerprint).hash == bigger
+    named: list[str] = []
+    assert c.find_classifier(store.fingerprint, good[:12], on_default=named.append).hash == good
+    assert named == []                                                     # named: nothing to say

@@ -20,6 +20,7 @@ the memory loads exactly that classifier from the cache.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Sequence
 
 import torch
@@ -37,7 +38,8 @@ class SeracEditor:
 
     def edit(self, model: torch.nn.Module, tokenizer: Any, requests: Sequence[EditRequest],
              hparams: SeracHparams, context: EditContext) -> EditResult:
-        classifier = find_classifier(base_fingerprint(model, context), hparams.classifier)
+        classifier = find_classifier(base_fingerprint(model, context), hparams.classifier,
+                                     on_default=lambda line: print(line, file=sys.stderr))
         threshold = classifier.threshold if hparams.threshold is None else hparams.threshold
         settings = {"policy": "serac", "threshold": threshold, "layer": classifier.layer,
                     "retriever": "subject", "classifier": classifier.hash, "shots": hparams.shots}

@@ -21,7 +21,9 @@ class SeracHparams:
     """SERAC (Mitchell et al. 2022, arXiv 2206.06520): scope classifier + edit memory + counterfactual model."""
 
     classifier: str | None = hparam(None, "trained scope classifier: a hash prefix or folder "
-                                          "(None: the newest `kvc train serac` made for this base model)")
+                                          "(None: of those `kvc train serac` made for this base model, a "
+                                          "calibrated one trained on the most records, then the newest; "
+                                          "the commit names it)")
     threshold: float | None = hparam(None, "scope probability at which a prompt is routed to the counterfactual "
                                            "model (None: the threshold `kvc train serac` calibrated on the "
                                            "classifier's held-out records; 0.5 for a classifier trained before "
