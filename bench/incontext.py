@@ -51,8 +51,8 @@ def arguments() -> Any:
     p.add_argument("--queries", type=int, default=20, help="prompts timed for seconds per query")
     p.add_argument("--name", default=NAME, help="results file name (bench/results/<name>.json)")
     p.add_argument("--hparams", nargs="*", default=[],
-                   help='METHOD=JSON overrides, e.g. serac=\'{"classifier": "8fb17727"}\' (name the classifier: '
-                        "without one SERAC takes the newest trained for the model)")
+                   help='METHOD=JSON overrides, e.g. serac=\'{"classifier": "8fb17727"}\' (without one SERAC '
+                        "takes a calibrated classifier on the most records, then the newest; the JSON records which)")
     return p.parse_args()
 
 

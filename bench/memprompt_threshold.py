@@ -30,7 +30,7 @@ import torch
 from common import parser, save, setup
 from serac_threshold import joint_features, prompt_kinds, rates
 
-GRID = (0.7, 0.75, 0.8, 0.85, 0.88, 0.9, 0.92, 0.94, 0.96)
+GRID = (0.7, 0.75, 0.8, 0.85, 0.88, 0.9, 0.92, 0.94, 0.96, 0.97, 0.98, 0.99, 0.995)
 
 
 def arguments() -> Any:

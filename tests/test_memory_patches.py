@@ -160,6 +160,27 @@ def test_memprompt_leaves_prompts_no_fact_applies_to_bit_for_bit_and_prepends_fo
     assert torch.equal(edited_own[0, :2], plain_own[0, :2])  # before the subject: no fact applies yet
 
 
+
+def test_memprompts_threshold_defaults_to_the_one_chosen_for_the_architecture(store):
+    """Cosines of Gemma 3's states sit far higher than SmolLM2's: one threshold for both let
+    every Gemma neighbour retrieve a fact (bench/results/memprompt_threshold_gemma.json)."""
+    from dataclasses import replace
+
+    from kedit_vc.editors.memprompt.hparams import DEFAULT_THRESHOLD, THRESHOLDS, MemPromptHparams, resolve
+    from kedit_vc.models import load_model
+
+    lm = load_model(store.model_ref, progress=False)
+    assert resolve(lm.model, MemPromptHparams()).threshold == DEFAULT_THRESHOLD
+    assert resolve(lm.model, MemPromptHparams(threshold=0.5)).threshold == 0.5
+    own_type, lm.model.config.model_type = lm.model.config.model_type, "gemma3_text"
+    try:
+        assert resolve(lm.model, MemPromptHparams()).threshold == THRESHOLDS["gemma3_text"] != DEFAULT_THRESHOLD
+        assert resolve(lm.model, replace(MemPromptHparams(), threshold=0.7)).threshold == 0.7
+    finally:
+        lm.model.config.model_type = own_type
+    commit(store, "a.kedit", EIFFEL, method="method memprompt { layer = 1 }")
+    assert store.live_patches("HEAD")[0].settings["threshold"] == DEFAULT_THRESHOLD   # what the commit used
+
 def test_generate_returns_the_callers_ids_then_the_new_tokens(store):
     from kedit_vc import load_edited
 

@@ -1,12 +1,14 @@
 """MemPrompt's hyperparameters and checks (no torch import).
 
-threshold 0.9 (session 14; 0.8 before): chosen on dev records at the memory size users reach,
-150 facts in one memory (CounterFact 450-499, CounterFact-5k 4100-4149, zsRE 250-299; SmolLM2,
-block 5, subject-key retriever; ``bench/memprompt_threshold.py``,
-``bench/results/memprompt_threshold.json``) by the rule stated first: the best mean of
-paraphrases retrieving their own fact and neighbour prompts retrieving none, ties to the lower.
-At 0.8 that is 0.91 / 0.865; at 0.9, 0.885 / 0.932 (the best mean, 0.908). The earlier 0.8
-was set on 30 facts (CounterFact 200-229), where neighbours meet fewer keys.
+threshold: chosen per architecture on dev records at the memory size users reach, 150 facts
+in one memory (CounterFact 450-499, CounterFact-5k 4100-4149, zsRE 250-299; subject-key
+retriever at the default block; ``bench/memprompt_threshold.py [--model M]``) by the rule
+stated first: the best mean of paraphrases retrieving their own fact and neighbour prompts
+retrieving none, ties to the lower. SmolLM2 (block 5, ``memprompt_threshold.json``): 0.9
+(paraphrase 0.885, neighbours rejected 0.932; 0.8 before session 14, set on 30 facts).
+Gemma 3 270M (block 3, ``memprompt_threshold_gemma.json``): 0.99 (0.925 / 0.96): its
+states are so alike that at 0.9 every neighbour retrieves some fact (rejected 0.00).
+Other architectures take SmolLM2's value; run the script on yours and set ``threshold``.
 """
 
 from __future__ import annotations
@@ -20,12 +22,18 @@ from kedit_vc.editors.ike.hparams import LAYER_FRACTION, RETRIEVERS
 if TYPE_CHECKING:
     import torch
 
+DEFAULT_THRESHOLD = 0.9
+THRESHOLDS = {"gemma3_text": 0.99}   # transformers model_type -> threshold chosen on dev records
+THRESHOLD_TEXT = ", ".join(f"{k} {v}" for k, v in THRESHOLDS.items()) + f", others {DEFAULT_THRESHOLD}"
+
 
 @dataclass(frozen=True)
 class MemPromptHparams:
     """MemPrompt (Madaan et al. 2022, arXiv 2201.06009): a memory of corrections, prepended when it applies."""
 
-    threshold: float = hparam(0.9, "cosine similarity a stored fact needs to be put before a query")
+    threshold: float | None = hparam(None, "cosine similarity a stored fact needs to be put before a query "
+                                           "(None: chosen per architecture on dev records: "
+                                           f"{THRESHOLD_TEXT}; run bench/memprompt_threshold.py for another)")
     max_facts: int = hparam(1, "most facts put before one query (the best-matching, best last)")
     layer: int | None = hparam(None, "block whose output the retriever reads "
                                      f"(None: {LAYER_FRACTION:.0%} of the depth)")
@@ -35,7 +43,7 @@ class MemPromptHparams:
 
 def check(hp: MemPromptHparams) -> list[str]:
     problems = layer_problems("layer", hp.layer)
-    if not -1.0 <= hp.threshold <= 1.0:
+    if hp.threshold is not None and not -1.0 <= hp.threshold <= 1.0:
         problems.append(f"threshold must be a cosine in [-1, 1], got {hp.threshold}")
     if hp.max_facts < 1:
         problems.append(f"max_facts must be >= 1, got {hp.max_facts}")
@@ -45,4 +53,10 @@ def check(hp: MemPromptHparams) -> list[str]:
 
 
 def resolve(model: torch.nn.Module, hp: MemPromptHparams) -> MemPromptHparams:
-    return with_model_defaults(model, hp, layer=lambda: depth_layer(model, LAYER_FRACTION))
+    return with_model_defaults(model, hp, layer=lambda: depth_layer(model, LAYER_FRACTION),
+                               threshold=lambda: model_threshold(model))
+
+
+def model_threshold(model: torch.nn.Module) -> float:
+    """The dev-chosen threshold for the model's architecture (``THRESHOLDS``)."""
+    return THRESHOLDS.get(str(getattr(model.config, "model_type", "")), DEFAULT_THRESHOLD)
