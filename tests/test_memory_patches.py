@@ -181,6 +181,25 @@ def test_memprompts_threshold_defaults_to_the_one_chosen_for_the_architecture(st
     commit(store, "a.kedit", EIFFEL, method="method memprompt { layer = 1 }")
     assert store.live_patches("HEAD")[0].settings["threshold"] == DEFAULT_THRESHOLD   # what the commit used
 
+
+def test_memprompt_shots_put_the_next_best_facts_worked_examples_first_and_only_when_one_applies(store):
+    from kedit_vc import load_edited
+    from kedit_vc.patches.attach import side_patches
+
+    shots = "method memprompt { layer = 1 threshold = 0.999 shots = 2 }"
+    for name, body in (("a.kedit", EIFFEL), ("b.kedit", FRANCE), ("c.kedit", TOKYO)):
+        commit(store, name, body, method=shots)
+    model, tok = load_edited(store.paths.root)
+    (wrapper,) = side_patches(model)._handles
+    eiffel = next(f for f in wrapper.memory.facts if f.target_new == "Rome")
+    others = [f for f in wrapper.memory.facts if f is not eiffel]
+    context = _context_of(wrapper, encode(tok, "The Eiffel Tower is located in the city of"))
+    copy = {f.id: next(d.ids for d in f.demos if d.kind == "copy") for f in wrapper.memory.facts}
+    assert _ends_with(context, tuple(copy[eiffel.id]) + tuple(eiffel.head_ids))     # its own fact nearest
+    assert all(_contains(context[:len(context) - len(eiffel.head_ids) - len(copy[eiffel.id])], copy[f.id])
+               for f in others)                                                    # then both others' examples
+    assert _context_of(wrapper, encode(tok, "Seoul is the capital of Korea")) is None  # none applies: nothing
+
 def test_generate_returns_the_callers_ids_then_the_new_tokens(store):
     from kedit_vc import load_edited
 

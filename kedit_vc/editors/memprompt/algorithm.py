@@ -32,5 +32,5 @@ class MemPromptEditor:
              hparams: MemPromptHparams, context: EditContext) -> EditResult:
         hp = resolve(model, hparams)
         settings = {"policy": "memprompt", "threshold": hp.threshold, "max_facts": hp.max_facts,
-                    "layer": hp.layer, "retriever": hp.retriever}
+                    "shots": hp.shots, "layer": hp.layer, "retriever": hp.retriever}
         return memory_result(model, tokenizer, requests, "memprompt", settings, context)

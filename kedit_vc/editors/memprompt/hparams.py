@@ -35,6 +35,8 @@ class MemPromptHparams:
                                            "(None: chosen per architecture on dev records: "
                                            f"{THRESHOLD_TEXT}; run bench/memprompt_threshold.py for another)")
     max_facts: int = hparam(1, "most facts put before one query (the best-matching, best last)")
+    shots: int = hparam(0, "copy demonstrations of the next-best stored facts put before a retrieved one "
+                           "(worked examples of using the memory, for a model that ignores one fact alone)")
     layer: int | None = hparam(None, "block whose output the retriever reads "
                                      f"(None: {LAYER_FRACTION:.0%} of the depth)")
     retriever: str = hparam("subject", "match queries to facts by the fact's last subject token state ('subject') "
@@ -45,6 +47,8 @@ def check(hp: MemPromptHparams) -> list[str]:
     problems = layer_problems("layer", hp.layer)
     if hp.threshold is not None and not -1.0 <= hp.threshold <= 1.0:
         problems.append(f"threshold must be a cosine in [-1, 1], got {hp.threshold}")
+    if hp.shots < 0:
+        problems.append(f"shots must be >= 0, got {hp.shots}")
     if hp.max_facts < 1:
         problems.append(f"max_facts must be >= 1, got {hp.max_facts}")
     if hp.retriever not in RETRIEVERS:

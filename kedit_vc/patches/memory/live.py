@@ -19,7 +19,9 @@ for each position of a query, which context goes before it:
   left out, since they quote its paraphrase and neighbourhood prompts) then its head
   ``New Fact: <prompt> <new object>\\nPrompt:``. IKE always prepends.
 * ``memprompt``: the facts scoring at least ``threshold`` (at most ``max_facts``, best last)
-  put their copy demonstration and head in front; below it, nothing: the query runs unchanged.
+  put their copy demonstration and head in front, after the copy demonstrations of the
+  ``shots`` next-best facts (worked examples of using the memory, the role of the paper's
+  few-shot prompt); below it, nothing: the query runs unchanged.
 * ``mello``: nothing is put in front of a query; ``mello.Mello`` scores subquestions against
   the keys and reads the nearest fact into its question-answering loop.
 * ``serac``: scores are the trained scope classifier's probabilities (``editors.serac.classifier``,
@@ -156,13 +158,27 @@ class Retriever:
             return self._serac_choose(scores)
         default = 0.8
         threshold, most = float(settings.get("threshold", default)), int(settings.get("max_facts", 1))
+        shots = int(settings.get("shots", 0))
         for row in scores:
-            hits = [j for j in row.argsort(descending=True).tolist()[:most] if float(row[j]) >= threshold]
-            ids: list[int] = []
+            order = row.argsort(descending=True).tolist()
+            hits = [j for j in order[:most] if float(row[j]) >= threshold]
+            if not hits:
+                out.append(None)
+                continue
+            ids = self._worked_examples(order[len(hits):len(hits) + shots])
             for j in reversed(hits):  # best last, nearest the query
                 ids += self._copy_and_head(self.memory.facts[j])
-            out.append(tuple(ids) if ids else None)
+            out.append(tuple(ids))
         return out
+
+    def _worked_examples(self, facts: Sequence[int]) -> list[int]:
+        """The copy demonstrations of ``facts`` (next-best first in ``facts``; put farthest
+        first, so the nearest stands closest to the query): worked examples of a stored
+        fact overriding the model, for a base model that does not take one fact alone."""
+        ids: list[int] = []
+        for j in reversed(facts):
+            ids += next((d.ids for d in self.memory.facts[j].demos if d.kind == "copy"), ())
+        return ids
 
 
     def _serac_choose(self, scores: torch.Tensor) -> list[tuple[int, ...] | None]:
@@ -176,10 +192,8 @@ class Retriever:
             if float(row[order[0]]) < threshold:
                 out.append(None)
                 continue
-            ids: list[int] = []
-            for j in reversed(order[1:1 + shots]):
-                ids += next((d.ids for d in self.memory.facts[j].demos if d.kind == "copy"), ())
-            out.append(tuple(ids) + self._copy_and_head(self.memory.facts[order[0]]))
+            out.append(tuple(self._worked_examples(order[1:1 + shots]))
+                       + self._copy_and_head(self.memory.facts[order[0]]))
         return out
 
     @staticmethod
