@@ -161,25 +161,30 @@ def test_memprompt_leaves_prompts_no_fact_applies_to_bit_for_bit_and_prepends_fo
 
 
 
-def test_memprompts_threshold_defaults_to_the_one_chosen_for_the_architecture(store):
+def test_memprompts_threshold_and_shots_default_to_those_chosen_for_the_architecture(store):
     """Cosines of Gemma 3's states sit far higher than SmolLM2's: one threshold for both let
     every Gemma neighbour retrieve a fact (bench/results/memprompt_threshold_gemma.json)."""
     from dataclasses import replace
 
-    from kedit_vc.editors.memprompt.hparams import DEFAULT_THRESHOLD, THRESHOLDS, MemPromptHparams, resolve
+    from kedit_vc.editors.memprompt import hparams as h
     from kedit_vc.models import load_model
 
     lm = load_model(store.model_ref, progress=False)
-    assert resolve(lm.model, MemPromptHparams()).threshold == DEFAULT_THRESHOLD
-    assert resolve(lm.model, MemPromptHparams(threshold=0.5)).threshold == 0.5
+    plain = h.resolve(lm.model, h.MemPromptHparams())
+    assert (plain.threshold, plain.shots) == (h.DEFAULT_THRESHOLD, h.DEFAULT_SHOTS)
+    assert h.resolve(lm.model, h.MemPromptHparams(threshold=0.5)).threshold == 0.5
     own_type, lm.model.config.model_type = lm.model.config.model_type, "gemma3_text"
     try:
-        assert resolve(lm.model, MemPromptHparams()).threshold == THRESHOLDS["gemma3_text"] != DEFAULT_THRESHOLD
-        assert resolve(lm.model, replace(MemPromptHparams(), threshold=0.7)).threshold == 0.7
+        gemma = h.resolve(lm.model, h.MemPromptHparams())
+        assert gemma.threshold == h.THRESHOLDS["gemma3_text"] != h.DEFAULT_THRESHOLD
+        assert gemma.shots == h.SHOTS["gemma3_text"] != h.DEFAULT_SHOTS
+        chosen = h.resolve(lm.model, replace(h.MemPromptHparams(), threshold=0.7, shots=0))
+        assert (chosen.threshold, chosen.shots) == (0.7, 0)
     finally:
         lm.model.config.model_type = own_type
     commit(store, "a.kedit", EIFFEL, method="method memprompt { layer = 1 }")
-    assert store.live_patches("HEAD")[0].settings["threshold"] == DEFAULT_THRESHOLD   # what the commit used
+    settings = store.live_patches("HEAD")[0].settings                                  # what the commit used
+    assert (settings["threshold"], settings["shots"]) == (h.DEFAULT_THRESHOLD, h.DEFAULT_SHOTS)
 
 
 def test_memprompt_shots_put_the_next_best_facts_worked_examples_first_and_only_when_one_applies(store):
