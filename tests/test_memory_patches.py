@@ -160,7 +160,6 @@ def test_memprompt_leaves_prompts_no_fact_applies_to_bit_for_bit_and_prepends_fo
     assert torch.equal(edited_own[0, :2], plain_own[0, :2])  # before the subject: no fact applies yet
 
 
-
 def test_memprompts_threshold_and_shots_default_to_those_chosen_for_the_architecture(store):
     """Cosines of Gemma 3's states sit far higher than SmolLM2's: one threshold for both let
     every Gemma neighbour retrieve a fact (bench/results/memprompt_threshold_gemma.json)."""
@@ -204,6 +203,7 @@ def test_memprompt_shots_put_the_next_best_facts_worked_examples_first_and_only_
     assert all(_contains(context[:len(context) - len(eiffel.head_ids) - len(copy[eiffel.id])], copy[f.id])
                for f in others)                                                    # then both others' examples
     assert _context_of(wrapper, encode(tok, "Seoul is the capital of Korea")) is None  # none applies: nothing
+
 
 def test_generate_returns_the_callers_ids_then_the_new_tokens(store):
     from kedit_vc import load_edited

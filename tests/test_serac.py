@@ -93,17 +93,17 @@ def test_train_commit_revert_and_the_recorded_hash(store):
     assert memory is not None and [f.subject for f in memory.facts] == ["Tokyo"]
 
 
-def handmade_classifier(fingerprint: str, d: int = 64) -> str:
-    """A classifier that calls a prompt in scope when a state is within cosine 0.98 of an edit's key."""
+def handmade_classifier(fingerprint: str, d: int = 64, name: str = "handmade", **meta: object) -> str:
+    """A classifier that calls a prompt in scope when a state is within cosine 0.98 of an edit's key;
+    by default it ranks above any trained here (``meta`` replaces that)."""
     from kedit_vc.editors.serac import classifier as c
 
     params = {"proj": torch.eye(d), "scale": torch.tensor([50.0]), "bias": torch.tensor([-49.0])}
     settings = json.loads(json.dumps(_settings().__dict__))
     settings["rank"] = d
-    folder = c.cache_dir() / c.fingerprint_slug(fingerprint) / "handmade"
-    meta = {"settings": settings, "fingerprint": fingerprint, "finished": 1e12, "train_records": 10**9,
-            "threshold": 0.5, "calibration": {"threshold": 0.5}}   # ranks above any trained here
-    return c.save_classifier(folder, params, meta)
+    folder = c.cache_dir() / c.fingerprint_slug(fingerprint) / name
+    meta = meta or {"finished": 1e12, "train_records": 10**9, "threshold": 0.5, "calibration": {"threshold": 0.5}}
+    return c.save_classifier(folder, params, {"settings": settings, "fingerprint": fingerprint, **meta})
 
 
 def test_out_of_scope_prompts_give_the_base_models_logits_bit_for_bit(store):
@@ -199,10 +199,7 @@ def test_with_none_named_a_calibrated_classifier_on_more_records_beats_a_newer_t
     from kedit_vc.editors.serac import classifier as c
 
     def cached(name: str, **meta: object) -> str:
-        params = {"proj": torch.eye(8), "scale": torch.tensor([1.0]), "bias": torch.tensor([0.0])}
-        settings = json.loads(json.dumps(_settings().__dict__))
-        folder = c.cache_dir() / c.fingerprint_slug(store.fingerprint) / name
-        return c.save_classifier(folder, params, {"settings": settings, "fingerprint": store.fingerprint, **meta})
+        return handmade_classifier(store.fingerprint, 8, name, **meta)
 
     monkeypatch.setenv("KVC_CACHE", str(tmp_path))                          # none of other tests' heads
     lines: list[str] = []

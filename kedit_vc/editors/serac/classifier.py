@@ -458,8 +458,12 @@ def default_rank(meta: Mapping[str, Any]) -> tuple[bool, int, float]:
     """How a cached classifier ranks when an edit names none: calibrated before uncalibrated,
     then the most training records, then the newest. (Newest alone once made a 40-record
     trial head the default over a 1,110-record calibrated one.)"""
-    return (calibrated(meta), int(meta.get("train_records", meta.get("records", 0)) or 0),
-            float(meta.get("finished", 0)))
+    return calibrated(meta), training_records(meta), float(meta.get("finished", 0))
+
+
+def training_records(meta: Mapping[str, Any]) -> int:
+    """Records the head was trained on (all records for a head saved before the split was recorded)."""
+    return int(meta.get("train_records", meta.get("records", 0)) or 0)
 
 
 def calibrated(meta: Mapping[str, Any]) -> bool:
@@ -472,8 +476,7 @@ def describe(meta: Mapping[str, Any]) -> str:
     """One line naming a classifier: hash prefix, records, calibrated threshold."""
     threshold = meta.get("threshold")
     calibrated_as = f"calibrated threshold {threshold}" if calibrated(meta) else "uncalibrated"
-    return (f"{str(meta.get('hash', ''))[:12]} ({meta.get('train_records', meta.get('records', '?'))} "
-            f"training records, {calibrated_as})")
+    return f"{str(meta.get('hash', ''))[:12]} ({training_records(meta)} training records, {calibrated_as})"
 
 
 def find_classifier(fingerprint: str, choice: str | None = None,
