@@ -80,6 +80,30 @@ def test_a_batch_with_padding_routes_each_sequence_as_it_would_alone(store):
         torch.testing.assert_close(together[row], logits(model, text)[0, -1], atol=1e-4, rtol=0)
 
 
+def test_scoring_through_the_decoder_stack_routes_each_sequence_as_it_would_alone_call_after_call(store):
+    """``kvc eval`` scores right-padded batches through the decoder stack (``final_hidden``),
+    not the model's own forward: padding must not count in a sequence's activation, and one
+    call's running sums must not leak into the next (an unrelated batch first, then one that
+    holds the edit's sequence)."""
+    from kedit_vc.models.forward import final_hidden, logits_from_hidden
+    from kedit_vc.models.prompting import encode_text, pad_batch
+
+    commit(store, "a.kedit", EIFFEL, method=TINY_WISE)
+    model = load(store)
+    tok = model_tokenizer()
+    batches = [UNRELATED[:2], ("The Eiffel Tower is located in the city of Rome", UNRELATED[2] + " France")]
+    scored = []
+    for texts in batches:   # both calls first: a whole-model forward between them would reset the sums
+        ids = [encode_text(tok, t) for t in texts]
+        batch, mask = pad_batch(ids, 0)   # right padding, as the scorer pads
+        with torch.no_grad():
+            scored.append((texts, ids, final_hidden(model, batch, mask)))
+    for texts, ids, hidden in scored:
+        for row, text in enumerate(texts):
+            last = logits_from_hidden(model, hidden[row, len(ids[row]) - 1][None])[0]
+            torch.testing.assert_close(last, logits(model, text)[0, -1], atol=1e-4, rtol=0, msg=text)
+
+
 def test_generate_with_a_kv_cache_routes_as_the_whole_sequence_would(store):
     """Each cached step is routed on the mean over the sequence so far, so greedy generation
     with the cache gives the tokens a full forward per step (no cache) gives."""

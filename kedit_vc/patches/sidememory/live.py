@@ -262,10 +262,28 @@ def _continues(cache: Any) -> bool:
         return False
 
 
+def _entry(model: torch.nn.Module) -> torch.nn.Module:
+    """The module every forward passes through with its attention mask and cache: the decoder
+    stack (``model.model`` for Llama), which evaluation and the editors call directly
+    (``models.forward.final_hidden``) as well as through the model; the model itself where its
+    family is unknown."""
+    from kedit_vc.errors import KvcError
+    from kedit_vc.models.families import family_of, get_module
+    from kedit_vc.models.forward import unwrap
+
+    try:
+        return get_module(unwrap(model), family_of(unwrap(model)).base)
+    except (KvcError, AttributeError):
+        return model
+
+
 def attach(model: torch.nn.Module, patches: Sequence[SideMemoryPatch]) -> list[Any]:
     """Hooks routing through the live side memory of ``patches`` (oldest first) at their
-    modules, and one on the model recording the attention mask of each call; returns the
-    handles (``handle.remove()`` detaches). Each patch is checked against the model first."""
+    modules, and one on the decoder stack recording the attention mask of each call and
+    starting each new sequence's running sums (on the stack, not the model: a call of the
+    stack alone, as batched scoring makes, must not count padding nor inherit the sums of the
+    previous call); returns the handles (``handle.remove()`` detaches). Each patch is checked
+    against the model first."""
     for patch in patches:
         patch.check_model(model)
     memories = live_memory(patches)
@@ -285,8 +303,9 @@ def attach(model: torch.nn.Module, patches: Sequence[SideMemoryPatch]) -> list[A
     def forget(_model: torch.nn.Module, _args: tuple, _kwargs: dict, _output: Any) -> None:
         state.pop("attention_mask", None)
 
-    handles = [model.register_forward_pre_hook(remember, with_kwargs=True),
-               model.register_forward_hook(forget, with_kwargs=True)]
+    entry = _entry(model)
+    handles = [entry.register_forward_pre_hook(remember, with_kwargs=True),
+               entry.register_forward_hook(forget, with_kwargs=True)]
     for name, memory in memories.items():
         module = model.get_submodule(name)
         weight = getattr(module, "weight", None)
