@@ -24,8 +24,9 @@ over the commits so far and handed to each edit, as ``kvc commit`` does. ``--res
 re-applies the saved deltas of a stopped run (``<name>.deltas/``) and goes on after them.
 
 Methods whose patches are not weight deltas (T-Patcher's and CaliNet's neurons, GRACE's
-codebooks) have them attached before the next edit, as ``kvc commit`` does, and saved
-beside the deltas for ``--resume``. ``--given-neighbours K`` hands each editor the last K of
+codebooks, WISE's side memory) have them attached before the next edit, as ``kvc commit``
+does, and saved beside the deltas for ``--resume``; ``--gen-speed TOKENS`` then measures
+greedy generation with them live against the plain model at the end. ``--given-neighbours K`` hands each editor the last K of
 a record's neighbourhood prompts (editors that train against neighbours read them) and
 scores only the others.
 """
@@ -86,6 +87,9 @@ def arguments() -> argparse.Namespace:
                         "the sampled ones done so far (0: every edit; for thousands of edits)")
     p.add_argument("--given-neighbours", type=int, default=0,
                    help="the last K neighbourhood prompts of each record go to the editor and are not scored")
+    p.add_argument("--gen-speed", type=int, default=0, metavar="TOKENS",
+                   help="at the end, greedy generate speed (TOKENS new tokens on 5 rewrite prompts) with every "
+                        "attached patch live and without them (codebooks, side memories, neurons)")
     return p.parse_args()
 
 
@@ -214,14 +218,16 @@ def main() -> None:
             print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()
                               if k != "pre"}), flush=True)
             # Written at every evaluation, so an interrupted run still leaves its curve.
-            path = save(name, {
+            summary = {
                 "method": args.method, "model": args.model, "hparams": overrides,
                 "resolved_hparams": asdict(resolve_hparams(args.method, lm.model, hparams)), "n": len(requests),
                 "batch": args.batch, "every": args.every, "start": args.start, "benchmark": args.benchmark,
-                "history": not args.no_history, "given_neighbours": args.given_neighbours, "complete": done == len(requests),
+                "history": not args.no_history, "given_neighbours": args.given_neighbours,
+                "complete": done == len(requests),
                 "eval_sample": args.eval_sample,
                 "pre_fluency": pre_fluency, "seconds_per_commit": round(sum(seconds) / len(seconds), 2),
-                "curve": curve}, args.results_dir)
+                "curve": curve}
+            path = save(name, summary, args.results_dir)
             from safetensors.torch import save_file
 
             history = {f"keys/{layer}": t.contiguous() for layer, t in preserved.items()}
@@ -234,7 +240,25 @@ def main() -> None:
             if args.benchmark != "zsre":
                 plot([f for f in sorted(path.parent.glob("sequential_*.json"))
                       if json.loads(f.read_text()).get("benchmark") != "zsre"], path.parent / "sequential.png")
+    if args.gen_speed and side.patches:
+        summary["generate"] = generate_speed(lm, side, requests, args.gen_speed)
+        print(json.dumps(summary["generate"]), flush=True)
+        path = save(name, summary, args.results_dir)
     print(f"wrote {path}")
+
+
+def generate_speed(lm: Any, side: Any, requests: list, tokens: int) -> dict[str, Any]:
+    """Greedy tokens/s on five rewrite prompts with the attached patches live and detached."""
+    from grace_sequential import tokens_per_second
+
+    prompts = [r.prompt.replace("{}", r.subject, 1) for r in requests[:5]]
+    live = tokens_per_second(lm.model, lm.tokenizer, prompts, tokens)
+    patches = list(side.patches)
+    side.clear()
+    plain = tokens_per_second(lm.model, lm.tokenizer, prompts, tokens)
+    side.set(patches)
+    return {"plain_tokens_per_s": round(plain, 2), "live_tokens_per_s": round(live, 2),
+            "live_patches": len(patches), "ratio": round(live / plain, 3)}
 
 
 def pre_edit(path: Path | None, sample: list[int], score: Any, measure: Any) -> tuple[Any, Any]:
