@@ -156,3 +156,32 @@ def unscored(request: Any, neighbours: int) -> Any:
 
     declared = sum(p.kind == "neighbour" for p in request.probes)
     return split_neighbours(request, declared - neighbours)[1]
+
+
+def tokens_per_second(model: Any, tokenizer: Any, prompts: list[str], tokens: int) -> float:
+    """Greedy generation speed: ``tokens`` new tokens (no early stop) per prompt."""
+    import torch
+
+    from kedit_vc.models.prompting import encode_text, pad_id
+
+    total, seconds = 0, 0.0
+    for prompt in prompts:
+        ids = torch.tensor([encode_text(tokenizer, prompt)])
+        began = time.perf_counter()
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
+                                 min_new_tokens=tokens, do_sample=False, pad_token_id=pad_id(tokenizer))
+        seconds += time.perf_counter() - began
+        total += out.shape[1] - ids.shape[1]
+    return total / seconds
+
+
+def generate_speed(lm: Any, side: Any, prompts: list[str], tokens: int) -> dict[str, Any]:
+    """Greedy tokens/s on ``prompts`` with the patches attached to ``side`` live, then detached
+    (the plain model); the patches are live again after."""
+    live = tokens_per_second(lm.model, lm.tokenizer, prompts, tokens)
+    patches = list(side.patches)
+    side.clear()
+    plain = tokens_per_second(lm.model, lm.tokenizer, prompts, tokens)
+    side.set(patches)
+    return {"plain_tokens_per_s": round(plain, 2), "live_tokens_per_s": round(live, 2), "ratio": round(live / plain, 3)}

@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, replace
 from typing import Any
 
-from common import hparam_overrides, parser, save, setup, unscored
+from common import generate_speed, hparam_overrides, parser, save, setup, unscored
 
 METRICS = ("reliability_cf", "generalization_cf", "locality_cf", "reliability", "locality_agree")
 GEN_METRICS = ("gen_reliability", "gen_generalization", "gen_locality_agree")
@@ -50,24 +50,6 @@ def trimmed(request: Any, paraphrases: int, neighbours: int) -> Any:
     for kind, limit in kinds.items():
         kept += [p for p in request.probes if p.kind == kind][:limit]
     return replace(request, probes=tuple(kept))
-
-
-def tokens_per_second(model: Any, tokenizer: Any, prompts: list[str], tokens: int) -> float:
-    """Greedy generation speed: ``tokens`` new tokens (no early stop) per prompt."""
-    import torch
-
-    from kedit_vc.models.prompting import encode_text, pad_id
-
-    total, seconds = 0, 0.0
-    for prompt in prompts:
-        ids = torch.tensor([encode_text(tokenizer, prompt)])
-        began = time.perf_counter()
-        with torch.no_grad():
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
-                                 min_new_tokens=tokens, do_sample=False, pad_token_id=pad_id(tokenizer))
-        seconds += time.perf_counter() - began
-        total += out.shape[1] - ids.shape[1]
-    return total / seconds
 
 
 def main() -> None:
@@ -119,13 +101,7 @@ def main() -> None:
                   flush=True)
             write(args, overrides, lm, hparams, requests, seconds, curve, None, done == len(requests), trained)
     prompts = [r.prompt.replace("{}", r.subject, 1) for r in requests[:5]]
-    live = tokens_per_second(lm.model, lm.tokenizer, prompts, args.gen_tokens)
-    patches = list(side.patches)
-    side.clear()
-    plain = tokens_per_second(lm.model, lm.tokenizer, prompts, args.gen_tokens)
-    side.set(patches)
-    speed = {"plain_tokens_per_s": round(plain, 2), "live_tokens_per_s": round(live, 2),
-             "live_entries": entries, "ratio": round(live / plain, 3)}
+    speed = {**generate_speed(lm, side, prompts, args.gen_tokens), "live_entries": entries}
     print(json.dumps(speed))
     path = write(args, overrides, lm, hparams, requests, seconds, curve, speed, True, trained)
     print(f"wrote {path}")

@@ -26,9 +26,9 @@ re-applies the saved deltas of a stopped run (``<name>.deltas/``) and goes on af
 Methods whose patches are not weight deltas (T-Patcher's and CaliNet's neurons, GRACE's
 codebooks, WISE's side memory) have them attached before the next edit, as ``kvc commit``
 does, and saved beside the deltas for ``--resume``; ``--gen-speed TOKENS`` then measures
-greedy generation with them live against the plain model at the end. ``--given-neighbours K`` hands each editor the last K of
-a record's neighbourhood prompts (editors that train against neighbours read them) and
-scores only the others.
+greedy generation with them live against the plain model at the end.
+``--given-neighbours K`` hands each editor the last K of a record's neighbourhood prompts
+(editors that train against neighbours read them) and scores only the others.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from common import parser, save, setup
+from common import generate_speed, parser, save, setup
 
 METRICS = ("reliability_cf", "generalization_cf", "locality_cf")
 LABELS = {"reliability_cf": "efficacy", "generalization_cf": "paraphrase", "locality_cf": "neighbourhood",
@@ -241,24 +241,11 @@ def main() -> None:
                 plot([f for f in sorted(path.parent.glob("sequential_*.json"))
                       if json.loads(f.read_text()).get("benchmark") != "zsre"], path.parent / "sequential.png")
     if args.gen_speed and side.patches:
-        summary["generate"] = generate_speed(lm, side, requests, args.gen_speed)
+        prompts = [r.prompt.replace("{}", r.subject, 1) for r in requests[:5]]
+        summary["generate"] = {**generate_speed(lm, side, prompts, args.gen_speed), "live_patches": len(side.patches)}
         print(json.dumps(summary["generate"]), flush=True)
         path = save(name, summary, args.results_dir)
     print(f"wrote {path}")
-
-
-def generate_speed(lm: Any, side: Any, requests: list, tokens: int) -> dict[str, Any]:
-    """Greedy tokens/s on five rewrite prompts with the attached patches live and detached."""
-    from grace_sequential import tokens_per_second
-
-    prompts = [r.prompt.replace("{}", r.subject, 1) for r in requests[:5]]
-    live = tokens_per_second(lm.model, lm.tokenizer, prompts, tokens)
-    patches = list(side.patches)
-    side.clear()
-    plain = tokens_per_second(lm.model, lm.tokenizer, prompts, tokens)
-    side.set(patches)
-    return {"plain_tokens_per_s": round(plain, 2), "live_tokens_per_s": round(live, 2),
-            "live_patches": len(patches), "ratio": round(live / plain, 3)}
 
 
 def pre_edit(path: Path | None, sample: list[int], score: Any, measure: Any) -> tuple[Any, Any]:
