@@ -176,9 +176,10 @@ def tokens_per_second(model: Any, tokenizer: Any, prompts: list[str], tokens: in
     return total / seconds
 
 
-def generate_speed(lm: Any, side: Any, prompts: list[str], tokens: int) -> dict[str, Any]:
-    """Greedy tokens/s on ``prompts`` with the patches attached to ``side`` live, then detached
-    (the plain model); the patches are live again after."""
+def generate_speed(lm: Any, side: Any, requests: Sequence[Any], tokens: int) -> dict[str, Any]:
+    """Greedy tokens/s on the first five ``requests``' rewrite prompts with the patches attached
+    to ``side`` live, then detached (the plain model); the patches are live again after."""
+    prompts = [r.prompt.replace("{}", r.subject, 1) for r in requests[:5]]
     live = tokens_per_second(lm.model, lm.tokenizer, prompts, tokens)
     patches = list(side.patches)
     side.clear()

@@ -100,8 +100,7 @@ def main() -> None:
             print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items() if k != "pre"}),
                   flush=True)
             write(args, overrides, lm, hparams, requests, seconds, curve, None, done == len(requests), trained)
-    prompts = [r.prompt.replace("{}", r.subject, 1) for r in requests[:5]]
-    speed = {**generate_speed(lm, side, prompts, args.gen_tokens), "live_entries": entries}
+    speed = {**generate_speed(lm, side, requests, args.gen_tokens), "live_entries": entries}
     print(json.dumps(speed))
     path = write(args, overrides, lm, hparams, requests, seconds, curve, speed, True, trained)
     print(f"wrote {path}")

@@ -241,8 +241,7 @@ def main() -> None:
                 plot([f for f in sorted(path.parent.glob("sequential_*.json"))
                       if json.loads(f.read_text()).get("benchmark") != "zsre"], path.parent / "sequential.png")
     if args.gen_speed and side.patches:
-        prompts = [r.prompt.replace("{}", r.subject, 1) for r in requests[:5]]
-        summary["generate"] = {**generate_speed(lm, side, prompts, args.gen_speed), "live_patches": len(side.patches)}
+        summary["generate"] = {**generate_speed(lm, side, requests, args.gen_speed), "live_patches": len(side.patches)}
         print(json.dumps(summary["generate"]), flush=True)
         path = save(name, summary, args.results_dir)
     print(f"wrote {path}")

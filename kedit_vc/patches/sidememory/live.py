@@ -271,8 +271,9 @@ def _entry(model: torch.nn.Module) -> torch.nn.Module:
     from kedit_vc.models.families import family_of, get_module
     from kedit_vc.models.forward import unwrap
 
+    inner = unwrap(model)
     try:
-        return get_module(unwrap(model), family_of(unwrap(model)).base)
+        return get_module(inner, family_of(inner).base)
     except (KvcError, AttributeError):
         return model
 
