@@ -11,6 +11,7 @@ import torch
 
 from kedit_vc.errors import ModelError
 from kedit_vc.models.families import (
+    decoder_stack,
     describe,
     dimensions,
     family_for_model_type,
@@ -117,6 +118,28 @@ def test_describe(tiny: torch.nn.Module) -> None:
     assert (info["layers"], info["d_model"], info["d_mlp"], info["vocab"]) == (LAYERS, D_MODEL, D_MLP, VOCAB)
     assert info["parameters"] == sum(p.numel() for p in tiny.parameters())
     assert "{i}" in info["edited_matrix"]
+
+
+def test_decoder_stack_is_what_every_forward_passes_through(tiny: torch.nn.Module,
+                                                           ids: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """The side memories' routers hook the decoder stack: it must hold the blocks but not the
+    head, and the model's own forward must call it once with the ids it was given."""
+    input_ids, mask = ids
+    stack = decoder_stack(tiny)
+    family = family_of(tiny)
+    assert stack is get_module(tiny, family.base)
+    assert any(module is get_module(tiny, family.blocks) for module in stack.modules())
+    assert not any(module is get_module(tiny, family.unembed) for module in stack.modules())
+    seen: list[torch.Tensor] = []
+    handle = stack.register_forward_pre_hook(  # GPT-2-like families pass the ids positionally
+        lambda _m, args, kwargs: seen.append(kwargs["input_ids"] if "input_ids" in kwargs else args[0]),
+        with_kwargs=True)
+    try:
+        with torch.no_grad():
+            tiny(input_ids=input_ids, attention_mask=mask)
+    finally:
+        handle.remove()
+    assert len(seen) == 1 and torch.equal(seen[0], input_ids)
 
 
 def test_final_hidden_and_head_match_logits(tiny: torch.nn.Module, ids: tuple[torch.Tensor, torch.Tensor]) -> None:

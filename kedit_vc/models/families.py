@@ -118,6 +118,14 @@ def get_module(model: torch.nn.Module, path: str) -> torch.nn.Module:
         raise ModelError(f"model has no module {path!r} ({error})") from None
 
 
+def decoder_stack(model: torch.nn.Module) -> torch.nn.Module:
+    """The decoder without its LM head (``model.model`` for Llama): called on ``input_ids`` and an
+    attention mask it returns the final-normed hidden states [b, t, d_model]. Scoring, key
+    collection and the side memories' routers all go through it, so hooks placed here see
+    every forward."""
+    return get_module(model, family_of(model).base)
+
+
 def blocks_of(model: torch.nn.Module) -> torch.nn.ModuleList:
     """The decoder blocks, in order."""
     path = family_of(model).blocks

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .families import blocks_of, family_of, get_module
+from .families import blocks_of, decoder_stack, family_of, get_module
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -25,7 +25,7 @@ def final_hidden(model: torch.nn.Module, input_ids: torch.Tensor,
                  attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Decoder output after the final norm: [b, t, d_model]."""
     model = unwrap(model)
-    base = get_module(model, family_of(model).base)
+    base = decoder_stack(model)
     out = base(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     return out[0] if isinstance(out, tuple) else out.last_hidden_state
 
@@ -70,7 +70,7 @@ def prefix_states(model: torch.nn.Module, input_ids: torch.Tensor, attention_mas
     prefix's states do not change, so they are computed once.
     """
     model = unwrap(model)
-    base = get_module(model, family_of(model).base)
+    base = decoder_stack(model)
     with torch.no_grad():
         out = base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True)
     cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
@@ -91,7 +91,7 @@ def suffix_hidden(model: torch.nn.Module, input_ids: torch.Tensor, attention_mas
     from transformers import DynamicCache
 
     model = unwrap(model)
-    base = get_module(model, family_of(model).base)
+    base = decoder_stack(model)
     extra: dict[str, Any] = {}
     if prefix and prefix[0][0].shape[-2] > 0:
         config: Any = model.config

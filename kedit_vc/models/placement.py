@@ -169,11 +169,11 @@ def _align_inputs(model: Any, device: str) -> None:
     ``device``, so callers that build token ids on the CPU keep working; outputs stay on ``device``."""
     from accelerate.hooks import AlignDevicesHook, add_hook_to_module
 
-    from .families import family_of, get_module
+    from .families import decoder_stack
 
     add_hook_to_module(model, AlignDevicesHook(execution_device=device))
     try:
-        base = get_module(model, family_of(model).base)
+        base = decoder_stack(model)
     except Exception:  # noqa: BLE001 - an unknown layout: the top-level hook still applies
         return
     if base is not model:

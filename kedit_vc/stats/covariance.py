@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 
 from kedit_vc.fsio import atomic_path
 from kedit_vc.models.cache import cache_root
-from kedit_vc.models.families import family_of, get_module, max_positions
+from kedit_vc.models.families import decoder_stack, family_of, get_module, max_positions
 
 from .corpus import corpus_id, sample_documents, text_batches
 
@@ -117,7 +117,7 @@ def _compute(model: torch.nn.Module, tokenizer: Any, fingerprint: str, layers: S
             else:
                 device = next(modules[layers[0]].parameters()).device   # the pass runs where the layer is
                 for ids in text_batches(tokenizer, corpus, n_tokens, max_positions(model)):
-                    get_module(model, family.base)(input_ids=ids.to(device), use_cache=False)
+                    decoder_stack(model)(input_ids=ids.to(device), use_cache=False)
                     bar.update(task, completed=min(accumulator.tokens, n_tokens))
     finally:
         accumulator.close()

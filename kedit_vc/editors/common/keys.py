@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import torch
 
 from kedit_vc.compiler.plan import EditRequest
-from kedit_vc.models.families import family_of, get_module
+from kedit_vc.models.families import decoder_stack, family_of, get_module
 from kedit_vc.models.hooks import record_inputs
 from kedit_vc.models.prompting import encode_text, pad_batch, pad_id
 
@@ -62,7 +62,7 @@ def _run_until(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, la
 
     handle = mlp_out.register_forward_hook(stop)
     try:
-        get_module(model, family.base)(input_ids=ids, attention_mask=mask, use_cache=False)
+        decoder_stack(model)(input_ids=ids, attention_mask=mask, use_cache=False)
     except _StopForward:
         pass
     finally:
@@ -83,6 +83,6 @@ def subject_outputs(model: torch.nn.Module, tokenizer: Any, requests: Sequence[E
                               pad_id(tokenizer))
         cols = torch.tensor([subject_last_index(tokenizer, r.prompt, r.subject) for r in chunk])
         with record_outputs({"m": module}) as seen:
-            get_module(model, family_of(model).base)(input_ids=ids, attention_mask=mask, use_cache=False)
+            decoder_stack(model)(input_ids=ids, attention_mask=mask, use_cache=False)
         rows_out.append(seen["m"][torch.arange(len(chunk)), cols].float())
     return torch.cat(rows_out)

@@ -132,12 +132,12 @@ def features(model: torch.nn.Module, tokenizer: Any, requests: Sequence[EditRequ
              report: Callable[[int], None] | None = None) -> Features:
     """Encode every record's key and prompts with the frozen model (one forward per text, up to ``layer``)."""
     from kedit_vc.editors.common.incontext import subject_end
-    from kedit_vc.models.families import family_of, get_module
+    from kedit_vc.models.families import decoder_stack
     from kedit_vc.models.prompting import encode_text
     from kedit_vc.patches.memory.embed import hidden_states
 
     device = next(model.parameters()).device
-    forward = get_module(model, family_of(model).base).forward
+    forward = decoder_stack(model).forward
     keys, rows, owners, positive = [], [], [], []
     for index, request in enumerate(requests):
         ids = encode_text(tokenizer, request.rewrite_prompt)

@@ -36,7 +36,7 @@ from typing import Any, Callable, Protocol
 
 import torch
 
-from kedit_vc.models.families import family_of, get_module
+from kedit_vc.models.families import decoder_stack
 from kedit_vc.models.forward import _cache_keyword, unwrap
 from kedit_vc.models.prompting import NO_PREFIX, encode_continuation, encode_text
 from kedit_vc.patches.registry import PatchError
@@ -217,7 +217,7 @@ class Mello:
     def __init__(self, model: torch.nn.Module, tokenizer: Any, memory: LiveMemory,
                  session: ModelSession | None = None) -> None:
         self.model, self.tokenizer, self.memory = model, tokenizer, memory
-        self.forward = get_module(model, family_of(model).base).forward
+        self.forward = decoder_stack(model).forward
         self._retriever: Retriever | None = None
         self._session = session
         settings = memory.settings

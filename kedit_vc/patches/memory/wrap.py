@@ -37,7 +37,7 @@ from typing import Any, Sequence
 
 import torch
 
-from kedit_vc.models.families import family_of, get_module
+from kedit_vc.models.families import decoder_stack
 
 from .core import MemoryPatch
 from .embed import hidden_states
@@ -61,7 +61,7 @@ class MemoryWrapper:
 
     def __init__(self, model: torch.nn.Module, memory: LiveMemory) -> None:
         self.model, self.memory = model, memory
-        self.base = get_module(model, family_of(model).base)
+        self.base = decoder_stack(model)
         self._saved_forward = self.base.__dict__.get("forward")
         self._saved_generate = model.__dict__.get("generate")
         self.inner_forward = self.base.forward

@@ -268,12 +268,12 @@ def _entry(model: torch.nn.Module) -> torch.nn.Module:
     (``models.forward.final_hidden``) as well as through the model; the model itself where its
     family is unknown."""
     from kedit_vc.errors import KvcError
-    from kedit_vc.models.families import family_of, get_module
+    from kedit_vc.models.families import decoder_stack
     from kedit_vc.models.forward import unwrap
 
     inner = unwrap(model)
     try:
-        return get_module(inner, family_of(inner).base)
+        return decoder_stack(inner)
     except (KvcError, AttributeError):
         return model
 
