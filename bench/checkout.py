@@ -41,16 +41,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
-
 from common import RESULTS, ints, median, parser, save, setup, table, timer
+from storage import Shapes
 
 from kedit_vc.delta import Delta, materialize
 from kedit_vc.editors.common.solve import factored_update
 from kedit_vc.models import load_model
 from kedit_vc.ops.weights import Weights
 from kedit_vc.store import CommitInput, Store, gitio, init_store
-
-from storage import Shapes
 
 LOAD_TARGET = 1.2
 REVERT_TARGET_S = 2.0
@@ -217,7 +215,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             model = load_model(args.model, progress=False).model
             profile = "\n".join([
                 f"# Checkout of HEAD after {len(shas)} commits ({args.model}), cProfile, top by cumulative time\n",
-                profile_text("before: every live delta read from the history", lambda: checkout(root, args.model, False)),
+                profile_text("before: every live delta read from the history",
+                             lambda: checkout(root, args.model, False)),
                 profile_text("after: HEAD's sum read from the HEAD cache", lambda: checkout(root, args.model, True)),
                 profile_text("after, what the checkout adds to the load (model loaded beforehand)",
                              lambda: added_to_load(root, model), lines=14),

@@ -135,7 +135,7 @@ def main() -> None:
         save(name, results, args.results_dir)  # partial results after each run
         print(f"{label:9s} " + "  ".join(f"{k}={report.metrics.get(k, float('nan')):.3f}" for k in REPORT
                                         if report.metrics.get(k) is not None))
-    print(f"pre       " + "  ".join(f"{k}={v:.3f}" for k, v in results["runs"]["explicit"]["pre_metrics"].items()
+    print("pre       " + "  ".join(f"{k}={v:.3f}" for k, v in results["runs"]["explicit"]["pre_metrics"].items()
                                     if v is not None))
     print(f"{n_derived} derived edits over {len(records)} cases; {n_match} match MQuAKE's second hop")
 

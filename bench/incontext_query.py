@@ -33,7 +33,7 @@ def main() -> None:
         requests = [r for c in load_cases(bench, 6, skip=skip) for r in c.requests][:6]
         prompts = [p.prompt for r in requests for p in r.probes if p.kind in ("rewrite", "neighbour")][:6]
 
-        def per_query() -> float:
+        def per_query(prompts: list[str] = prompts) -> float:
             began = time.perf_counter()
             for prompt in prompts:
                 with torch.no_grad():

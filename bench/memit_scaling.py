@@ -3,8 +3,8 @@
 The baseline is the single-edit batch, measured in the same run with the same
 hyperparameters: the target is per-edit time at 500 edits <= 0.2x the single edit's.
 Statistics for the MEMIT layers (computed or read from the cache) and the context
-templates are made before anything is timed. Each batch is the first n CounterFact records; peak RSS is reset before each
-batch (Linux), so it is that batch's peak, the loaded model included.
+templates are made before anything is timed. Each batch is the first n CounterFact records;
+peak RSS is reset before each batch (Linux), so it is that batch's peak, the loaded model included.
 
 Target optimisation runs requests in chunks of ``CHUNK_SIZE`` (8), so its activation
 memory grows with n only up to a chunk. Before a batch, the peak growth measured on the
@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(table(["edits", "seconds", "s/edit", "x single", "targets s", "spread s", "peak RSS MiB", "growth MiB"],
                 [[r["n"], r["seconds"], r["seconds_per_edit"], r.get("per_edit_over_single", float("nan")),
                   r["value_seconds"], r["update_seconds"], mib(r["peak_rss_bytes"]), mib(r["peak_growth_bytes"])]
-                 if "seconds" in r else [r["n"], "skipped (memory)", "", "", "", "", "", mib(r["projected_growth_bytes"])]
+                 if "seconds" in r
+                 else [r["n"], "skipped (memory)", "", "", "", "", "", mib(r["projected_growth_bytes"])]
                  for r in rows]))
     largest = max((r for r in rows if "per_edit_over_single" in r), key=lambda r: r["n"])
     met = largest["per_edit_over_single"] <= TARGET_RATIO

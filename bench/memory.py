@@ -20,6 +20,7 @@ import argparse
 from typing import Any
 
 from common import mib, parser, peak_rss_bytes, reset_peak_rss, rss_bytes, save, setup, table, timer
+from memit_scaling import add_memit_args, available_bytes, memit_hparams, projected_growth, run_batch
 
 from kedit_vc.editors.base import EditContext, get_editor
 from kedit_vc.editors.common.templates import context_templates
@@ -27,8 +28,6 @@ from kedit_vc.editors.registry import build_hparams, resolve_hparams
 from kedit_vc.eval.datasets import load_cases
 from kedit_vc.models import load_model
 from kedit_vc.stats import key_second_moments
-
-from memit_scaling import add_memit_args, available_bytes, memit_hparams, projected_growth, run_batch
 
 ROME_TARGET_BYTES = 2 * 2**30
 

@@ -225,11 +225,12 @@ def sequential_curves(folder: Path) -> str:
 
     longest = max(runs, key=lambda r: len(r["curve"]))
     for label, name in QUALITY_COLUMNS["counterfact"]:
-        lines.append(f"| pre-edit | {label} | {cells(longest['curve'], lambda row: row['pre'].get(name))} |")
+        lines.append(f"| pre-edit | {label} | {cells(longest['curve'], lambda row, name=name: row['pre'].get(name))} |")
     for r in runs:
         mode = "" if r.get("batch", 1) == 1 else f", {_commits(r)}"
         for label, name in QUALITY_COLUMNS["counterfact"]:
-            lines.append(f"| {r['method']}{mode} | {label} | {cells(r['curve'], lambda row: row.get(name))} |")
+            scores = cells(r["curve"], lambda row, name=name: row.get(name))
+            lines.append(f"| {r['method']}{mode} | {label} | {scores} |")
     return "\n".join(lines)
 
 

@@ -24,7 +24,6 @@ from unittest import mock
 
 import torch
 import torch.nn.functional as F
-
 from common import median, parser, save, setup, table, timer
 
 from kedit_vc.editors.base import EditContext, get_editor

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from common import parser, save, setup, table, timer
 
 from kedit_vc.delta import Delta, Dense

@@ -18,8 +18,8 @@ import argparse
 
 from common import save
 
-from kedit_vc.editors.common.templates import context_templates
 from kedit_vc.editors.common.layered import compute_z_targets, spread_over_layers
+from kedit_vc.editors.common.templates import context_templates
 from kedit_vc.editors.memit.algorithm import memit_layer_update
 from kedit_vc.editors.registry import build_hparams
 from kedit_vc.eval import score_requests, summarize
@@ -51,7 +51,7 @@ def main() -> None:
 
     lm = load_model("smollm2")
     model, tok = lm.model, lm.tokenizer
-    mom2 = key_second_moments(model, tok, lm.fingerprint, sorted({l for r in ranges for l in r}),
+    mom2 = key_second_moments(model, tok, lm.fingerprint, sorted({layer for r in ranges for layer in r}),
                               args.stats_tokens, progress=True)
     cases = load_cases("counterfact")[args.start:args.start + args.n]
     requests = [r for c in cases for r in c.requests]

@@ -21,7 +21,6 @@ from kedit_vc.models import load_model
 from kedit_vc.ops.bench import run_bench
 from kedit_vc.stats import key_second_moments
 
-
 #: CounterFact's names -> our registered metrics (see kedit_vc/eval/registry.py).
 CF_NAMES = {"efficacy": "reliability_cf", "paraphrase": "generalization_cf",
             "neighbourhood": "locality_cf"}

@@ -49,7 +49,8 @@ def main() -> None:
     requests = [r for c in load_cases("counterfact5k")[args.start:args.start + args.n] for r in c.requests]
     pre = score_requests(lm.model, lm.tokenizer, requests, prompts="both")
     rows: list[dict[str, Any]] = []
-    layer_choices: list[Any] = [None] if not args.layers else [[int(x) for x in c.split(",")] for c in args.layers.split(";")]
+    layer_choices: list[Any] = ([None] if not args.layers
+                                else [[int(x) for x in c.split(",")] for c in args.layers.split(";")])
     grid = itertools.product(floats(args.lr), [tuple(m.split(",")) for m in args.modules.split(";")],
                              layer_choices, [bool(int(x)) for x in args.raw_copies.split(",")],
                              args.tokens.split(","))
@@ -70,7 +71,8 @@ def main() -> None:
             for n, value in saved.items():
                 params[n].copy_(value)
         report = summarize(post, pre)
-        row = {"hparams": overrides, "seconds": round(seconds, 2), "seconds_per_fact": round(seconds / len(requests), 3),
+        row = {"hparams": overrides, "seconds": round(seconds, 2),
+               "seconds_per_fact": round(seconds / len(requests), 3),
                "post": {m: report.metrics.get(m) for m in METRICS},
                "pre": {m: report.pre_metrics.get(m) for m in METRICS}, "info": dict(result.info)}
         rows.append(row)

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from common import RESULTS, parser, save, setup
 
 from kedit_vc.delta import Delta, LowRank
