@@ -12,12 +12,20 @@ neighbourhood prompts are routed (the editor is given only the others). Writes
     OMP_NUM_THREADS=1 python bench/wise_routing.py --n 10
     OMP_NUM_THREADS=1 python bench/wise_routing.py --n 10 --hparam early_stop=false --tag full_steps
     OMP_NUM_THREADS=1 python bench/wise_routing.py --n 30 --start 450 --hparam shard_size=10 --hparam retrieve=true
+
+``--from-run DIR`` reads the memory a ``bench/sequential.py --method wise`` run saved (its
+``<name>.deltas/`` folder, the run's ``--start``/``--n`` given again) instead of editing
+anew, so a 500-commit history is diagnosed in minutes:
+
+    OMP_NUM_THREADS=1 python bench/wise_routing.py --start 0 --n 500 \
+        --from-run bench/results/sequential_wise_n500.deltas --tag n500
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from common import hparam_overrides, parser, save, setup, unscored
@@ -30,6 +38,8 @@ def arguments() -> Any:
     p.add_argument("--neighbours", type=int, default=3, help="neighbourhood prompts measured per edit")
     p.add_argument("--hparam", action="append", default=[], metavar="NAME=VALUE", help="WISE override (JSON value)")
     p.add_argument("--tag", default="", help="suffix of the results file")
+    p.add_argument("--from-run", default="", metavar="DIR",
+                   help="a sequential.py run's saved deltas folder: diagnose its memory instead of editing")
     return p.parse_args()
 
 
@@ -55,8 +65,10 @@ def main() -> None:
     given = [unscored(r, args.neighbours) for r in requests]   # WISE may train against what it is given
     side, editor = side_patches(model), get_editor("wise")
     context = EditContext(fingerprint=lm.fingerprint, progress=False)
-    trained = []
-    for request in given:
+    trained: list[dict[str, Any]] = []
+    if args.from_run:
+        trained = load_run(Path(args.from_run), side, len(requests))
+    for request in given[len(trained):]:
         result = editor.edit(model, tok, [request], hparams, context)
         side.add(result.patches)
         (edit,) = result.info["edits"]
@@ -111,6 +123,22 @@ def main() -> None:
         "thresholds": [m.threshold for m in memory.memories],
         "summary": summary, "edits": rows}, args.results_dir)
     print(f"wrote {path}")
+
+
+def load_run(saved: Path, side: Any, n: int) -> list[dict[str, Any]]:
+    """Attach the side-memory patches of a stopped or finished ``sequential.py`` run (its first
+    ``n`` commits, one edit each); returns one empty training record per edit loaded (the run
+    kept no per-edit training figures)."""
+    from kedit_vc.patches.registry import require_kind
+
+    state = json.loads((saved / "state.json").read_text())
+    if state["commits"] < n or state["done"] != state["commits"]:
+        raise SystemExit(f"{saved}: the run saved {state['done']} edits in {state['commits']} commits; "
+                         f"--from-run needs one edit a commit and at least --n {n}")
+    for k in range(n):
+        side.add([require_kind(kind).decode((saved / name).read_bytes(), None, str(saved / name))
+                  for name, kind in state.get("patches", {}).get(str(k), [])])
+    return [{} for _ in range(n)]
 
 
 if __name__ == "__main__":
