@@ -186,3 +186,15 @@ def generate_speed(lm: Any, side: Any, requests: Sequence[Any], tokens: int) -> 
     plain = tokens_per_second(lm.model, lm.tokenizer, prompts, tokens)
     side.set(patches)
     return {"plain_tokens_per_s": round(plain, 2), "live_tokens_per_s": round(live, 2), "ratio": round(live / plain, 3)}
+
+
+def saved_patches(saved: Path, commits: int) -> list[Any]:
+    """The side patches (codebooks, side memories, neurons) of the first ``commits`` commits a
+    ``sequential.py`` run saved in its ``<name>.deltas/`` folder, decoded in commit order."""
+    from kedit_vc.patches.registry import require_kind
+
+    state = json.loads((saved / "state.json").read_text())
+    if state["commits"] < commits:
+        raise SystemExit(f"{saved}: the run saved {state['commits']} commits, fewer than the {commits} asked for")
+    return [require_kind(kind).decode((saved / name).read_bytes(), None, str(saved / name))
+            for k in range(commits) for name, kind in state.get("patches", {}).get(str(k), [])]

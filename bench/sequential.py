@@ -42,7 +42,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from common import generate_speed, parser, save, setup
+from common import generate_speed, parser, save, saved_patches, setup
 
 METRICS = ("reliability_cf", "generalization_cf", "locality_cf")
 LABELS = {"reliability_cf": "efficacy", "generalization_cf": "paraphrase", "locality_cf": "neighbourhood",
@@ -136,7 +136,6 @@ def main() -> None:
     from kedit_vc.models import load_model
     from kedit_vc.ops.bench import split_neighbours
     from kedit_vc.patches.attach import side_patches
-    from kedit_vc.patches.registry import require_kind
 
     overrides = dict(item.split("=", 1) for item in args.hparam)
     overrides = {k: _value(v) for k, v in overrides.items()}
@@ -174,8 +173,7 @@ def main() -> None:
         patch_files = {k: [tuple(item) for item in v] for k, v in state.get("patches", {}).items()}
         for k in range(state["commits"]):
             Delta.load(saved / f"{k:05d}.safetensors").apply(lm.model)
-            side.add([require_kind(kind).decode((saved / name).read_bytes(), None, str(saved / name))
-                      for name, kind in patch_files.get(str(k), [])])
+        side.add(saved_patches(saved, state["commits"]))
         from safetensors.torch import load_file
 
         extra_state = load_file(str(saved / "history.safetensors")) if (saved / "history.safetensors").is_file() else {}

@@ -28,7 +28,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from common import hparam_overrides, parser, save, setup, unscored
+from common import hparam_overrides, parser, save, saved_patches, setup, unscored
 
 
 def arguments() -> Any:
@@ -66,8 +66,9 @@ def main() -> None:
     side, editor = side_patches(model), get_editor("wise")
     context = EditContext(fingerprint=lm.fingerprint, progress=False)
     trained: list[dict[str, Any]] = []
-    if args.from_run:
-        trained = load_run(Path(args.from_run), side, len(requests))
+    if args.from_run:   # the run kept no per-edit training figures: one empty record per edit
+        side.add(saved_patches(Path(args.from_run), len(requests)))
+        trained = [{} for _ in requests]
     for request in given[len(trained):]:
         result = editor.edit(model, tok, [request], hparams, context)
         side.add(result.patches)
@@ -123,22 +124,6 @@ def main() -> None:
         "thresholds": [m.threshold for m in memory.memories],
         "summary": summary, "edits": rows}, args.results_dir)
     print(f"wrote {path}")
-
-
-def load_run(saved: Path, side: Any, n: int) -> list[dict[str, Any]]:
-    """Attach the side-memory patches of a stopped or finished ``sequential.py`` run (its first
-    ``n`` commits, one edit each); returns one empty training record per edit loaded (the run
-    kept no per-edit training figures)."""
-    from kedit_vc.patches.registry import require_kind
-
-    state = json.loads((saved / "state.json").read_text())
-    if state["commits"] < n or state["done"] != state["commits"]:
-        raise SystemExit(f"{saved}: the run saved {state['done']} edits in {state['commits']} commits; "
-                         f"--from-run needs one edit a commit and at least --n {n}")
-    for k in range(n):
-        side.add([require_kind(kind).decode((saved / name).read_bytes(), None, str(saved / name))
-                  for name, kind in state.get("patches", {}).get(str(k), [])])
-    return [{} for _ in range(n)]
 
 
 if __name__ == "__main__":

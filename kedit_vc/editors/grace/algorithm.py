@@ -20,8 +20,13 @@ The label is the target's token ids. Changes to an earlier commit's entry (a spl
 expansion) are recorded in this commit's ``CodebookPatch`` as that entry's new radius and
 value, so the live codebook is a function of the live commits and a revert is exact (see
 ``kedit_vc.patches.codebook.live``). The weights are never touched: the delta is empty.
-Deviation from the reference: training stops early once every target token is the argmax
-(``early_stop``), which changes nothing the edit can be scored on and saves most steps.
+Deviations from the reference: training stops early once every target token is the argmax
+(``early_stop``), which changes nothing the edit can be scored on and saves most steps; and
+with ``raw_context`` (default) each request is placed and trained a second time on its
+prompt without the shared prefix token (SmolLM2's ``<|endoftext|>``), the form a user types.
+That key lies 6–25 from the prefixed one at SmolLM2's codebook layer (radius 1.0), so
+without it a user's raw prompt misses the codebook; GRACE's own rules place it (a new
+entry with the same label, or an expansion where it falls near).
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from kedit_vc.editors.base import EditContext, EditResult, base_fingerprint
 from kedit_vc.editors.common.positions import fill
 from kedit_vc.models.families import family_of
 from kedit_vc.models.forward import LowerBlockReplay, final_hidden, logits_from_hidden
-from kedit_vc.models.prompting import encode_continuation, encode_text
+from kedit_vc.models.prompting import NO_PREFIX, encode_continuation, encode_text
 from kedit_vc.patches.attach import side_patches
 from kedit_vc.patches.codebook.core import CodebookPatch, entry_id, module_dims
 from kedit_vc.patches.codebook.live import codebook_output, live_entries, nearest
@@ -154,11 +159,23 @@ class GraceEditor:
 
     def _edit_one(self, model: torch.nn.Module, tokenizer: Any, module: torch.nn.Module, book: Codebook,
                   request: EditRequest, hp: GraceHparams) -> int:
-        """Place one request in ``book`` and train its entry's value; returns the steps taken."""
-        prompt = encode_text(tokenizer, fill(request.prompt, request.subject))
+        """Place one request in ``book`` and train its entry's value, then (``raw_context``) the
+        same for its prompt without the shared prefix; returns the steps taken."""
+        text = fill(request.prompt, request.subject)
         target = encode_continuation(tokenizer, " " + request.target_new)
         if not target:
             raise ValueError(f"empty target for edit {request.edit_id}")
+        prompt = encode_text(tokenizer, text)
+        taken = self._place_and_train(model, module, book, prompt, target, hp)
+        raw = encode_text(tokenizer, NO_PREFIX + text)
+        if hp.raw_context and raw != prompt:
+            taken += self._place_and_train(model, module, book, raw, target, hp)
+        return taken
+
+    def _place_and_train(self, model: torch.nn.Module, module: torch.nn.Module, book: Codebook,
+                         prompt: list[int], target: list[int], hp: GraceHparams) -> int:
+        """Key ``prompt`` (token ids) at the codebook, place it with label ``target`` and train
+        the chosen entry's value; returns the steps taken."""
         device = next(model.parameters()).device
         ids = torch.tensor([prompt + target[:-1]], device=device)      # [1, t]
         cols = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(target), device=device)

@@ -3,7 +3,8 @@
 Defaults follow the reference implementations (Thartvigsen/GRACE, EasyEdit's grace): the
 codebook sits on the MLP down-projection of a late block (EasyEdit edits block 27 of 32 on
 Llama-2-7B: 85% of the depth), initial deferral radius 1.0, values trained by Adam at lr 1.0
-for up to 100 steps, radius expansion by "coverage".
+for up to 100 steps, radius expansion by "coverage". ``raw_context`` (ours, on by default) also
+keys each edit on its prompt without the shared prefix token.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ class GraceHparams:
     value_init: str = hparam("warm", "a new value starts as the layer's own output (warm) or uniform noise (cold)")
     early_stop: bool = hparam(True, "stop training a value once every target token is the argmax")
     seed: int = hparam(0, "seed of the cold value initialisation")
+    raw_context: bool = hparam(True, "also key the edit on the bare prompt without the <|endoftext|> prefix "
+                                     "(its own entry, same label), so it holds on raw prompts too, the form "
+                                     "users type to an exported model; our extension (false: the paper's one "
+                                     "key per edit); no effect where the tokenizer adds its own BOS")
 
 
 def check(hp: GraceHparams) -> list[str]:
