@@ -168,3 +168,35 @@ def test_training_with_the_lower_blocks_replayed_gives_the_plain_forwards_value(
     torch.testing.assert_close(replayed[0], plain[0], rtol=1e-5, atol=1e-6)
     assert replayed[1] == plain[1] and replayed[1][0] > 1   # steps taken (early stop), the same
     assert replayed[0].abs().max() > 0
+
+
+def test_raw_context_keys_each_edit_on_its_prompt_with_and_without_the_prefix(monkeypatch):
+    """With ``raw_context`` (the default) GRACE places and trains each request twice: on the
+    prefixed prompt and on the bare one a user types; without it, once (the paper's one key)."""
+    from kedit_vc.editors.base import EditContext, get_editor
+    from kedit_vc.editors.grace import algorithm
+    from kedit_vc.editors.registry import build_hparams
+    from kedit_vc.models.prompting import NO_PREFIX, encode_text
+    from tiny_models import tiny_family_model, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    request = EditRequest("e-1", "Eiffel Tower", "The {} is located in the city of", "Rome", "Paris",
+                          (Probe("rewrite", "The Eiffel Tower is located in the city of", "Paris", "Rome"),))
+    text = "The Eiffel Tower is located in the city of"
+    prefixed, raw = encode_text(tok, text), encode_text(tok, NO_PREFIX + text)
+    assert prefixed != raw   # the tiny tokenizer adds no BOS: the shared prefix is put before
+    placed: list[list[int]] = []
+    original = algorithm.GraceEditor._place_and_train
+
+    def spy(self, model, module, book, prompt, target, hp):  # noqa: ANN001, ANN202
+        placed.append(list(prompt))
+        return original(self, model, module, book, prompt, target, hp)
+
+    monkeypatch.setattr(algorithm.GraceEditor, "_place_and_train", spy)
+    for flag, expected in ((True, [prefixed, raw]), (False, [prefixed])):
+        placed.clear()
+        model = tiny_family_model("llama", seed=0, d_model=32, d_mlp=64, vocab=300, layers=3)
+        get_editor("grace").edit(model, tok, [request],
+                                 build_hparams("grace", {"layer": 1, "steps": 5, "raw_context": flag}),
+                                 EditContext(fingerprint="tiny", progress=False))
+        assert placed == expected, flag

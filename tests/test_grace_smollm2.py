@@ -1,7 +1,8 @@
 """GRACE on the real model: 30 sequential single-edit commits of CounterFact facts (the shared
 500-record file, records 0..39), made through the Python API (editor + store, no per-commit
-evaluation), then HEAD loaded afresh with ``load_edited``: every edit still takes and the
-neighbourhood prompts keep the unedited model's predictions."""
+evaluation), then HEAD loaded afresh with ``load_edited``: every edit still takes, on the prefixed prompt
+and on the raw one a user types (no ``<|endoftext|>``), and the neighbourhood prompts keep the
+unedited model's predictions in both forms."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from kedit_vc.eval.datasets import FILES, data_dir
 pytestmark = pytest.mark.slow
 
 N_COMMITS = 30
+#: Raw prompts' token reliability (every target token the argmax) after all 30 commits.
+RAW_TAKES = 0.9
 
 
 def counterfact_requests(tmp_path, first: int, count: int):  # noqa: ANN001, ANN201
@@ -62,14 +65,19 @@ def test_thirty_sequential_grace_commits_all_take_and_neighbours_hold(tmp_path):
     # The rewrite and five neighbourhood probes of each edit: what "takes" and "neighbours hold" need.
     requests = [replace(r, probes=tuple(p for p in r.probes if p.kind == "rewrite")
                         + tuple(p for p in r.probes if p.kind == "neighbour")[:5]) for r in requests]
-    post = score_requests(model, tokenizer, requests, generative=False)
+    post = score_requests(model, tokenizer, requests, prompts="both", generative=False)
     Weights(model).reset()
-    pre = score_requests(model, tokenizer, requests, generative=False)
+    pre = score_requests(model, tokenizer, requests, prompts="both", generative=False)
     report = summarize(post, pre)
     takes = [row.metrics["reliability"] for row in report.rows]
     assert takes == [1.0] * N_COMMITS, takes  # every target token the argmax, after all 30 commits
     assert report.metrics["reliability_cf"] >= 0.95, report.metrics  # new object beats the true one
     assert report.metrics["locality_agree"] >= 0.99, report.metrics  # neighbours keep their predictions
     assert report.pre_metrics["reliability_cf"] <= 0.5
+    # The raw prompt has its own codebook key (raw_context): the edit takes there too
+    # (raw_locality: argmax agreement with the unedited model on raw neighbour prompts).
+    assert report.metrics["raw_reliability"] >= RAW_TAKES, report.metrics
+    assert report.metrics["raw_reliability_cf"] >= 0.95, report.metrics
+    assert report.metrics["raw_locality"] >= 0.99, report.metrics
     print(f"\n{N_COMMITS} GRACE commits: {edit_s:.1f} s; total {time.perf_counter() - started:.1f} s; "
           f"efficacy {report.metrics['reliability_cf']:.3f}, locality {report.metrics['locality_agree']:.3f}")
